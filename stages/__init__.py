@@ -1,0 +1,1 @@
+"""emotune pipeline stages: fetch -> clean -> audit -> tokenize -> train -> evaluate -> aggregate."""

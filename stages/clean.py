@@ -1,0 +1,103 @@
+"""clean: data/raw/<dataset> -> data/clean/<dataset> + metrics/clean/<dataset>.json.
+
+Normalises text, then removes from train and validation: empty texts, texts carrying conflicting
+labels, exact and normalised duplicates, and leakage (texts also in test, and train texts also in
+validation). The test split keeps every row: its problems are counted in the report, not fixed.
+
+    python -m stages.clean <dataset>
+"""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+import pandas as pd
+
+from stages.artifacts import atomic_dir, data_dir, load_splits, metrics_path, read_json, run_stage, save_splits, write_json
+from stages.config import SPLITS, CleanConfig, DatasetSpec, load_params
+from stages.text import dedupe_key, is_spreadsheet_error, normalise
+
+
+def split_overlap(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Texts (exact, before cleaning) shared between splits."""
+    texts = {s: set(splits[s]["text"]) for s in SPLITS}
+    pairs = {f"{a}&{b}": len(texts[a] & texts[b])
+             for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
+    seen = Counter(t for s in SPLITS for t in texts[s])
+    return {**pairs, "texts_in_several_splits": sum(1 for n in seen.values() if n > 1)}
+
+
+def problems(frame: pd.DataFrame, cfg: CleanConfig) -> dict[str, pd.Series]:
+    """Boolean masks of the rows each rule would drop, in the order the rules apply."""
+    key = frame["text"].map(lambda t: dedupe_key(t, cfg.dedupe))
+    label_key = frame["labels"].map(lambda ls: "|".join(sorted(ls)))
+    empty = frame["text"].str.strip().str.len() < cfg.min_chars
+    broken = frame["text"].map(is_spreadsheet_error)
+    conflicting = label_key.groupby(key).transform("nunique") > 1
+    if not cfg.drop_conflicting:
+        conflicting[:] = False
+    exact = frame.assign(_l=label_key).duplicated(["text", "_l"])
+    normalised = key.duplicated() & ~exact
+    return {"empty": empty, "spreadsheet_error": broken & ~empty, "conflicting_labels": conflicting,
+            "exact_duplicate": exact & ~conflicting, "normalised_duplicate": normalised & ~conflicting}
+
+
+def clean_splits(raw: dict[str, pd.DataFrame], spec: DatasetSpec, cfg: CleanConfig):
+    """Returns the cleaned splits and a report of rows in/out per split and per reason."""
+    report = {"rows_in": {s: len(raw[s]) for s in SPLITS}, "overlap_before": split_overlap(raw)}
+    splits = {s: raw[s].assign(text=raw[s]["text"].map(lambda t: normalise(t, cfg, spec.tweets)))
+              for s in SPLITS}
+    dropped, kept_in_test = {}, {}
+    for split in ("train", "validation"):
+        frame = splits[split]
+        masks = problems(frame, cfg)
+        drop = pd.Series(False, index=frame.index)
+        counts = {}
+        for reason, mask in masks.items():
+            counts[reason] = int((mask & ~drop).sum())
+            drop |= mask
+        key = frame["text"].map(lambda t: dedupe_key(t, cfg.dedupe))
+        counts["conflicting_texts"] = int(key[masks["conflicting_labels"]].nunique())
+        splits[split] = frame[~drop].reset_index(drop=True)
+        dropped[split] = counts
+    # Leakage: an evaluation text must never be trained on. Test is never touched.
+    keys = {s: set(splits[s]["text"].map(lambda t: dedupe_key(t, cfg.dedupe))) for s in SPLITS}
+    for split, against in (("train", "test"), ("validation", "test"), ("train", "validation")):
+        frame = splits[split]
+        leak = frame["text"].map(lambda t: dedupe_key(t, cfg.dedupe)).isin(keys[against])
+        dropped[split][f"leak_{against}"] = int(leak.sum())
+        splits[split] = frame[~leak].reset_index(drop=True)
+        keys[split] = set(splits[split]["text"].map(lambda t: dedupe_key(t, cfg.dedupe)))
+    for reason, mask in problems(splits["test"], cfg).items():
+        kept_in_test[reason] = int(mask.sum())
+    report["dropped"] = dropped
+    report["test_problems_kept"] = kept_in_test
+    report["test_spreadsheet_error_ids"] = splits["test"].loc[
+        problems(splits["test"], cfg)["spreadsheet_error"], "id"].tolist()
+    report["rows_out"] = {s: len(splits[s]) for s in SPLITS}
+    report["label_counts"] = {}
+    for split in SPLITS:
+        counts = Counter(label for labels in splits[split]["labels"] for label in labels)
+        report["label_counts"][split] = {label: counts[label] for label in spec.labels}
+    return splits, report
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="Clean one fetched dataset into data/clean/<dataset>/")
+    parser.add_argument("dataset")
+    args = parser.parse_args(argv)
+    params = load_params()
+    spec = params.dataset(args.dataset)
+    raw_dir = data_dir("raw", spec.name)
+    raw = load_splits(raw_dir)
+    splits, report = clean_splits(raw, spec, params.clean)
+    meta = read_json(raw_dir / "meta.json") | {"rows": report["rows_out"]}
+    with atomic_dir(data_dir("clean", spec.name)) as out:
+        save_splits(out, splits)
+        write_json(out / "meta.json", meta)
+    write_json(metrics_path("clean", spec.name), {"dataset": spec.name, **report})
+    print(f"clean {spec.name}: {report['rows_in']} -> {report['rows_out']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,271 @@
+"""params.yaml -> typed, validated config objects.
+
+Every stage calls `load_params()` once; a typo, a wrong type or an unknown dataset name fails here,
+with the key path and a fix, before any expensive work starts. The rest of the code trusts these
+objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = ROOT / "params.yaml"
+SPLITS = ("train", "validation", "test")
+
+
+class EmotuneError(Exception):
+    """An error in the user's input or params, with a message that says what to fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Config objects
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LineFiles:
+    """TweetEval-style parallel files: one text per line, one label per line."""
+
+    text: str
+    labels: str
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    """How the dataset loads from the Hugging Face Hub with `datasets.load_dataset`."""
+
+    path: str
+    name: str | None = None
+    revision: str | None = None
+    splits: dict[str, str] = field(
+        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
+    )
+    text_column: str = "text"
+    label_column: str | None = None  # a ClassLabel (ints) or label-name column
+    label_columns: list[str] | None = None  # one 0/1 (or bool) column per label
+    id_column: str | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published number to compare against (shown on the leaderboard)."""
+
+    value: float
+    metric: str
+    source: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    task: Literal["single_label", "multi_label"]
+    labels: list[str]
+    official_metric: Literal["accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_recall", "jaccard"]
+    description: str = ""
+    tweets: bool = False  # mask user mentions and URLs in clean
+    # Local files: relative to `<fetch.mirror>/<mirror_dir>` for mirrored datasets, else to the
+    # repository root (or absolute).
+    files: dict[str, Union[str, LineFiles]] = field(default_factory=dict)
+    mirror_dir: str | None = None
+    format: Literal["csv", "tsv", "jsonl", "lines"] | None = None  # None: from the file extension
+    delimiter: str | None = None
+    header: bool = True
+    columns: list[str] | None = None  # column names when header is false
+    quoting: Literal["minimal", "none"] = "minimal"
+    text_column: str = "text"
+    label_column: str | None = None
+    label_columns: list[str] | None = None
+    label_delimiter: str | None = None  # label_column holds a delimited list (multi-label)
+    label_ids: bool = False  # labels are integer indices into `labels`
+    id_column: str | None = None
+    sha256: dict[str, str] = field(default_factory=dict)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    hub: HubSpec | None = None
+    reference: Reference | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi_label"
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    mirror: str = "../shared/datasets"
+    source: Literal["auto", "mirror", "hub"] = "auto"
+    validation_fraction: float = 0.1  # carved from train, stratified, when a dataset has none
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    html_unescape: bool = True
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
+    collapse_whitespace: bool = True
+    mask_mentions: str | None = "@user"  # tweets only; null keeps mentions
+    mask_urls: str | None = "http"  # tweets only; null keeps URLs
+    lowercase: bool = False
+    min_chars: int = 1
+    drop_conflicting: bool = True
+    dedupe: Literal["exact", "normalised"] = "normalised"
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    action: Literal["report", "drop"] = "report"
+    model: Literal["tfidf", "embeddings"] = "tfidf"
+    folds: int = 5
+    max_drop_fraction: float = 0.05
+    splits: list[Literal["train", "validation"]] = field(default_factory=lambda: ["train"])
+    top_k: int = 50
+    embedding_model: str = "minilm"
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    datasets: list[str]
+    fetch: FetchConfig
+    clean: CleanConfig
+    audit: AuditConfig
+    dataset_registry: dict[str, DatasetSpec]
+
+    def dataset(self, name: str) -> DatasetSpec:
+        if name not in self.dataset_registry:
+            raise EmotuneError(f"unknown dataset {name!r}{_did_you_mean(name, self.dataset_registry)}; "
+                               f"known: {', '.join(sorted(self.dataset_registry))} (params.yaml: dataset_registry)")
+        return self.dataset_registry[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, where: str):
+    """Check `value` against the annotation `tp`, building nested dataclasses; raise on mismatch."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except EmotuneError as exc:
+                errors.append(str(exc))
+        raise EmotuneError(errors[-1] if len(errors) == 1 else
+                           f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}")
+    if origin is Literal:
+        if value not in args:
+            raise EmotuneError(f"{where}: {value!r} is not allowed{_did_you_mean(value, args)}; "
+                               f"choose one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise EmotuneError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise EmotuneError(f"{where}: expected a mapping, got {value!r}")
+        return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise EmotuneError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def build(cls, data: Any, where: str, **extra):
+    """Build dataclass `cls` from a params mapping: unknown keys, missing keys and wrong types fail."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise EmotuneError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields or key in extra:
+            raise EmotuneError(f"{where}.{key}: unknown key{_did_you_mean(key, fields)}; "
+                               f"allowed: {', '.join(k for k in fields if k not in extra)}")
+    kwargs = dict(extra)
+    for name, f in fields.items():
+        if name in extra:
+            continue
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise EmotuneError(f"{where}: missing required key {name!r}")
+    return cls(**kwargs)
+
+
+def _check_dataset(spec: DatasetSpec, where: str) -> None:
+    if len(set(spec.labels)) != len(spec.labels) or not spec.labels:
+        raise EmotuneError(f"{where}.labels: must be a non-empty list of distinct names, got {spec.labels}")
+    label_sources = [k for k in ("label_column", "label_columns") if getattr(spec, k)]
+    if spec.files and len(label_sources) != 1 and spec.format != "lines":
+        raise EmotuneError(f"{where}: give exactly one of label_column (one label, or a delimited list "
+                           f"with label_delimiter) or label_columns (one 0/1 column per label)")
+    if spec.label_columns and not spec.multi_label:
+        raise EmotuneError(f"{where}: label_columns means multi-label; set task: multi_label")
+    if spec.label_columns and sorted(spec.label_columns) != sorted(spec.labels):
+        raise EmotuneError(f"{where}: label_columns {spec.label_columns} must name the same labels as "
+                           f"labels {spec.labels}")
+    if spec.label_delimiter and not spec.multi_label:
+        raise EmotuneError(f"{where}: label_delimiter means multi-label; set task: multi_label")
+    if spec.official_metric == "jaccard" and not spec.multi_label:
+        raise EmotuneError(f"{where}.official_metric: jaccard is for multi-label datasets")
+    for split in (*spec.files, *spec.split_sizes):
+        if split not in SPLITS:
+            raise EmotuneError(f"{where}: unknown split {split!r}{_did_you_mean(split, SPLITS)}; "
+                               f"splits are {', '.join(SPLITS)}")
+    if spec.files and ("train" not in spec.files or "test" not in spec.files):
+        raise EmotuneError(f"{where}.files: needs at least train and test (validation is carved "
+                           f"from train when absent)")
+    if not spec.files and spec.hub is None:
+        raise EmotuneError(f"{where}: give files (local CSV/TSV/JSONL) or hub (a Hub dataset id)")
+
+
+def parse_params(raw: dict, where: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise EmotuneError(f"{where}: expected a mapping at the top level")
+    registry_raw = raw.get("dataset_registry") or {}
+    if not isinstance(registry_raw, dict):
+        raise EmotuneError(f"{where}: dataset_registry must be a mapping of dataset name -> definition")
+    registry = {}
+    for name, entry in registry_raw.items():
+        spec = build(DatasetSpec, entry, f"{where}: dataset_registry.{name}", name=name)
+        _check_dataset(spec, f"{where}: dataset_registry.{name}")
+        registry[name] = spec
+    sections = {k: v for k, v in raw.items() if k != "dataset_registry"}
+    params = build(Params, sections, where, dataset_registry=registry)
+    for i, name in enumerate(params.datasets):
+        if name not in registry:
+            raise EmotuneError(f"{where}: datasets[{i}] = {name!r} is not in dataset_registry"
+                               f"{_did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
+    return params
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise EmotuneError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(Path(path).name))

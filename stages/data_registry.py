@@ -1,0 +1,390 @@
+"""Dataset registry: turn a `dataset_registry.<name>` entry of params.yaml into unified splits.
+
+Every dataset, built-in or user-declared, comes out as DataFrames with columns `id`, `text` and
+`labels` (a list of label names; exactly one for single-label tasks, possibly none for a neutral
+multi-label row). Sources, in order: local files (the team's mirror of the raw files, or the user's
+own CSV/TSV/JSONL), then the Hugging Face Hub through `datasets.load_dataset`.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from stages.config import ROOT, SPLITS, DatasetSpec, EmotuneError, FetchConfig, LineFiles, _did_you_mean
+
+TRUE_VALUES = {"1", "true", "1.0"}
+FALSE_VALUES = {"0", "false", "0.0", ""}
+
+
+@dataclass
+class Fetched:
+    splits: dict[str, pd.DataFrame]
+    source: str
+    checksums: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where text, labels and ids live in a table (a local file or a Hub split)."""
+
+    text: str
+    label: str | None = None
+    labels: list[str] | None = None
+    id: str | None = None
+    delimiter: str | None = None  # label_delimiter
+    ids_are_indices: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+def fetch_dataset(spec: DatasetSpec, cfg: FetchConfig, seed: int) -> Fetched:
+    """Load every split of `spec` from the first source that has it, then carve validation if needed."""
+    fetched = None
+    local_problem = None
+    if cfg.source in ("auto", "mirror") and spec.files:
+        root = local_root(spec, cfg)
+        missing = [p for p in _split_paths(spec, root) if not p.exists()]
+        if not missing:
+            fetched = read_local(spec, root)
+        else:
+            local_problem = (f"{', '.join(str(p) for p in missing)} "
+                             f"{'does' if len(missing) == 1 else 'do'} not exist")
+            notes = [d / "SOURCE.md" for d in (root, root.parent) if (d / "SOURCE.md").exists()]
+            if spec.mirror_dir and notes:
+                local_problem += f" (the mirror does not carry it; {notes[0]} says why)"
+            if cfg.source == "mirror" or spec.hub is None:
+                raise EmotuneError(f"dataset {spec.name!r}: {local_problem}. "
+                                   + ("Fix the paths in params.yaml dataset_registry." + spec.name + ".files"
+                                      if spec.hub is None else
+                                      "Set fetch.source to auto or hub to load it from the Hugging Face Hub."))
+    if fetched is None:
+        if cfg.source == "mirror" or spec.hub is None:
+            raise EmotuneError(f"dataset {spec.name!r}: no local files are declared and no hub entry; "
+                               f"add files or hub to dataset_registry.{spec.name} in params.yaml")
+        try:
+            fetched = read_hub(spec)
+        except HubUnavailable as exc:
+            lead = f"dataset {spec.name!r}: " + (f"the local copy is incomplete: {local_problem}; and "
+                                                  if local_problem else "")
+            raise EmotuneError(
+                f"{lead}the Hugging Face Hub is unavailable ({exc}). Run the fetch on a machine that "
+                f"reaches the Hub, or put the missing files in place, or leave {spec.name!r} out of "
+                f"`datasets` in params.yaml.") from None
+    if "validation" not in fetched.splits:
+        fetched.splits["validation"], fetched.splits["train"] = carve_validation(
+            fetched.splits["train"], spec.multi_label, cfg.validation_fraction, seed)
+        fetched.notes.append(f"validation carved from train: {cfg.validation_fraction:.0%}, "
+                             f"stratified, seed {seed}")
+    return fetched
+
+
+def local_root(spec: DatasetSpec, cfg: FetchConfig) -> Path:
+    if spec.mirror_dir:
+        mirror = Path(cfg.mirror)
+        return (mirror if mirror.is_absolute() else ROOT / mirror) / spec.mirror_dir
+    return ROOT
+
+
+def _split_paths(spec: DatasetSpec, root: Path) -> list[Path]:
+    paths = []
+    for files in spec.files.values():
+        names = [files.text, files.labels] if isinstance(files, LineFiles) else [files]
+        paths += [root / n for n in names]
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Local files
+# ---------------------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksums(spec: DatasetSpec, root: Path) -> dict[str, str]:
+    """sha256 of every file of `spec`; a file whose pinned checksum differs stops the fetch."""
+    actual = {}
+    for path in _split_paths(spec, root):
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        actual[rel] = sha256_file(path)
+        pinned = spec.sha256.get(rel)
+        if pinned and pinned != actual[rel]:
+            raise EmotuneError(
+                f"dataset {spec.name!r}: checksum mismatch for {path}\n"
+                f"  expected (params.yaml dataset_registry.{spec.name}.sha256.{rel}): {pinned}\n"
+                f"  actual:   {actual[rel]}\n"
+                f"The file is not the version this project was built on (changed, truncated or a "
+                f"different release). Restore the original file; or, if you trust the new one, pin its "
+                f"checksum in params.yaml and expect different results.")
+    unknown = set(spec.sha256) - set(actual)
+    if unknown:
+        raise EmotuneError(f"dataset_registry.{spec.name}.sha256 pins {sorted(unknown)}, which no split uses; "
+                           f"files are {sorted(actual)}")
+    return actual
+
+
+def read_local(spec: DatasetSpec, root: Path) -> Fetched:
+    checksums = verify_checksums(spec, root)
+    splits = {}
+    for split, files in spec.files.items():
+        if isinstance(files, LineFiles):
+            splits[split] = read_lines(spec, root / files.text, root / files.labels, split)
+        else:
+            path = root / files
+            table, first_line = read_table(spec, path)
+            splits[split] = to_unified(table, file_columns(spec), spec, split, str(path), first_line)
+    # A relative source keeps meta.json (and so the DVC hashes) the same on every machine.
+    return Fetched(splits, source=f"local:{os.path.relpath(root, ROOT)}", checksums=checksums)
+
+
+def file_columns(spec: DatasetSpec) -> Columns:
+    return Columns(spec.text_column, spec.label_column, spec.label_columns, spec.id_column,
+                   spec.label_delimiter, spec.label_ids)
+
+
+def decode(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise EmotuneError(f"{path}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8. "
+                           f"Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
+    if not text.strip():
+        raise EmotuneError(f"{path}: the file is empty; point registry files at the right file")
+    return text
+
+
+def file_format(spec: DatasetSpec, path: Path) -> str:
+    if spec.format:
+        return spec.format
+    by_ext = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "tsv"}
+    if path.suffix.lower() not in by_ext:
+        raise EmotuneError(f"{path}: cannot tell the format from the extension; set format: "
+                           f"csv | tsv | jsonl in dataset_registry.{spec.name}")
+    return by_ext[path.suffix.lower()]
+
+
+def read_table(spec: DatasetSpec, path: Path) -> tuple[pd.DataFrame, int]:
+    """Read a CSV/TSV/JSONL file into string columns; returns the table and its first data line."""
+    fmt = file_format(spec, path)
+    text = decode(path)
+    if fmt == "jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EmotuneError(f"{path}: line {number}: not valid JSON ({exc.msg}); each line "
+                                   f"must be one JSON object") from None
+            if not isinstance(row, dict):
+                raise EmotuneError(f"{path}: line {number}: expected a JSON object, got {row!r:.60}")
+            rows.append(row)
+        return pd.DataFrame(rows), 1
+    delimiter = spec.delimiter or {"csv": ",", "tsv": "\t"}[fmt]
+    quoting = csv.QUOTE_NONE if spec.quoting == "none" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise EmotuneError(f"{path}: line {reader.line_num}: {exc}") from None
+    header = spec.columns or []
+    if spec.header:
+        header, rows = rows[0], rows[1:]
+        if spec.columns and spec.columns != header:
+            raise EmotuneError(f"{path}: header {header} differs from dataset_registry.{spec.name}.columns "
+                               f"{spec.columns}")
+    if not header:
+        raise EmotuneError(f"{path}: the file has no header; set header: false and columns: [...] "
+                           f"in dataset_registry.{spec.name}")
+    expected = {spec.text_column, *(spec.label_columns or []), *filter(None, [spec.label_column])}
+    if len(header) == 1 and not expected <= set(header):
+        guess = next((d for d in (",", "\t", ";", "|") if d != delimiter and d in header[0]), None)
+        if guess:
+            raise EmotuneError(f"{path}: line 1 has one column {header[0]!r:.80} but looks "
+                               f"{ {',': 'comma', chr(9): 'tab', ';': 'semicolon', '|': 'pipe'}[guess]}"
+                               f"-separated; set delimiter: {guess!r} (or the matching format) in "
+                               f"dataset_registry.{spec.name}")
+    first_line = 2 if spec.header else 1
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            if not any(row):  # a blank line
+                continue
+            raise EmotuneError(f"{path}: line {first_line + i}: {len(row)} fields, expected "
+                               f"{len(header)} ({', '.join(header)}); check the delimiter "
+                               f"{delimiter!r} and the quoting of that line")
+    rows = [r for r in rows if len(r) == len(header)]
+    return pd.DataFrame(rows, columns=header, dtype=object), first_line
+
+
+def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str) -> pd.DataFrame:
+    """TweetEval layout: texts and labels in two line-aligned files."""
+    texts = decode(text_path).split("\n")
+    labels = decode(label_path).split("\n")
+    for seq in (texts, labels):
+        if seq and seq[-1] == "":
+            seq.pop()
+    if len(texts) != len(labels):
+        raise EmotuneError(f"{text_path} has {len(texts)} lines but {label_path} has {len(labels)}; "
+                           f"the two files must be line-aligned")
+    table = pd.DataFrame({"text": texts, "label": [s.strip() for s in labels]}, dtype=object)
+    columns = Columns("text", "label", None, None, None, spec.label_ids)
+    return to_unified(table, columns, spec, split, str(label_path), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# One mapping for files and Hub splits
+# ---------------------------------------------------------------------------------------------
+def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str, where: str,
+               first_line: int) -> pd.DataFrame:
+    """Map a raw table to `id, text, labels`; unknown labels or missing columns fail with the row."""
+    needed = [cols.text, *filter(None, [cols.label, cols.id]), *(cols.labels or [])]
+    for column in needed:
+        if column not in table.columns:
+            raise EmotuneError(f"{where}: no column {column!r}{_did_you_mean(column, table.columns)}; "
+                               f"columns are {list(table.columns)}. Fix dataset_registry.{spec.name} in params.yaml")
+    if table.empty:
+        raise EmotuneError(f"{where}: no data rows")
+    known = set(spec.labels)
+    problems = []
+
+    def bad(i, message):
+        problems.append(f"line {first_line + i}: {message}")
+
+    labels = []
+    if cols.labels:
+        for i, row in enumerate(table[cols.labels].itertuples(index=False)):
+            names = []
+            for name, value in zip(cols.labels, row):
+                flag = str(value).strip().lower()
+                if flag in TRUE_VALUES:
+                    names.append(name)
+                elif flag not in FALSE_VALUES:
+                    bad(i, f"column {name!r} is {value!r}, expected 0 or 1")
+            labels.append(names)
+    else:
+        for i, value in enumerate(table[cols.label]):
+            value = "" if value is None else str(value).strip()
+            if cols.ids_are_indices:
+                try:
+                    names = [spec.labels[int(value)]]
+                    if int(value) < 0:
+                        raise IndexError
+                except (ValueError, IndexError):
+                    bad(i, f"label {value!r} is not an index 0..{len(spec.labels) - 1} into labels")
+                    names = []
+            elif cols.delimiter:
+                names = [v.strip() for v in value.split(cols.delimiter) if v.strip()]
+            else:
+                names = [value]
+            for name in names:
+                if name not in known:
+                    bad(i, f"unknown label {name!r}{_did_you_mean(name, known)}")
+            labels.append(names)
+    if problems:
+        shown = "\n  ".join(problems[:5]) + (f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise EmotuneError(f"{where}: {len(problems)} bad label value(s):\n  {shown}\n"
+                           f"Labels of {spec.name!r} are {spec.labels}: correct the rows, or add the "
+                           f"label to dataset_registry.{spec.name}.labels in params.yaml.")
+    texts = ["" if t is None else str(t) for t in table[cols.text]]
+    ids = ([str(v) for v in table[cols.id]] if cols.id
+           else [f"{spec.name}-{split}-{i:06d}" for i in range(len(table))])
+    if len(set(ids)) != len(ids):
+        dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
+        raise EmotuneError(f"{where}: id {dup!r} occurs more than once in column {cols.id!r}; ids must "
+                           f"be unique (or drop id_column to number rows)")
+    return pd.DataFrame({"id": ids, "text": texts, "labels": labels})
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face Hub
+# ---------------------------------------------------------------------------------------------
+class HubUnavailable(Exception):
+    pass
+
+
+def hub_reachable(timeout: float = 5.0) -> None:
+    """Fail fast (instead of minutes of retries) when the Hub cannot be reached."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or \
+            os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise HubUnavailable("HF_HUB_OFFLINE is set")
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError as exc:
+        raise HubUnavailable(f"cannot connect to {url.hostname}: {exc}") from None
+
+
+def read_hub(spec: DatasetSpec, load_dataset=None) -> Fetched:
+    """Load `spec.hub` with `datasets.load_dataset` and map it like a local file."""
+    hub = spec.hub
+    if load_dataset is None:
+        import datasets
+
+        hub_reachable()
+        load_dataset = datasets.load_dataset
+    try:
+        dsd = load_dataset(hub.path, hub.name, revision=hub.revision)
+    except (ConnectionError, OSError) as exc:
+        raise HubUnavailable(str(exc)) from None
+    splits = {}
+    for split, hub_split in hub.splits.items():
+        if hub_split not in dsd:
+            if split == "validation":
+                continue
+            raise EmotuneError(f"hub dataset {hub.path} ({hub.name}) has no split {hub_split!r}; "
+                               f"it has {list(dsd)}. Fix dataset_registry.{spec.name}.hub.splits")
+        splits[split] = hub_split_to_frame(dsd[hub_split], spec, split)
+    revision = hub.revision or "main"
+    return Fetched(splits, source=f"hub:{hub.path}/{hub.name or ''}@{revision}",
+                   checksums={f"{split}.fingerprint": dsd[s]._fingerprint for split, s in hub.splits.items()
+                              if s in dsd})
+
+
+def hub_split_to_frame(ds, spec: DatasetSpec, split: str) -> pd.DataFrame:
+    hub = spec.hub
+    table = ds.to_pandas()
+    feature = ds.features.get(hub.label_column) if hub.label_column else None
+    if feature is not None and hasattr(feature, "int2str"):  # ClassLabel: ints -> names
+        table[hub.label_column] = [feature.int2str(int(v)) for v in table[hub.label_column]]
+    cols = Columns(hub.text_column, hub.label_column, hub.label_columns, hub.id_column)
+    return to_unified(table, cols, spec, split, f"hub {hub.path}/{hub.name or ''}[{split}]", 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation split
+# ---------------------------------------------------------------------------------------------
+def carve_validation(train: pd.DataFrame, multi_label: bool, fraction: float, seed: int):
+    """Seeded, stratified split of train into (validation, train)."""
+    # Multi-label rows stratify on their first label; if any stratum is a singleton, no strata.
+    keys = train["labels"].map(lambda ls: "|".join(sorted(ls)) if not multi_label else
+                               (ls[0] if ls else "<none>"))
+    counts = keys.map(keys.value_counts())
+    strata = keys if (counts >= 2).all() else None
+    rest, val = train_test_split(train, test_size=fraction, random_state=seed, stratify=strata)
+    return val.reset_index(drop=True), rest.reset_index(drop=True)
+
+
+def published_size_problems(spec: DatasetSpec, splits: dict[str, pd.DataFrame]) -> list[str]:
+    return [f"{split}: {len(splits[split])} rows, published {n}"
+            for split, n in spec.split_sizes.items() if split in splits and len(splits[split]) != n]
+
+
+__all__ = ["fetch_dataset", "read_hub", "hub_split_to_frame", "carve_validation", "Fetched", "SPLITS"]

@@ -1,0 +1,50 @@
+"""fetch: raw files (local mirror, user files or the Hub) -> data/raw/<dataset>/{split}.parquet + meta.json.
+
+    python -m stages.fetch <dataset>
+"""
+from __future__ import annotations
+
+import argparse
+
+from stages.artifacts import atomic_dir, data_dir, run_stage, save_splits, write_json
+from stages.config import SPLITS, EmotuneError, load_params
+from stages.data_registry import fetch_dataset, published_size_problems
+
+
+def main(argv: list[str]) -> None:
+    args = _args(argv)
+    params = load_params()
+    spec = params.dataset(args.dataset)
+    fetched = fetch_dataset(spec, params.fetch, params.seed)
+
+    wrong_size = published_size_problems(spec, fetched.splits)
+    if wrong_size and fetched.source.startswith("local:"):
+        raise EmotuneError(f"dataset {spec.name!r}: split sizes differ from the published ones "
+                           f"({'; '.join(wrong_size)}); the files are not the expected release")
+    fetched.notes += [f"differs from the published size: {p}" for p in wrong_size]
+
+    meta = {
+        "name": spec.name,
+        "description": spec.description,
+        "task": spec.task,
+        "labels": spec.labels,
+        "official_metric": spec.official_metric,
+        "source": fetched.source,
+        "checksums": fetched.checksums,
+        "rows": {split: len(fetched.splits[split]) for split in SPLITS},
+        "notes": fetched.notes,
+    }
+    with atomic_dir(data_dir("raw", spec.name)) as out:
+        save_splits(out, {split: fetched.splits[split] for split in SPLITS})
+        write_json(out / "meta.json", meta)
+    print(f"fetch {spec.name}: {meta['rows']} from {fetched.source}")
+
+
+def _args(argv):
+    parser = argparse.ArgumentParser(description="Fetch one dataset_registry dataset into data/raw/<dataset>/")
+    parser.add_argument("dataset", help="a name from params.yaml dataset_registry")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_stage(main)
