@@ -36,8 +36,9 @@ def problems(frame: pd.DataFrame, cfg: CleanConfig) -> dict[str, pd.Series]:
     conflicting = label_key.groupby(key).transform("nunique") > 1
     if not cfg.drop_conflicting:
         conflicting[:] = False
+    # Duplicates are rows with the same labels; same text with other labels is a conflict instead.
     exact = frame.assign(_l=label_key).duplicated(["text", "_l"])
-    normalised = key.duplicated() & ~exact
+    normalised = pd.DataFrame({"k": key, "l": label_key}).duplicated() & ~exact
     return {"empty": empty, "spreadsheet_error": broken & ~empty, "conflicting_labels": conflicting,
             "exact_duplicate": exact & ~conflicting, "normalised_duplicate": normalised & ~conflicting}
 
@@ -47,7 +48,7 @@ def clean_splits(raw: dict[str, pd.DataFrame], spec: DatasetSpec, cfg: CleanConf
     report = {"rows_in": {s: len(raw[s]) for s in SPLITS}, "overlap_before": split_overlap(raw)}
     splits = {s: raw[s].assign(text=raw[s]["text"].map(lambda t: normalise(t, cfg, spec.tweets)))
               for s in SPLITS}
-    dropped, kept_in_test = {}, {}
+    dropped, kept_in_test, conflicting_texts = {}, {}, {}
     for split in ("train", "validation"):
         frame = splits[split]
         masks = problems(frame, cfg)
@@ -57,7 +58,7 @@ def clean_splits(raw: dict[str, pd.DataFrame], spec: DatasetSpec, cfg: CleanConf
             counts[reason] = int((mask & ~drop).sum())
             drop |= mask
         key = frame["text"].map(lambda t: dedupe_key(t, cfg.dedupe))
-        counts["conflicting_texts"] = int(key[masks["conflicting_labels"]].nunique())
+        conflicting_texts[split] = int(key[masks["conflicting_labels"]].nunique())
         splits[split] = frame[~drop].reset_index(drop=True)
         dropped[split] = counts
     # Leakage: an evaluation text must never be trained on. Test is never touched.
@@ -71,6 +72,7 @@ def clean_splits(raw: dict[str, pd.DataFrame], spec: DatasetSpec, cfg: CleanConf
     for reason, mask in problems(splits["test"], cfg).items():
         kept_in_test[reason] = int(mask.sum())
     report["dropped"] = dropped
+    report["conflicting_texts"] = conflicting_texts  # distinct texts behind dropped conflicting rows
     report["test_problems_kept"] = kept_in_test
     report["test_spreadsheet_error_ids"] = splits["test"].loc[
         problems(splits["test"], cfg)["spreadsheet_error"], "id"].tolist()

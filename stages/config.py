@@ -43,13 +43,15 @@ class HubSpec:
     path: str
     name: str | None = None
     revision: str | None = None
-    splits: dict[str, str] = field(
-        default_factory=lambda: {"train": "train", "validation": "validation", "test": "test"}
-    )
+    splits: dict[str, str] = field(default_factory=dict)  # our split -> Hub split, where they differ
     text_column: str = "text"
     label_column: str | None = None  # a ClassLabel (ints) or label-name column
     label_columns: list[str] | None = None  # one 0/1 (or bool) column per label
     id_column: str | None = None
+
+    def __post_init__(self):
+        # `splits: {validation: dev}` renames one split; the others keep their names.
+        object.__setattr__(self, "splits", {**{s: s for s in SPLITS}, **self.splits})
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,10 @@ class CleanConfig:
 @dataclass(frozen=True)
 class AuditConfig:
     action: Literal["report", "drop"] = "report"
-    model: Literal["tfidf", "embeddings"] = "tfidf"
+    model: Literal["tfidf", "embeddings", "both"] = "tfidf"
     folds: int = 5
     max_drop_fraction: float = 0.05
-    splits: list[Literal["train", "validation"]] = field(default_factory=lambda: ["train"])
+    drop_splits: list[Literal["train", "validation"]] = field(default_factory=lambda: ["train"])
     top_k: int = 50
     embedding_model: str = "minilm"
     batch_size: int = 128
@@ -150,6 +152,10 @@ def _did_you_mean(word: str, options) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _key(where: str, name) -> str:
+    return f"{where}.{name}" if where else str(name)
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -163,14 +169,17 @@ def _coerce(value: Any, tp, where: str):
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors = {}
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, where)
             except EmotuneError as exc:
-                errors.append(str(exc))
-        raise EmotuneError(errors[-1] if len(errors) == 1 else
-                           f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}")
+                errors[arg] = exc
+        # A mapping was meant for the dataclass member: its error (unknown key...) is the useful one.
+        for arg, exc in errors.items():
+            if isinstance(value, dict) and dataclasses.is_dataclass(arg) or len(errors) == 1:
+                raise exc
+        raise EmotuneError(f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         if value not in args:
             raise EmotuneError(f"{where}: {value!r} is not allowed{_did_you_mean(value, args)}; "
@@ -183,7 +192,7 @@ def _coerce(value: Any, tp, where: str):
     if origin is dict:
         if not isinstance(value, dict):
             raise EmotuneError(f"{where}: expected a mapping, got {value!r}")
-        return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+        return {_coerce(k, args[0], where): _coerce(v, args[1], _key(where, k)) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -203,16 +212,16 @@ def build(cls, data: Any, where: str, **extra):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields or key in extra:
-            raise EmotuneError(f"{where}.{key}: unknown key{_did_you_mean(key, fields)}; "
+            raise EmotuneError(f"{_key(where, key)}: unknown key{_did_you_mean(key, fields)}; "
                                f"allowed: {', '.join(k for k in fields if k not in extra)}")
     kwargs = dict(extra)
     for name, f in fields.items():
         if name in extra:
             continue
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+            kwargs[name] = _coerce(data[name], hints[name], _key(where, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise EmotuneError(f"{where}: missing required key {name!r}")
+            raise EmotuneError(f"{where or 'top level'}: missing required key {name!r}")
     return cls(**kwargs)
 
 
@@ -232,7 +241,7 @@ def _check_dataset(spec: DatasetSpec, where: str) -> None:
         raise EmotuneError(f"{where}: label_delimiter means multi-label; set task: multi_label")
     if spec.official_metric == "jaccard" and not spec.multi_label:
         raise EmotuneError(f"{where}.official_metric: jaccard is for multi-label datasets")
-    for split in (*spec.files, *spec.split_sizes):
+    for split in (*spec.files, *spec.split_sizes, *(spec.hub.splits if spec.hub else ())):
         if split not in SPLITS:
             raise EmotuneError(f"{where}: unknown split {split!r}{_did_you_mean(split, SPLITS)}; "
                                f"splits are {', '.join(SPLITS)}")
@@ -243,22 +252,29 @@ def _check_dataset(spec: DatasetSpec, where: str) -> None:
         raise EmotuneError(f"{where}: give files (local CSV/TSV/JSONL) or hub (a Hub dataset id)")
 
 
-def parse_params(raw: dict, where: str = "params.yaml") -> Params:
+def parse_params(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return _parse(raw)
+    except EmotuneError as exc:
+        raise EmotuneError(f"{source}: {exc}") from None
+
+
+def _parse(raw: dict) -> Params:
     if not isinstance(raw, dict):
-        raise EmotuneError(f"{where}: expected a mapping at the top level")
+        raise EmotuneError("expected a mapping at the top level")
     registry_raw = raw.get("dataset_registry") or {}
     if not isinstance(registry_raw, dict):
-        raise EmotuneError(f"{where}: dataset_registry must be a mapping of dataset name -> definition")
+        raise EmotuneError("dataset_registry must be a mapping of dataset name -> definition")
     registry = {}
     for name, entry in registry_raw.items():
-        spec = build(DatasetSpec, entry, f"{where}: dataset_registry.{name}", name=name)
-        _check_dataset(spec, f"{where}: dataset_registry.{name}")
+        spec = build(DatasetSpec, entry, f"dataset_registry.{name}", name=name)
+        _check_dataset(spec, f"dataset_registry.{name}")
         registry[name] = spec
     sections = {k: v for k, v in raw.items() if k != "dataset_registry"}
-    params = build(Params, sections, where, dataset_registry=registry)
+    params = build(Params, sections, "", dataset_registry=registry)
     for i, name in enumerate(params.datasets):
         if name not in registry:
-            raise EmotuneError(f"{where}: datasets[{i}] = {name!r} is not in dataset_registry"
+            raise EmotuneError(f"datasets[{i}] = {name!r} is not in dataset_registry"
                                f"{_did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
     return params
 

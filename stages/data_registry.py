@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -53,6 +54,12 @@ def fetch_dataset(spec: DatasetSpec, cfg: FetchConfig, seed: int) -> Fetched:
     """Load every split of `spec` from the first source that has it, then carve validation if needed."""
     fetched = None
     local_problem = None
+    if cfg.source == "hub" and spec.hub is None:
+        raise EmotuneError(f"dataset {spec.name!r} has no hub entry but fetch.source is hub; set "
+                           f"fetch.source to auto or mirror, or add dataset_registry.{spec.name}.hub")
+    if cfg.source == "mirror" and not spec.files:
+        raise EmotuneError(f"dataset {spec.name!r} has no local files but fetch.source is mirror; set "
+                           f"fetch.source to auto or hub, or add dataset_registry.{spec.name}.files")
     if cfg.source in ("auto", "mirror") and spec.files:
         root = local_root(spec, cfg)
         missing = [p for p in _split_paths(spec, root) if not p.exists()]
@@ -65,14 +72,10 @@ def fetch_dataset(spec: DatasetSpec, cfg: FetchConfig, seed: int) -> Fetched:
             if spec.mirror_dir and notes:
                 local_problem += f" (the mirror does not carry it; {notes[0]} says why)"
             if cfg.source == "mirror" or spec.hub is None:
-                raise EmotuneError(f"dataset {spec.name!r}: {local_problem}. "
-                                   + ("Fix the paths in params.yaml dataset_registry." + spec.name + ".files"
-                                      if spec.hub is None else
-                                      "Set fetch.source to auto or hub to load it from the Hugging Face Hub."))
+                fix = (f"fix the paths in dataset_registry.{spec.name}.files" if spec.hub is None else
+                       "set fetch.source to auto or hub to load it from the Hugging Face Hub")
+                raise EmotuneError(f"dataset {spec.name!r}: {local_problem}; {fix}")
     if fetched is None:
-        if cfg.source == "mirror" or spec.hub is None:
-            raise EmotuneError(f"dataset {spec.name!r}: no local files are declared and no hub entry; "
-                               f"add files or hub to dataset_registry.{spec.name} in params.yaml")
         try:
             fetched = read_hub(spec)
         except HubUnavailable as exc:
@@ -146,8 +149,9 @@ def read_local(spec: DatasetSpec, root: Path) -> Fetched:
             splits[split] = read_lines(spec, root / files.text, root / files.labels, split)
         else:
             path = root / files
-            table, first_line = read_table(spec, path)
-            splits[split] = to_unified(table, file_columns(spec), spec, split, str(path), first_line)
+            key = f"dataset_registry.{spec.name}.files.{split}"
+            table, lines = read_table(spec, path, key)
+            splits[split] = to_unified(table, file_columns(spec), spec, split, str(path), lines)
     # A relative source keeps meta.json (and so the DVC hashes) the same on every machine.
     return Fetched(splits, source=f"local:{os.path.relpath(root, ROOT)}", checksums=checksums)
 
@@ -157,7 +161,7 @@ def file_columns(spec: DatasetSpec) -> Columns:
                    spec.label_delimiter, spec.label_ids)
 
 
-def decode(path: Path) -> str:
+def decode(path: Path, key: str = "") -> str:
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -166,7 +170,7 @@ def decode(path: Path) -> str:
         raise EmotuneError(f"{path}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8. "
                            f"Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
     if not text.strip():
-        raise EmotuneError(f"{path}: the file is empty; point registry files at the right file")
+        raise EmotuneError(f"{path}: the file is empty; point {key or 'the dataset files'} at the right file")
     return text
 
 
@@ -180,12 +184,12 @@ def file_format(spec: DatasetSpec, path: Path) -> str:
     return by_ext[path.suffix.lower()]
 
 
-def read_table(spec: DatasetSpec, path: Path) -> tuple[pd.DataFrame, int]:
-    """Read a CSV/TSV/JSONL file into string columns; returns the table and its first data line."""
+def read_table(spec: DatasetSpec, path: Path, key: str = "") -> tuple[pd.DataFrame, list[int]]:
+    """Read a CSV/TSV/JSONL file into string columns; returns the table and each row's line number."""
     fmt = file_format(spec, path)
-    text = decode(path)
+    text = decode(path, key)
     if fmt == "jsonl":
-        rows = []
+        rows, lines = [], []
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -197,17 +201,23 @@ def read_table(spec: DatasetSpec, path: Path) -> tuple[pd.DataFrame, int]:
             if not isinstance(row, dict):
                 raise EmotuneError(f"{path}: line {number}: expected a JSON object, got {row!r:.60}")
             rows.append(row)
-        return pd.DataFrame(rows), 1
+            lines.append(number)
+        return pd.DataFrame(rows), lines
     delimiter = spec.delimiter or {"csv": ",", "tsv": "\t"}[fmt]
     quoting = csv.QUOTE_NONE if spec.quoting == "none" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    rows, lines, start = [], [], 1
     try:
-        rows = list(reader)
+        for row in reader:
+            if row:  # blank lines carry no row
+                rows.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
     except csv.Error as exc:
         raise EmotuneError(f"{path}: line {reader.line_num}: {exc}") from None
     header = spec.columns or []
     if spec.header:
-        header, rows = rows[0], rows[1:]
+        header, rows, lines = rows[0], rows[1:], lines[1:]
         if spec.columns and spec.columns != header:
             raise EmotuneError(f"{path}: header {header} differs from dataset_registry.{spec.name}.columns "
                                f"{spec.columns}")
@@ -216,28 +226,25 @@ def read_table(spec: DatasetSpec, path: Path) -> tuple[pd.DataFrame, int]:
                            f"in dataset_registry.{spec.name}")
     expected = {spec.text_column, *(spec.label_columns or []), *filter(None, [spec.label_column])}
     if len(header) == 1 and not expected <= set(header):
-        guess = next((d for d in (",", "\t", ";", "|") if d != delimiter and d in header[0]), None)
+        names = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+        guess = next((d for d in names if d != delimiter and d in header[0]), None)
         if guess:
             raise EmotuneError(f"{path}: line 1 has one column {header[0]!r:.80} but looks "
-                               f"{ {',': 'comma', chr(9): 'tab', ';': 'semicolon', '|': 'pipe'}[guess]}"
-                               f"-separated; set delimiter: {guess!r} (or the matching format) in "
-                               f"dataset_registry.{spec.name}")
-    first_line = 2 if spec.header else 1
-    for i, row in enumerate(rows):
+                               f"{names[guess]}-separated; set delimiter: {guess!r} (or the matching "
+                               f"format) in dataset_registry.{spec.name}")
+    for row, line in zip(rows, lines):
         if len(row) != len(header):
-            if not any(row):  # a blank line
-                continue
-            raise EmotuneError(f"{path}: line {first_line + i}: {len(row)} fields, expected "
+            raise EmotuneError(f"{path}: line {line}: {len(row)} fields, expected "
                                f"{len(header)} ({', '.join(header)}); check the delimiter "
                                f"{delimiter!r} and the quoting of that line")
-    rows = [r for r in rows if len(r) == len(header)]
-    return pd.DataFrame(rows, columns=header, dtype=object), first_line
+    return pd.DataFrame(rows, columns=header, dtype=object), lines
 
 
 def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str) -> pd.DataFrame:
     """TweetEval layout: texts and labels in two line-aligned files."""
-    texts = decode(text_path).split("\n")
-    labels = decode(label_path).split("\n")
+    key = f"dataset_registry.{spec.name}.files.{split}"
+    texts = decode(text_path, key).split("\n")
+    labels = decode(label_path, key).split("\n")
     for seq in (texts, labels):
         if seq and seq[-1] == "":
             seq.pop()
@@ -246,15 +253,16 @@ def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str)
                            f"the two files must be line-aligned")
     table = pd.DataFrame({"text": texts, "label": [s.strip() for s in labels]}, dtype=object)
     columns = Columns("text", "label", None, None, None, spec.label_ids)
-    return to_unified(table, columns, spec, split, str(label_path), 1)
+    return to_unified(table, columns, spec, split, str(label_path), list(range(1, len(table) + 1)))
 
 
 # ---------------------------------------------------------------------------------------------
 # One mapping for files and Hub splits
 # ---------------------------------------------------------------------------------------------
 def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str, where: str,
-               first_line: int) -> pd.DataFrame:
-    """Map a raw table to `id, text, labels`; unknown labels or missing columns fail with the row."""
+               lines: list[int] | None) -> pd.DataFrame:
+    """Map a raw table to `id, text, labels`; unknown labels or missing columns fail with the row.
+    `lines` gives each row's line in its file (None for Hub rows, reported by row number)."""
     needed = [cols.text, *filter(None, [cols.label, cols.id]), *(cols.labels or [])]
     for column in needed:
         if column not in table.columns:
@@ -266,7 +274,7 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
     problems = []
 
     def bad(i, message):
-        problems.append(f"line {first_line + i}: {message}")
+        problems.append(f"line {lines[i]}: {message}" if lines else f"row {i}: {message}")
 
     labels = []
     if cols.labels:
@@ -335,13 +343,15 @@ def hub_reachable(timeout: float = 5.0) -> None:
 def read_hub(spec: DatasetSpec, load_dataset=None) -> Fetched:
     """Load `spec.hub` with `datasets.load_dataset` and map it like a local file."""
     hub = spec.hub
+    local = ROOT / hub.path  # a folder of data files (or a saved Hub copy) loads with no network
     if load_dataset is None:
         import datasets
 
-        hub_reachable()
+        if not local.exists():
+            hub_reachable()
         load_dataset = datasets.load_dataset
     try:
-        dsd = load_dataset(hub.path, hub.name, revision=hub.revision)
+        dsd = load_dataset(str(local) if local.exists() else hub.path, hub.name, revision=hub.revision)
     except (ConnectionError, OSError) as exc:
         raise HubUnavailable(str(exc)) from None
     splits = {}
@@ -363,9 +373,11 @@ def hub_split_to_frame(ds, spec: DatasetSpec, split: str) -> pd.DataFrame:
     table = ds.to_pandas()
     feature = ds.features.get(hub.label_column) if hub.label_column else None
     if feature is not None and hasattr(feature, "int2str"):  # ClassLabel: ints -> names
-        table[hub.label_column] = [feature.int2str(int(v)) for v in table[hub.label_column]]
+        table[hub.label_column] = [feature.int2str(int(v)) if int(v) >= 0 else "<unlabelled -1>"
+                                   for v in table[hub.label_column]]
     cols = Columns(hub.text_column, hub.label_column, hub.label_columns, hub.id_column)
-    return to_unified(table, cols, spec, split, f"hub {hub.path}/{hub.name or ''}[{split}]", 0)
+    name = f"{hub.path}" + (f" ({hub.name})" if hub.name else "")
+    return to_unified(table, cols, spec, split, f"hub dataset {name}, split {split}", None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +389,11 @@ def carve_validation(train: pd.DataFrame, multi_label: bool, fraction: float, se
     keys = train["labels"].map(lambda ls: "|".join(sorted(ls)) if not multi_label else
                                (ls[0] if ls else "<none>"))
     counts = keys.map(keys.value_counts())
-    strata = keys if (counts >= 2).all() else None
+    held_out = int(np.ceil(fraction * len(train)))
+    if len(train) < 2 or held_out >= len(train):
+        raise EmotuneError(f"train has {len(train)} rows: too few to carve a validation split of "
+                           f"{fraction:.0%}; add a validation file or more training rows")
+    strata = keys if (counts >= 2).all() and held_out >= keys.nunique() else None
     rest, val = train_test_split(train, test_size=fraction, random_state=seed, stratify=strata)
     return val.reset_index(drop=True), rest.reset_index(drop=True)
 

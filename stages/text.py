@@ -35,7 +35,9 @@ def dedupe_key(text: str, mode: str) -> str:
     """The key two texts must share to count as duplicates: exact, or case/punctuation-insensitive."""
     if mode == "exact":
         return text
-    return " ".join(NON_WORD.sub(" ", text.casefold()).split())
+    key = " ".join(NON_WORD.sub(" ", text.casefold()).split())
+    # Emoji- or punctuation-only texts would otherwise all share the empty key.
+    return key or " ".join(text.casefold().split())
 
 
 def is_spreadsheet_error(text: str) -> bool:

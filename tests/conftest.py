@@ -1,0 +1,101 @@
+"""Shared fixtures for the data-pipeline tests (config, fetch, clean, artifacts).
+
+- `make_spec` / `make_params`: typed objects built through `parse_params`, exactly as a user's
+  params.yaml entry would be, so every test also goes through the validation.
+- `mirror`: the team's read-only raw-data mirror (`../shared/datasets` beside the checkout);
+  tests that need it skip when it is absent.
+- `project` + `run_stage`: a throw-away copy of the project (stages/ + a params.yaml) in which the
+  stage CLIs run as subprocesses. ROOT comes from stages/config.py's location, so every output
+  lands inside the copy, never in the real checkout.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import config
+from stages.config import parse_params
+
+PROJECT = Path(config.ROOT)
+MIRROR = (PROJECT / "../shared/datasets").resolve()
+
+# The smallest params mapping parse_params accepts; sections left empty take their defaults.
+MINIMAL_PARAMS = {"seed": 42, "datasets": [], "fetch": {}, "clean": {}, "audit": {}}
+
+# Defaults for a user-declared dataset entry (a test overrides what it is about).
+TOY_ENTRY = {"task": "single_label", "labels": ["joy", "anger", "sadness"], "official_metric": "accuracy"}
+
+
+@pytest.fixture
+def shipped_params() -> dict:
+    """The project's params.yaml as a plain mapping (freshly read, so a test may change it)."""
+    return yaml.safe_load(config.PARAMS_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def make_params():
+    """make_params(registry={name: entry}, **sections) -> Params, via parse_params."""
+
+    def make(registry: dict | None = None, **sections):
+        raw = copy.deepcopy(MINIMAL_PARAMS)
+        raw.update(copy.deepcopy(sections))
+        raw["dataset_registry"] = copy.deepcopy(registry or {})
+        return parse_params(raw)
+
+    return make
+
+
+@pytest.fixture
+def make_spec(make_params):
+    """make_spec(name="toy", **entry) -> DatasetSpec; unspecified keys come from TOY_ENTRY."""
+
+    def make(name: str = "toy", **entry):
+        return make_params({name: {**TOY_ENTRY, **entry}}).dataset(name)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not (MIRROR / "INDEX.md").is_file():
+        pytest.skip(f"the raw-data mirror is not available at {MIRROR} (a checkout needs "
+                    f"../shared/datasets beside it for the integration tests)")
+    return MIRROR
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory):
+    """project(params: dict) -> Path of a fresh project copy (stages/ + that params.yaml)."""
+
+    def make(params: dict) -> Path:
+        root = tmp_path_factory.mktemp("project")
+        shutil.copytree(PROJECT / "stages", root / "stages",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        return root
+
+    return make
+
+
+def stage_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_ENDPOINT")}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def run_stage():
+    """run_stage(root, "fetch", "emotion") -> CompletedProcess of `python -m stages.fetch emotion`."""
+
+    def run(root: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=root, env=stage_env(),
+                              capture_output=True, text=True, timeout=120)
+
+    return run

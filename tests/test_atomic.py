@@ -1,0 +1,91 @@
+"""Stage outputs are all-or-nothing: a failure never leaves a half-written folder or file."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stages.artifacts import atomic_dir, write_atomic, write_json
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
+def test_atomic_dir_leaves_nothing_when_the_body_fails(tmp_path, error):
+    final = tmp_path / "out" / "emotion"
+    with pytest.raises(error):
+        with atomic_dir(final) as tmp:
+            (tmp / "train.parquet").write_text("half")
+            raise error()
+    assert not final.exists()
+    assert listing(final.parent) == []  # no .emotion.tmp-* either
+
+
+def test_atomic_dir_keeps_the_old_folder_when_the_body_fails(tmp_path):
+    final = tmp_path / "emotion"
+    final.mkdir()
+    (final / "old.txt").write_text("previous run")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("boom")
+    assert listing(final) == ["old.txt"]
+    assert (final / "old.txt").read_text() == "previous run"
+    assert listing(tmp_path) == ["emotion"]
+
+
+def test_atomic_dir_replaces_the_folder_on_success(tmp_path):
+    final = tmp_path / "emotion"
+    final.mkdir()
+    (final / "stale.txt").write_text("from an earlier run")
+    with atomic_dir(final) as tmp:
+        assert tmp != final and tmp.parent == final.parent
+        assert not (final / "new.txt").exists()  # nothing visible before the body finishes
+        (tmp / "new.txt").write_text("new")
+    assert listing(final) == ["new.txt"]
+    assert listing(tmp_path) == ["emotion"]  # no .old-* or .tmp-* left
+
+
+def test_atomic_dir_creates_parents(tmp_path):
+    with atomic_dir(tmp_path / "data" / "raw" / "x") as tmp:
+        (tmp / "a").write_text("1")
+    assert (tmp_path / "data" / "raw" / "x" / "a").read_text() == "1"
+
+
+def test_write_json_writes_and_replaces(tmp_path):
+    path = tmp_path / "metrics" / "clean" / "emotion.json"
+    write_json(path, {"rows": 1})
+    write_json(path, {"rows": 2, "labels": ["joy"]})
+    assert json.loads(path.read_text()) == {"rows": 2, "labels": ["joy"]}
+    assert listing(path.parent) == ["emotion.json"]
+
+
+def test_write_json_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / "emotion.json"
+    write_json(path, {"rows": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"rows": {1, 2}})  # a set is not JSON
+    assert json.loads(path.read_text()) == {"rows": 1}
+    assert listing(tmp_path) == ["emotion.json"]
+
+
+def test_write_json_failure_creates_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "new.json", {"bad": object()})
+    assert listing(tmp_path) == []
+
+
+def test_write_atomic_removes_a_half_written_temp_file(tmp_path):
+    path = tmp_path / "report.txt"
+    path.write_text("old")
+
+    def write_then_fail(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, write_then_fail)
+    assert path.read_text() == "old"
+    assert listing(tmp_path) == ["report.txt"]

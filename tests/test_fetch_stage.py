@@ -1,0 +1,148 @@
+"""The fetch (and clean) stage CLIs, run as DVC runs them, in a throw-away copy of the project."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from stages.config import PARAMS_FILE
+
+USER_FILES = {
+    "train": ("data/user/train.csv",
+              "id,text,label\n"
+              "u1,what a lovely day,joy\n"
+              "u2,I can't believe they did that,anger\n"
+              "u3,I miss you,sadness\n"
+              "u4,best news ever,joy\n"
+              "u5,also in the test split,joy\n"),
+    "validation": ("data/user/dev.csv", "id,text,label\nv1,so happy for you,joy\nv2,furious,anger\n"),
+    "test": ("data/user/test.csv", "id,text,label\nt1,Also in the test split!,joy\nt2,tears,sadness\nt3,ugh,anger\n"),
+}
+USER_ENTRY = {
+    "description": "my own labelled sentences",
+    "task": "single_label",
+    "labels": ["joy", "anger", "sadness"],
+    "official_metric": "macro_f1",
+    "files": {split: path for split, (path, _) in USER_FILES.items()},
+    "label_column": "label",
+    "id_column": "id",
+}
+
+
+def make_user_project(project) -> Path:
+    """A project copy with the user's dataset `mine` (files under data/user/) and a broken one `bad`."""
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    params["dataset_registry"]["mine"] = USER_ENTRY
+    params["dataset_registry"]["bad"] = {**USER_ENTRY, "files": {"train": "data/user/bad.csv",
+                                                                 "test": "data/user/test.csv"}}
+    root = project(params)
+    for path, content in USER_FILES.values():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content)
+    (root / "data/user/bad.csv").write_text("id,text,label\nb1,fine,joy\nb2,an unquoted, comma,joy\n")
+    return root
+
+
+@pytest.fixture
+def user_project(project) -> Path:
+    return make_user_project(project)
+
+
+@pytest.fixture(scope="module")
+def fetched_project(project, run_stage) -> Path:
+    """A user project where `python -m stages.fetch mine` has run (shared: each stage run costs seconds)."""
+    root = make_user_project(project)
+    result = run_stage(root, "fetch", "mine")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("fetch mine: ")
+    return root
+
+
+def assert_one_line_error(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_fetch_user_csv_writes_splits_and_meta(fetched_project):
+    out = fetched_project / "data/raw/mine"
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.parquet", "train.parquet",
+                                                     "validation.parquet"]
+    rows = {split: len(pd.read_parquet(out / f"{split}.parquet")) for split in ("train", "validation", "test")}
+    assert rows == {"train": 5, "validation": 2, "test": 3}
+    test = pd.read_parquet(out / "test.parquet")
+    assert list(test["id"]) == ["t1", "t2", "t3"]
+    assert [list(ls) for ls in test["labels"]] == [["joy"], ["sadness"], ["anger"]]
+
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["name"] == "mine" and meta["task"] == "single_label"
+    assert meta["labels"] == ["joy", "anger", "sadness"]
+    assert meta["official_metric"] == "macro_f1"
+    assert meta["rows"] == rows
+    assert meta["checksums"] == {path: hashlib.sha256(content.encode()).hexdigest()
+                                 for path, content in USER_FILES.values()}
+    assert not list((fetched_project / "data/raw").glob(".*")), "temporary folders left behind"
+
+
+def test_clean_stage_after_fetch(fetched_project, run_stage):
+    result = run_stage(fetched_project, "clean", "mine")
+    assert result.returncode == 0, result.stderr
+
+    train = pd.read_parquet(fetched_project / "data/clean/mine/train.parquet")
+    assert "u5" not in set(train["id"]), "a train text that is also in test must be removed"
+    report = json.loads((fetched_project / "metrics/clean/mine.json").read_text())
+    assert report["rows_in"] == {"train": 5, "validation": 2, "test": 3}
+    assert report["rows_out"] == {"train": 4, "validation": 2, "test": 3}
+    assert report["dropped"]["train"]["leak_test"] == 1
+    meta = json.loads((fetched_project / "data/clean/mine/meta.json").read_text())
+    assert meta["rows"] == report["rows_out"]
+
+
+def test_malformed_file_fails_cleanly_and_leaves_nothing(user_project, run_stage):
+    result = run_stage(user_project, "fetch", "bad")
+    message = assert_one_line_error(result)
+    assert "bad.csv" in message and "line 3" in message and "4 fields, expected 3" in message
+
+    raw = user_project / "data/raw"
+    assert not (raw / "bad").exists()
+    assert not raw.exists() or not [p.name for p in raw.iterdir() if "bad" in p.name]
+
+
+def test_failed_fetch_keeps_the_previous_output(user_project, run_stage):
+    assert run_stage(user_project, "fetch", "mine").returncode == 0
+    before = {p.name: p.read_bytes() for p in (user_project / "data/raw/mine").iterdir()}
+    (user_project / "data/user/test.csv").write_text("id,text,label\nt1,oops,happy\n")
+
+    result = run_stage(user_project, "fetch", "mine")  # a label error lists rows, so several lines
+    assert result.returncode != 0 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    assert "unknown label 'happy'" in result.stderr
+    after = {p.name: p.read_bytes() for p in (user_project / "data/raw/mine").iterdir()}
+    assert after == before
+    assert sorted(p.name for p in (user_project / "data/raw").iterdir()) == ["mine"]
+
+
+def test_dataset_typo_on_command_line(fetched_project, run_stage):
+    message = assert_one_line_error(run_stage(fetched_project, "fetch", "emotoin"))
+    assert "unknown dataset 'emotoin'" in message and "did you mean 'emotion'?" in message
+
+
+def test_tweet_eval_sentiment_offline_explains_the_missing_training_texts(project, shipped_params, run_stage,
+                                                                          mirror):
+    shipped_params["fetch"]["mirror"] = str(mirror)  # the copy lives in tmp: point at the mirror absolutely
+    root = project(shipped_params)
+    message = assert_one_line_error(run_stage(root, "fetch", "tweet_eval_sentiment"))
+
+    assert "tweet_eval_sentiment" in message
+    assert "sentiment/train_text.txt does not exist" in message
+    assert "mirror does not carry it" in message and "SOURCE.md" in message
+    assert "Hugging Face Hub is unavailable" in message
+    for other in ("val_text.txt", "test_text.txt", "labels.txt"):  # only the really missing file
+        assert other not in message
+    assert not (root / "data/raw/tweet_eval_sentiment").exists()
