@@ -119,13 +119,57 @@ class CleanConfig:
 @dataclass(frozen=True)
 class AuditConfig:
     action: Literal["report", "drop"] = "report"
-    model: Literal["tfidf", "embeddings", "both"] = "tfidf"
+    model: Literal["tfidf", "embeddings", "both"] = "both"
     folds: int = 5
     max_drop_fraction: float = 0.05
     drop_splits: list[Literal["train", "validation"]] = field(default_factory=lambda: ["train"])
     top_k: int = 50
     embedding_model: str = "minilm"
     batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A Hugging Face Hub model (params.yaml `model_registry` entries have this shape)."""
+
+    hub_id: str
+    revision: str = "main"  # pin a commit hash; "main" moves
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AdapterHParams:
+    """Shared adapter hyper-parameters (params.yaml `adapter:`). `target_modules` None: the
+    architecture's defaults (stages/model_registry.py ARCHITECTURES); for IA3 the feed-forward modules must
+    be a subset of the targets."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] | None = None
+    ia3_feedforward_modules: list[str] | None = None
+    gradient_checkpointing: bool = False  # trade compute for memory (any adapter)
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    max_length: int = 128
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float | None = None  # null: the adapter's default (see stages/train.py DEFAULT_LR)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    early_stopping_patience: int = 2  # epochs without a better validation metric
+    class_weights: bool = False  # inverse-frequency CE weights / BCE pos_weight for imbalance
+    max_train_examples: int | None = None  # cap (seeded sample) for quick runs and the CI profile
+    threads: int | None = None  # torch CPU threads; null: torch's default
 
 
 @dataclass(frozen=True)
@@ -136,6 +180,13 @@ class Params:
     clean: CleanConfig
     audit: AuditConfig
     dataset_registry: dict[str, DatasetSpec]
+    models: list[str] = field(default_factory=lambda: ["minilm"])
+    adapters: list[Literal["full", "head", "lora", "dora", "ia3", "qlora"]] = field(
+        default_factory=lambda: ["lora"])
+    adapter: AdapterHParams = field(default_factory=lambda: AdapterHParams())
+    model_registry: dict[str, HubModel] = field(default_factory=dict)
+    tokenize: TokenizeConfig = field(default_factory=lambda: TokenizeConfig())
+    train: TrainConfig = field(default_factory=lambda: TrainConfig())
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.dataset_registry:
@@ -252,6 +303,25 @@ def _check_dataset(spec: DatasetSpec, where: str) -> None:
         raise EmotuneError(f"{where}: give files (local CSV/TSV/JSONL) or hub (a Hub dataset id)")
 
 
+def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
+    if hp.r < 1:
+        raise EmotuneError(f"{where}.r: must be >= 1, got {hp.r}")
+    if hp.alpha <= 0:
+        raise EmotuneError(f"{where}.alpha: must be > 0, got {hp.alpha}")
+    if not 0 <= hp.dropout < 1:
+        raise EmotuneError(f"{where}.dropout: must be in [0, 1), got {hp.dropout}")
+    for key in ("target_modules", "ia3_feedforward_modules"):
+        value = getattr(hp, key)
+        if value is not None and (not value or not all(isinstance(v, str) and v for v in value)):
+            raise EmotuneError(f"{where}.{key}: a non-empty list of module names, or null for the defaults")
+    if hp.ia3_feedforward_modules and hp.target_modules:
+        stray = [m for m in hp.ia3_feedforward_modules if m not in hp.target_modules]
+        if stray:
+            raise EmotuneError(f"{where}.ia3_feedforward_modules: {stray} are not in target_modules "
+                               f"{hp.target_modules}")
+    return hp
+
+
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return _parse(raw)
@@ -276,6 +346,14 @@ def _parse(raw: dict) -> Params:
         if name not in registry:
             raise EmotuneError(f"datasets[{i}] = {name!r} is not in dataset_registry"
                                f"{_did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
+    from stages.model_registry import model_kind  # cheap: names only, nothing is loaded
+
+    for i, name in enumerate(params.models):
+        try:
+            model_kind(name, params.model_registry)
+        except EmotuneError as exc:
+            raise EmotuneError(f"models[{i}]: {exc}") from None
+    check_hparams(params.adapter, "adapter")
     return params
 
 

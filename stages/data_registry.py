@@ -8,7 +8,6 @@ own CSV/TSV/JSONL), then the Hugging Face Hub through `datasets.load_dataset`.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from stages.artifacts import sha256_file
 from stages.config import ROOT, SPLITS, DatasetSpec, EmotuneError, FetchConfig, LineFiles, _did_you_mean
 
 TRUE_VALUES = {"1", "true", "1.0"}
@@ -111,14 +111,6 @@ def _split_paths(spec: DatasetSpec, root: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # Local files
 # ---------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_checksums(spec: DatasetSpec, root: Path) -> dict[str, str]:
     """sha256 of every file of `spec`; a file whose pinned checksum differs stops the fetch."""
     actual = {}

@@ -99,3 +99,11 @@ def run_stage():
                               capture_output=True, text=True, timeout=120)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def params():
+    """The shipped params.yaml, parsed."""
+    from stages.config import load_params
+
+    return load_params()

