@@ -11,7 +11,6 @@ test split is copied through untouched.
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from tqdm.auto import tqdm
 
 from stages.artifacts import atomic_dir, data_dir, load_splits, metrics_path, read_json, run_stage, save_splits, write_atomic, write_json
-from stages.config import AuditConfig, DatasetSpec, EmotuneError, load_params
+from stages.config import AuditConfig, DatasetSpec, EmotuneError, params_and_dataset
 
 AUDITED = ("train", "validation")
 CLASS_WEIGHT = None
@@ -113,8 +112,8 @@ def find_issues(y: np.ndarray, probs: np.ndarray, classes: list[str], multi_labe
         labels = [list(np.flatnonzero(row)) for row in y]
         flags = filter.find_label_issues(labels, probs)
         quality = rank.get_label_quality_scores(labels, probs)
-        per_class = filter.find_multilabel_issues_per_class(labels, probs)
-        class_noise = {c: float(np.mean(per_class[i])) for i, c in enumerate(classes)}
+        per_class = np.asarray(filter.find_multilabel_issues_per_class(labels, probs))  # rows x classes
+        class_noise = {c: float(per_class[:, i].mean()) for i, c in enumerate(classes)}
         health = float(dataset.overall_multilabel_health_score(labels, probs))
         suggested = [[classes[i] for i in np.flatnonzero(p >= 0.5)] for p in probs]
     else:
@@ -190,11 +189,7 @@ def review_markdown(review: pd.DataFrame, spec: DatasetSpec) -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Audit one cleaned dataset for label noise")
-    parser.add_argument("dataset")
-    args = parser.parse_args(argv)
-    params = load_params()
-    spec = params.dataset(args.dataset)
+    params, spec = params_and_dataset(argv, "Audit one cleaned dataset for label noise")
     clean_dir = data_dir("clean", spec.name)
     splits = load_splits(clean_dir)
     audited, report, review = audit_splits(splits, spec, params.audit, params.seed)
@@ -228,6 +223,27 @@ def plant_label_noise(frame: pd.DataFrame, classes: list[str], rate: float, seed
         else:
             labels[row] = [rng.choice([c for c in classes if c != labels[row][0]])]
     return frame.assign(labels=labels), flipped
+
+
+
+def planted_noise_recovery(train: pd.DataFrame, spec: DatasetSpec, cfg: AuditConfig, seed: int,
+                           rate: float = 0.08) -> dict[str, float]:
+    """Plant `rate` label flips in `train`, audit it, and score how well the flips are found:
+    precision/recall of the flagged set, AUROC of the quality score, precision of the k worst rows
+    (k = number planted). Random flagging scores precision = rate, AUROC = 0.5."""
+    from sklearn.metrics import roc_auc_score
+
+    noisy, planted = plant_label_noise(train, spec.labels, rate, seed=seed + 1, multi_label=spec.multi_label)
+    empty = noisy.iloc[:0]
+    audited, _, _ = audit_splits({"train": noisy, "validation": empty, "test": empty}, spec, cfg, seed)
+    flags = audited["train"]["is_label_issue"].to_numpy()
+    quality = audited["train"]["label_quality"].to_numpy()
+    hits = int((flags & planted).sum())
+    worst = np.argsort(quality, kind="stable")[: planted.sum()]
+    return {"rows": len(train), "planted": int(planted.sum()), "flagged": int(flags.sum()),
+            "precision": hits / max(int(flags.sum()), 1), "recall": hits / int(planted.sum()),
+            "flag_rate": float(flags.mean()), "auroc": float(roc_auc_score(planted, -quality)),
+            "precision_at_k": float(planted[worst].mean())}
 
 
 if __name__ == "__main__":

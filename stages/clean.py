@@ -8,13 +8,12 @@ validation). The test split keeps every row: its problems are counted in the rep
 """
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 
 import pandas as pd
 
 from stages.artifacts import atomic_dir, data_dir, load_splits, metrics_path, read_json, run_stage, save_splits, write_json
-from stages.config import SPLITS, CleanConfig, DatasetSpec, load_params
+from stages.config import SPLITS, CleanConfig, DatasetSpec, params_and_dataset
 from stages.text import dedupe_key, is_spreadsheet_error, normalise
 
 
@@ -85,11 +84,7 @@ def clean_splits(raw: dict[str, pd.DataFrame], spec: DatasetSpec, cfg: CleanConf
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Clean one fetched dataset into data/clean/<dataset>/")
-    parser.add_argument("dataset")
-    args = parser.parse_args(argv)
-    params = load_params()
-    spec = params.dataset(args.dataset)
+    params, spec = params_and_dataset(argv, "Clean one fetched dataset into data/clean/<dataset>/")
     raw_dir = data_dir("raw", spec.name)
     raw = load_splits(raw_dir)
     splits, report = clean_splits(raw, spec, params.clean)

@@ -161,7 +161,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 128
-    lr: float | None = None  # null: the adapter's default (see stages/train.py DEFAULT_LR)
+    lr: float | None = None  # null: the adapter's default (stages/plan.py DEFAULT_LR)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     grad_accum: int = 1
@@ -170,6 +170,7 @@ class TrainConfig:
     class_weights: bool = False  # inverse-frequency CE weights / BCE pos_weight for imbalance
     max_train_examples: int | None = None  # cap (seeded sample) for quick runs and the CI profile
     threads: int | None = None  # torch CPU threads; null: torch's default
+    checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (also at each epoch end)
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class Params:
     audit: AuditConfig
     dataset_registry: dict[str, DatasetSpec]
     models: list[str] = field(default_factory=lambda: ["minilm"])
-    adapters: list[Literal["full", "head", "lora", "dora", "ia3", "qlora"]] = field(
+    adapters: list[Literal["full", "head", "lora", "dora", "ia3", "qlora", "gen_lora", "gen_qlora"]] = field(
         default_factory=lambda: ["lora"])
     adapter: AdapterHParams = field(default_factory=lambda: AdapterHParams())
     model_registry: dict[str, HubModel] = field(default_factory=dict)
@@ -322,6 +323,23 @@ def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
     return hp
 
 
+def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
+    for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "checkpoint_every"):
+        if getattr(cfg, key) < 1:
+            raise EmotuneError(f"{where}.{key}: must be >= 1, got {getattr(cfg, key)}")
+    for key in ("max_train_examples", "threads"):
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise EmotuneError(f"{where}.{key}: must be >= 1 or null, got {getattr(cfg, key)}")
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise EmotuneError(f"{where}.lr: must be > 0 or null (the adapter's default), got {cfg.lr}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise EmotuneError(f"{where}.warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.weight_decay < 0 or cfg.max_grad_norm <= 0 or cfg.early_stopping_patience < 1:
+        raise EmotuneError(f"{where}: weight_decay must be >= 0, max_grad_norm > 0 and "
+                           f"early_stopping_patience >= 1")
+    return cfg
+
+
 def parse_params(raw: dict, source: str = "params.yaml") -> Params:
     try:
         return _parse(raw)
@@ -354,7 +372,20 @@ def _parse(raw: dict) -> Params:
         except EmotuneError as exc:
             raise EmotuneError(f"models[{i}]: {exc}") from None
     check_hparams(params.adapter, "adapter")
+    check_train(params.train, "train")
+    if params.tokenize.max_length < 8:
+        raise EmotuneError(f"tokenize.max_length: must be >= 8, got {params.tokenize.max_length}")
     return params
+
+
+def params_and_dataset(argv: list[str], description: str) -> tuple[Params, DatasetSpec]:
+    """The command line of a per-dataset stage: `python -m stages.<stage> <dataset>`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("dataset", help="a name from params.yaml dataset_registry")
+    params = load_params()
+    return params, params.dataset(parser.parse_args(argv).dataset)
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:

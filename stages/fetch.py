@@ -4,17 +4,13 @@
 """
 from __future__ import annotations
 
-import argparse
-
 from stages.artifacts import atomic_dir, data_dir, run_stage, save_splits, write_json
-from stages.config import SPLITS, EmotuneError, load_params
+from stages.config import SPLITS, EmotuneError, params_and_dataset
 from stages.data_registry import fetch_dataset, published_size_problems
 
 
 def main(argv: list[str]) -> None:
-    args = _args(argv)
-    params = load_params()
-    spec = params.dataset(args.dataset)
+    params, spec = params_and_dataset(argv, "Fetch one dataset into data/raw/<dataset>/")
     fetched = fetch_dataset(spec, params.fetch, params.seed)
 
     wrong_size = published_size_problems(spec, fetched.splits)
@@ -38,12 +34,6 @@ def main(argv: list[str]) -> None:
         save_splits(out, {split: fetched.splits[split] for split in SPLITS})
         write_json(out / "meta.json", meta)
     print(f"fetch {spec.name}: {meta['rows']} from {fetched.source}")
-
-
-def _args(argv):
-    parser = argparse.ArgumentParser(description="Fetch one dataset_registry dataset into data/raw/<dataset>/")
-    parser.add_argument("dataset", help="a name from params.yaml dataset_registry")
-    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":

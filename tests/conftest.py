@@ -107,3 +107,19 @@ def params():
     from stages.config import load_params
 
     return load_params()
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """tiny(model_type) -> folder of a saved tiny base model (built once per session)."""
+    from stages.model_registry import save_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    made = {}
+
+    def get(model_type: str):
+        if model_type not in made:
+            made[model_type] = save_tiny_model(model_type, root / model_type)
+        return made[model_type]
+
+    return get

@@ -23,17 +23,6 @@ ARCHS = ["bert", "mpnet", "distilbert", "gpt2", "llama", "mistral", "gemma"]
 LR = {"full": 1e-3, "head": 1e-2, "lora": 1e-2, "dora": 1e-2, "ia3": 1e-2, "qlora": 1e-2}
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    made = {}
-
-    def get(model_type: str):
-        if model_type not in made:
-            made[model_type] = mr.save_tiny_model(model_type, root / model_type)
-        return made[model_type]
-
-    return get
 
 
 def batch(loaded):

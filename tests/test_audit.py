@@ -6,10 +6,8 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import pytest
-from sklearn.metrics import roc_auc_score
 
-from stages.audit import audit_splits, plant_label_noise
+from stages.audit import audit_splits, plant_label_noise, planted_noise_recovery
 from stages.clean import clean_splits
 from stages.data_registry import fetch_dataset
 
@@ -25,16 +23,8 @@ def real_slice(params, name, rows):
 
 
 def recovery(params, name, rows):
-    spec, train, splits = real_slice(params, name, rows)
-    noisy, planted = plant_label_noise(train, spec.labels, RATE, seed=1, multi_label=spec.multi_label)
-    audited, report, _ = audit_splits({"train": noisy, "validation": splits["validation"].iloc[:0],
-                                       "test": splits["test"]}, spec, params.audit, params.seed)
-    flags = audited["train"]["is_label_issue"].to_numpy()
-    quality = audited["train"]["label_quality"].to_numpy()
-    hits = (flags & planted).sum()
-    worst = np.argsort(quality)[: planted.sum()]
-    return {"precision": hits / flags.sum(), "recall": hits / planted.sum(), "flag_rate": flags.mean(),
-            "auroc": roc_auc_score(planted, -quality), "precision_at_k": planted[worst].mean()}
+    spec, train, _ = real_slice(params, name, rows)
+    return planted_noise_recovery(train, spec, params.audit, params.seed, RATE)
 
 
 def test_single_label_planted_noise_is_recovered(params, mirror):
@@ -84,3 +74,23 @@ def test_plant_label_noise_changes_exactly_the_planted_rows(params):
         noisy, planted = plant_label_noise(frame, ["joy", "anger", "fear"], 0.1, seed=3, multi_label=multi)
         changed = np.array([a != b for a, b in zip(frame["labels"], noisy["labels"])])
         assert planted.sum() == 10 and (changed == planted).all()
+
+
+def test_multi_label_noise_rate_is_per_class(make_spec, params):
+    """A class whose labels are coin flips must look far noisier than one the text predicts."""
+    spec = make_spec(task="multi_label", labels=["clear", "random"], label_columns=None,
+                     label_column="labels", label_delimiter="|", official_metric="jaccard",
+                     hub={"path": "unused/toy"})
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(600):
+        clear = i % 2 == 0
+        rows.append({"id": str(i), "text": ("sunny bright warm " if clear else "cold grey wet ") + f"day {i}",
+                     "labels": (["clear"] if clear else []) + (["random"] if rng.random() < 0.5 else [])})
+    train = pd.DataFrame(rows)
+    cfg = dataclasses.replace(params.audit, model="tfidf")
+    _, report, _ = audit_splits({"train": train, "validation": train.iloc[:0], "test": train.iloc[:0]},
+                                spec, cfg, params.seed)
+    noise = report["class_noise_rate"]
+    assert set(noise) == {"clear", "random"}
+    assert noise["clear"] < 0.05 < noise["random"]

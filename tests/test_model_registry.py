@@ -28,18 +28,6 @@ TEXTS = ["i am so happy today", "why", "this is awful and i hate it", "i feel sa
 SLOW = os.environ.get("EMOTUNE_SLOW_TESTS") == "1"
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """tiny(model_type) -> folder of a saved tiny base model (built once per session)."""
-    root = tmp_path_factory.mktemp("tiny")
-    made = {}
-
-    def get(model_type: str):
-        if model_type not in made:
-            made[model_type] = mr.save_tiny_model(model_type, root / model_type)
-        return made[model_type]
-
-    return get
 
 
 def module_names(model) -> list[str]:
