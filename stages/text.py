@@ -10,7 +10,6 @@ from stages.config import CleanConfig
 
 MENTION = re.compile(r"(?<![\w@])@\w+")
 URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
-NON_WORD = re.compile(r"[^\w\s]+")
 # What Excel writes when a cell starting with =, + or - fails as a formula (SemEval-2025 test has 5).
 SPREADSHEET_ERRORS = {"#NAME?", "#VALUE!", "#REF!", "#DIV/0!", "#N/A", "#NUM!", "#NULL!"}
 
@@ -32,12 +31,12 @@ def normalise(text: str, cfg: CleanConfig, tweets: bool) -> str:
 
 
 def dedupe_key(text: str, mode: str) -> str:
-    """The key two texts must share to count as duplicates: exact, or case/punctuation-insensitive."""
+    """The key two texts must share to count as duplicates: exact, or insensitive to case and
+    punctuation. Emoji and other symbols stay in the key: in tweets they carry the emotion."""
     if mode == "exact":
         return text
-    key = " ".join(NON_WORD.sub(" ", text.casefold()).split())
-    # Emoji- or punctuation-only texts would otherwise all share the empty key.
-    return key or " ".join(text.casefold().split())
+    return " ".join("".join(" " if unicodedata.category(ch).startswith("P") else ch
+                            for ch in text.casefold()).split())
 
 
 def is_spreadsheet_error(text: str) -> bool:
