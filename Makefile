@@ -11,7 +11,8 @@ PY := .venv/bin/python
 setup: .venv/installed
 
 run: setup
-	.venv/bin/dvc repro
+	# stage commands call `python`: it must be the venv's
+	. .venv/bin/activate && dvc repro
 
 test: setup
 	$(PY) -m pytest -q
