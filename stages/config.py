@@ -173,6 +173,37 @@ class TrainConfig:
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (also at each epoch end)
 
 
+AdapterName = Literal["full", "head", "lora", "dora", "ia3", "qlora", "gen_lora", "gen_qlora"]
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """A second, smaller training matrix (params `large:` and `generative:`): its own datasets x models x
+    adapters, trained with `train` overridden by the group's `train:` keys. The main matrix cannot hold
+    them because a DVC matrix is a full cartesian product: 2-4 examples/s models on every dataset, or
+    the generative recipe on an encoder, are not what anyone wants."""
+
+    datasets: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    adapters: list[AdapterName] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One training matrix as the stages see it: the group's name ("" for the main one, then "large",
+    "generative"), its lists and its complete train settings."""
+
+    name: str
+    datasets: list[str]
+    models: list[str]
+    adapters: list[str]
+    train: TrainConfig
+
+    def runs(self):
+        return [(d, m, a) for d in self.datasets for m in self.models for a in self.adapters]
+
+
 @dataclass(frozen=True)
 class Params:
     seed: int
@@ -182,18 +213,31 @@ class Params:
     audit: AuditConfig
     dataset_registry: dict[str, DatasetSpec]
     models: list[str] = field(default_factory=lambda: ["minilm"])
-    adapters: list[Literal["full", "head", "lora", "dora", "ia3", "qlora", "gen_lora", "gen_qlora"]] = field(
-        default_factory=lambda: ["lora"])
+    adapters: list[AdapterName] = field(default_factory=lambda: ["lora"])
     adapter: AdapterHParams = field(default_factory=lambda: AdapterHParams())
     model_registry: dict[str, HubModel] = field(default_factory=dict)
     tokenize: TokenizeConfig = field(default_factory=lambda: TokenizeConfig())
     train: TrainConfig = field(default_factory=lambda: TrainConfig())
+    large: RunGroup = field(default_factory=lambda: RunGroup())
+    generative: RunGroup = field(default_factory=lambda: RunGroup())
+
+    def matrices(self) -> list[Matrix]:
+        """The main matrix, then the groups (those with at least one run)."""
+        out = [Matrix("", self.datasets, self.models, self.adapters, self.train)]
+        for name in GROUPS:
+            group = getattr(self, name)
+            train = build(TrainConfig, {**dataclasses.asdict(self.train), **group.train}, f"{name}.train")
+            out.append(Matrix(name, group.datasets, group.models, group.adapters, train))
+        return [m for m in out if m.runs()]
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.dataset_registry:
             raise EmotuneError(f"unknown dataset {name!r}{_did_you_mean(name, self.dataset_registry)}; "
                                f"known: {', '.join(sorted(self.dataset_registry))} (params.yaml: dataset_registry)")
         return self.dataset_registry[name]
+
+
+GROUPS = ("large", "generative")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,22 +404,63 @@ def _parse(raw: dict) -> Params:
         registry[name] = spec
     sections = {k: v for k, v in raw.items() if k != "dataset_registry"}
     params = build(Params, sections, "", dataset_registry=registry)
-    for i, name in enumerate(params.datasets):
-        if name not in registry:
-            raise EmotuneError(f"datasets[{i}] = {name!r} is not in dataset_registry"
-                               f"{_did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
     from stages.model_registry import model_kind  # cheap: names only, nothing is loaded
 
-    for i, name in enumerate(params.models):
-        try:
-            model_kind(name, params.model_registry)
-        except EmotuneError as exc:
-            raise EmotuneError(f"models[{i}]: {exc}") from None
     check_hparams(params.adapter, "adapter")
     check_train(params.train, "train")
+    for prefix in ("", *GROUPS):
+        section = getattr(params, prefix) if prefix else params
+        for i, name in enumerate(section.datasets):
+            if name not in registry:
+                raise EmotuneError(f"{_key(prefix, 'datasets')}[{i}] = {name!r} is not in dataset_registry"
+                                   f"{_did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
+        for i, name in enumerate(section.models):
+            try:
+                model_kind(name, params.model_registry)
+            except EmotuneError as exc:
+                raise EmotuneError(f"{_key(prefix, 'models')}[{i}]: {exc}") from None
+        for key in ("datasets", "models", "adapters"):
+            values = getattr(section, key)
+            if len(set(values)) != len(values):
+                raise EmotuneError(f"{_key(prefix, key)}: lists {values} with a repeat; list each once")
+    matrices = params.matrices()  # builds and type-checks each group's train overrides
+    for matrix in matrices:
+        check_train(matrix.train, _key(matrix.name, "train"))
+    _check_matrices_disjoint(matrices)
     if params.tokenize.max_length < 8:
         raise EmotuneError(f"tokenize.max_length: must be >= 8, got {params.tokenize.max_length}")
     return params
+
+
+def _check_matrices_disjoint(matrices: list[Matrix]) -> None:
+    """Two matrices must never produce the same output folder: DVC refuses overlapping outputs."""
+    where = {}
+    for matrix in matrices:
+        for run in matrix.runs():
+            if run in where:
+                raise EmotuneError(f"the run {'/'.join(run)} is in both {where[run] or 'the main matrix'} and "
+                                   f"{matrix.name or 'the main matrix'} (datasets x models x adapters); "
+                                   f"remove it from one of them")
+            where[run] = matrix.name
+    # tokenize and tokenize_large each write data/tokenized/<dataset>/<model>; the generative group has
+    # no tokenize stage of its own and reads what one of them wrote.
+    tokenized = {}
+    for matrix in matrices:
+        if matrix.name == "generative":
+            continue
+        for pair in ((d, m) for d in matrix.datasets for m in matrix.models):
+            if pair in tokenized:
+                raise EmotuneError(f"dataset {pair[0]!r} with model {pair[1]!r} is in both the main matrix and "
+                                   f"large; a (dataset, model) pair is tokenized by one of them: move its "
+                                   f"adapters into one group")
+            tokenized[pair] = matrix.name
+    for matrix in (m for m in matrices if m.name == "generative"):
+        for pair in ((d, m) for d in matrix.datasets for m in matrix.models):
+            if pair not in tokenized:
+                raise EmotuneError(f"generative: dataset {pair[0]!r} with model {pair[1]!r} is not tokenized "
+                                   f"by the main matrix or large; the generative runs reuse that data: add "
+                                   f"{pair[1]!r} to large.models and {pair[0]!r} to large.datasets (or to "
+                                   f"models/datasets)")
 
 
 def params_and_dataset(argv: list[str], description: str) -> tuple[Params, DatasetSpec]:

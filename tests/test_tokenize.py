@@ -1,0 +1,121 @@
+"""tokenize: one pass per (dataset, tokenizer), truncated, never padded; label targets per task; length
+percentiles and truncation rate; prompts for decoders. Offline, tiny tokenizers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import model_registry as mr
+from stages import plan as plan_stage
+from stages import prompts
+from stages import tokenize as tk
+from stages.config import EmotuneError
+from toy_runs import DATASET, LABELS, local_entry, toy_params, write_audited
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {t: mr.save_tiny_model(t, root / f"tiny-{t}") for t in ("bert", "llama")}
+
+
+def tokenize(tmp_path, model_folder, task="single_label", max_length=16, long_every=5):
+    audited = write_audited(tmp_path / "audited" / DATASET, task, sizes=(50, 20, 20), long_every=long_every)
+    params = toy_params(task, tokenize={"max_length": max_length})
+    plan = plan_stage.tokenize_plan(params, DATASET, local_entry(model_folder))
+    out = tmp_path / "tokenized"
+    out.mkdir()
+    return tk.tokenize_dataset(plan, audited, out), out, audited
+
+
+def test_single_label_rows_are_truncated_not_padded(tiny, tmp_path):
+    report, out, audited = tokenize(tmp_path, tiny["bert"])
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.parquet", "train.parquet",
+                                                     "validation.parquet"]
+    train = pd.read_parquet(out / "train.parquet")
+    source = pd.read_parquet(audited / "train.parquet")
+    assert list(train.columns) == ["id", "input_ids", "attention_mask", "labels", "length"]
+    assert list(train["id"]) == list(source["id"])
+    lengths = train["input_ids"].map(len)
+    assert (lengths == train["length"]).all()
+    assert (train["attention_mask"].map(lambda m: bool(np.all(m == 1)))).all(), "no padding stored"
+    assert lengths.max() == 16 and lengths.min() < 16, "truncated at max_length, short rows left short"
+    assert (train["input_ids"].map(lambda ids: ids[-1]) == 3).all(), "[SEP] (id 3) survives truncation"
+    assert train["labels"].tolist() == [LABELS.index(ls[0]) for ls in source["labels"]]
+
+    stats = report["splits"]["train"]
+    assert stats["rows"] == 50 and stats["max"] > 200  # untruncated: the 200-word rows
+    assert stats["truncated"] == (source["text"].str.split().str.len() > 14).sum()
+    assert stats["truncation_rate"] == round(stats["truncated"] / 50, 4)
+    assert stats["p50"] <= stats["p90"] <= stats["p95"] <= stats["p99"] <= stats["max"]
+    assert stats["tokens"] == int(lengths.sum())
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["source"]["checksums"] == {"train.csv": "0" * 64}
+    assert set(meta["files"]) == {"train.parquet", "validation.parquet", "test.parquet"}
+    assert meta["generative"] is False and meta["model_type"] == "bert"
+
+
+def test_multi_label_targets_are_multi_hot_floats(tiny, tmp_path):
+    _, out, audited = tokenize(tmp_path, tiny["bert"], task="multi_label", long_every=0)
+    train = pd.read_parquet(out / "train.parquet")
+    source = pd.read_parquet(audited / "train.parquet")
+    for row, names in zip(train["labels"], source["labels"]):
+        assert row.dtype.kind == "f" and list(row) == [float(c in names) for c in LABELS]
+
+
+def test_decoders_also_get_prompts_for_the_generative_recipe(tiny, tmp_path):
+    report, out, audited = tokenize(tmp_path, tiny["llama"], max_length=12)
+    assert {"gen_train.parquet", "gen_validation.parquet", "gen_test.parquet"} <= {p.name for p in out.iterdir()}
+    gen = pd.read_parquet(out / "gen_train.parquet")
+    source = pd.read_parquet(audited / "train.parquet")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny["llama"])
+    fmt = prompts.prompt_format(tokenizer, LABELS, False)
+    for prompt, answer, names in zip(gen["prompt_ids"], gen["answer_ids"], source["labels"]):
+        prompt, answer = list(prompt), list(answer)
+        assert prompt[:len(fmt.prefix_ids)] == fmt.prefix_ids and prompt[-len(fmt.suffix_ids):] == fmt.suffix_ids
+        assert len(prompt) - len(fmt.prefix_ids) - len(fmt.suffix_ids) <= 12, "only the text is truncated"
+        assert answer[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(answer[:-1]).strip() == names[0]
+    assert "generative" in report and json.loads((out / "meta.json").read_text())["generative"] is True
+
+
+def test_chat_template_prompts(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny["llama"])
+    tokenizer.chat_template = ("{% for m in messages %}<s>{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
+                               "{% if add_generation_prompt %}<s>assistant{% endif %}")
+    fmt = prompts.prompt_format(tokenizer, LABELS, True)
+    assert fmt.chat_template and fmt.answer_prefix == ""
+    assert tokenizer.decode(fmt.prefix_ids).startswith("<s> <unk>")  # "<s>" became the bos id
+    assert tokenizer.convert_ids_to_tokens(fmt.suffix_ids)[-2:] == ["<s>", "<unk>"]
+
+
+@pytest.mark.parametrize("text, multi, expected", [
+    ("joy", False, ["joy"]), (" Joy.", False, ["joy"]), ("joyful", False, None), ("joy anger", False, None),
+    ("", False, None), ("anger, joy", True, ["anger", "joy"]), ("anger joy", True, ["anger", "joy"]),
+    ("none", True, []), ("joy, joy", True, None), ("joy, happiness", True, None), ("", True, None),
+])
+def test_parse_answer_never_guesses(text, multi, expected):
+    assert prompts.parse_answer(text, LABELS, multi) == expected
+
+
+def test_label_errors_are_clear():
+    with pytest.raises(EmotuneError, match="not among the dataset's labels"):
+        tk.label_targets(pd.Series([["joy"], ["fear"]]), LABELS, False, "toy/train")
+    with pytest.raises(EmotuneError, match="single-label dataset, but row 1"):
+        tk.label_targets(pd.Series([["joy"], ["joy", "anger"]]), LABELS, False, "toy/train")
+
+
+def test_max_length_never_exceeds_the_model_limit(tiny):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny["bert"])
+    tokenizer.model_max_length = 64
+    assert tk.effective_max_length(tokenizer, 128) == 64
+    assert tk.effective_max_length(tokenizer, 32) == 32

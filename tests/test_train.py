@@ -1,0 +1,303 @@
+"""train: every adapter and both task types train (the loss goes down) and reload to the same
+predictions; determinism; early stopping; length-grouped dynamic padding; the outputs a run writes;
+resume after SIGKILL (a real subprocess) ends with the uninterrupted run's exact metrics; the
+generative recipe. Offline, CPU, tiny models on a learnable synthetic dataset."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from stages import adapters as ad
+from stages import generative as gen
+from stages import model_registry as mr
+from stages import train as tr
+from stages.config import EmotuneError
+from toy_runs import DATASET, LABELS, prepare_run, toy_params
+
+LR = {"full": 2e-3, "head": 2e-2, "lora": 1e-2, "dora": 1e-2, "ia3": 5e-2, "qlora": 1e-2,
+      "gen_lora": 1e-2, "gen_qlora": 1e-2}
+QUIET = lambda message: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-models")
+    made = {}
+
+    def get(model_type: str) -> Path:
+        if model_type not in made:
+            made[model_type] = mr.save_tiny_model(model_type, root / f"tiny-{model_type}")
+        return made[model_type]
+
+    return get
+
+
+def assert_learns(result):
+    losses = [e["train_loss"] for e in result["history"]]
+    assert losses[-1] < losses[0], losses
+
+
+def reload_predictions(paths, plan):
+    """Validation predictions of the saved model, loaded back with load_trained."""
+    trained = ad.load_trained(paths.model)
+    recipe = tr.ClassifierRecipe(plan, paths.data, "cpu")
+    recipe.data(trained.tokenizer, None, plan["seed"])
+    return recipe.predict(trained.model, recipe.val, 64, contextlib.nullcontext)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every adapter, both task types: trains, writes its outputs, reloads to the same predictions
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["single_label", "multi_label"])
+@pytest.mark.parametrize("adapter", ["full", "head", "lora", "dora", "ia3", "qlora"])
+def test_adapter_trains_and_reloads_to_the_same_predictions(adapter, task, tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), adapter, task, lr=LR[adapter], epochs=3,
+                              class_weights=task == "multi_label")
+    result = tr.train(plan, paths, log=QUIET)
+    assert_learns(result)
+    summary = result["summary"]
+    metric = "accuracy" if task == "single_label" else "jaccard"
+    assert summary["official_metric"] == metric
+    assert summary["best_val"] == max(e[f"val_{metric}"] for e in result["history"])
+    if adapter == "full":
+        assert summary["params"]["trainable"] == summary["params"]["total"]
+    else:
+        assert summary["params"]["trainable"] < summary["params"]["total"] / 2
+
+    again = reload_predictions(paths, plan)
+    np.testing.assert_array_equal(again["pred"], result["pred"])
+
+
+def test_decoder_classifier_with_qlora(tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("llama"), "qlora", lr=1e-2, epochs=3)
+    result = tr.train(plan, paths, log=QUIET)
+    assert_learns(result)
+    np.testing.assert_array_equal(reload_predictions(paths, plan)["pred"], result["pred"])
+
+
+def test_a_run_writes_its_outputs(tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", lr=1e-2, epochs=2, checkpoint_every=3)
+    result = tr.train(plan, paths, log=QUIET)
+    summary = json.loads(paths.metrics.read_text())
+    assert summary == json.loads(json.dumps(result["summary"]))
+    for key in ("best_val", "best_epoch", "epochs_run", "params", "adapter_bytes", "wall_time_s",
+                "train_examples_per_s", "tokens_per_s", "peak_memory_mb"):
+        assert summary[key], key
+    assert summary["adapter_bytes"] == (paths.model / "adapter_model.safetensors").stat().st_size
+    assert summary["train_examples"] == 160
+    card = json.loads((paths.model / "run.json").read_text())
+    assert card["plan"] == plan and card["metrics"] == summary
+    assert card["data"]["source_checksums"] == {"train.csv": "0" * 64}
+    assert card["model_provenance"]["source"] == "local" and card["resumed_from"] == []
+    assert (paths.model / ad.METADATA_FILE).exists()
+    # DVCLive: per-epoch curves, a summary, and no dvc.yaml of its own
+    assert (paths.live / "plots" / "metrics" / "train" / "loss.tsv").read_text().count("\n") == 3
+    assert (paths.live / "plots" / "metrics" / "val" / "accuracy.tsv").exists()
+    assert json.loads((paths.live / "metrics.json").read_text())["step"] == 2
+    assert not list(paths.live.rglob("dvc.yaml"))
+    # the checkpoint is gone after a successful finish; its (declared) folder stays
+    assert paths.checkpoints.is_dir() and not list(paths.checkpoints.iterdir())
+
+
+def test_same_params_same_metrics(tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", lr=1e-2, epochs=2)
+    first = tr.train(plan, paths, log=QUIET)
+    second = tr.train(plan, paths, log=QUIET)
+    assert first["history"] == second["history"]
+    np.testing.assert_array_equal(first["pred"], second["pred"])
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny, tmp_path):
+    # A learning rate this small changes nothing: the first epoch stays the best, patience 1 stops at 2.
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", lr=1e-12, epochs=5, early_stopping_patience=1)
+    result = tr.train(plan, paths, log=QUIET)
+    assert result["summary"]["epochs_run"] == 2 and result["summary"]["best_epoch"] == 1
+
+
+def test_max_train_examples_is_a_seeded_sample(tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "head", lr=1e-2, epochs=1, max_train_examples=50)
+    result = tr.train(plan, paths, log=QUIET)
+    assert result["summary"]["train_examples"] == 50
+    frame = tr.load_rows(paths.data, "train")
+    assert tr.sample_rows(frame, 50, 7)["id"].tolist() == tr.sample_rows(frame, 50, 7)["id"].tolist()
+    assert tr.sample_rows(frame, 50, 7)["id"].tolist() != tr.sample_rows(frame, 50, 8)["id"].tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------
+def test_length_grouped_batches_are_seeded_and_cover_every_row():
+    lengths = np.random.default_rng(0).integers(3, 120, size=1000)
+    batches = tr.length_grouped_batches(lengths, 16, seed=1, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert all(len(b) == 16 for b in batches if len(b) != 1000 % 16)
+    again = tr.length_grouped_batches(lengths, 16, seed=1, epoch=0)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    other = tr.length_grouped_batches(lengths, 16, seed=1, epoch=1)
+    assert not all(np.array_equal(a, b) for a, b in zip(batches, other))
+    # grouping by length pads far less than random batches, and the batch order is shuffled
+    pad = lambda bs: sum(lengths[b].max() * len(b) - lengths[b].sum() for b in bs)  # noqa: E731
+    random_batches = np.array_split(np.random.default_rng(1).permutation(1000), len(batches))
+    assert pad(batches) < 0.2 * pad(random_batches)
+    firsts = [lengths[b].max() for b in batches]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
+
+
+def test_batches_pad_to_their_longest_row_never_to_max_length(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora")
+    tokenizer = AutoTokenizer.from_pretrained(tiny("bert"))
+    data = tr.ClassificationBatches(tr.load_rows(paths.data, "train"), tokenizer, False)
+    widths = []
+    for idx in tr.length_grouped_batches(data.lengths, 16, 7, 0):
+        batch = data.collate(idx)
+        assert batch["input_ids"].shape[1] == data.lengths[idx].max()
+        assert (batch["attention_mask"].sum(1).numpy() == data.lengths[idx]).all()
+        widths.append(batch["input_ids"].shape[1])
+    assert plan_max_length(paths) == 32 and max(widths) < 32, "never padded to max_length"
+    assert len(set(widths)) > 3
+
+
+def plan_max_length(paths) -> int:
+    return json.loads((paths.data / "meta.json").read_text())["max_length"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+def test_scores_count_invalid_answers_as_wrong():
+    y = np.array([0, 1, 2, 1])
+    s = tr.scores(y, np.array([0, 1, -1, 1]), False, 3, np.array([False, False, True, False]))
+    assert s["accuracy"] == 0.75 and s["macro_recall"] == pytest.approx((1 + 1 + 0) / 3)
+    y = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0]])
+    p = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    assert tr.jaccard_samples(y, p) == pytest.approx((1 + 1 + 0) / 3)  # empty vs empty is a match
+    assert tr.jaccard_samples(y, p, np.array([False, True, False])) == pytest.approx(1 / 3)
+    assert tr.scores(y, p, True, 3, np.array([False, True, False]))["accuracy"] == pytest.approx(1 / 3)
+    from sklearn.metrics import jaccard_score
+
+    rng = np.random.default_rng(0)
+    gold, pred = rng.integers(0, 2, (50, 4)), rng.integers(0, 2, (50, 4))
+    assert tr.jaccard_samples(gold, pred) == pytest.approx(jaccard_score(gold, pred, average="samples",
+                                                                         zero_division=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume after a kill
+# ---------------------------------------------------------------------------------------------
+def stage_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", OMP_WAIT_POLICY="PASSIVE")
+    return env
+
+
+def copy_project(root: Path) -> Path:
+    shutil.copytree(Path(tr.ROOT) / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "params.yaml").write_text(yaml.safe_dump({"seed": 7, "datasets": [], "fetch": {}, "clean": {},
+                                                      "audit": {}, "dataset_registry": {}}))
+    return root
+
+
+def test_killed_run_resumes_and_ends_with_the_same_metrics(tiny, tmp_path):
+    root = copy_project(tmp_path / "project")
+    params = toy_params(epochs=2, batch_size=8, grad_accum=2, checkpoint_every=3)
+    plan, paths = prepare_run(root, tiny("bert"), "lora", params=params, lr=5e-3, sizes=(400, 60, 20))
+    command = [sys.executable, "-m", "stages.train", DATASET, plan["model"]["name"], "lora"]
+    checkpoint = paths.checkpoints / tr.CHECKPOINT_FILE
+
+    killed = subprocess.Popen(command, cwd=root, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not checkpoint.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert checkpoint.exists() and not paths.metrics.exists()
+
+    resumed = subprocess.run(command, cwd=root, env=stage_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from checkpoint: epoch 1, step " in resumed.stdout, resumed.stdout
+    step = int(resumed.stdout.split("resumed from checkpoint: epoch 1, step ")[1].split()[0])
+    assert 0 < step < 25, "resumed in the middle of the first epoch (25 optimizer steps)"
+    after_resume = json.loads(paths.metrics.read_text())
+    card = json.loads((paths.model / "run.json").read_text())
+    assert card["resumed_from"] == [{"epoch": 0, "step_in_epoch": step}]
+    curves = (paths.live / "plots" / "metrics" / "train" / "loss.tsv").read_text()
+    weights = (paths.model / "adapter_model.safetensors").read_bytes()
+    assert not checkpoint.exists()
+
+    # The same run uninterrupted (in this process: same code, same thread count, other folders)
+    _, fresh = prepare_run(tmp_path / "uninterrupted", tiny("bert"), "lora", params=params, sizes=(400, 60, 20))
+    tr.train(plan, fresh, log=QUIET)
+    uninterrupted = json.loads(fresh.metrics.read_text())
+    timing = ("wall_time_s", "train_time_s", "train_examples_per_s", "tokens_per_s", "peak_memory_mb")
+    assert {k: v for k, v in after_resume.items() if k not in timing} == \
+        {k: v for k, v in uninterrupted.items() if k not in timing}
+    assert (fresh.live / "plots" / "metrics" / "train" / "loss.tsv").read_text() == curves
+    assert (fresh.model / "adapter_model.safetensors").read_bytes() == weights
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", lr=1e-2, epochs=1, checkpoint_every=2)
+    assert tr.train(plan, paths, log=QUIET, stop_after_steps=4) is None
+    assert (paths.checkpoints / tr.CHECKPOINT_FILE).exists()
+    messages = []
+    plan["train"]["lr"] = 2e-2
+    tr.train(plan, paths, log=messages.append)
+    assert any("belongs to other settings" in m for m in messages) and not any("resumed" in m for m in messages)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generative recipe
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type, adapter", [("llama", "gen_lora"), ("gpt2", "gen_qlora")])
+def test_generative_recipe_trains_and_parses_answers(model_type, adapter, tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny(model_type), adapter, lr=2e-2, epochs=3, batch_size=8)
+    # Before training the random tiny LM babbles: its answers are counted invalid, not mapped to labels.
+    recipe = tr.make_recipe(plan, paths.data, "cpu")
+    loaded, model = recipe.build()
+    recipe.data(loaded.tokenizer, None, plan["seed"])
+    before = recipe.predict(model, recipe.val, 64, contextlib.nullcontext)
+    assert before["invalid"].mean() > 0.5, before["texts"][:5]
+    assert (before["pred"][before["invalid"]] == -1).all()
+
+    result = tr.train(plan, paths, log=QUIET)
+    assert_learns(result)
+    summary, invalid = result["summary"], result["invalid"]
+    assert summary["val"]["invalid_rate"] == pytest.approx(invalid.mean())
+    assert summary["invalid_answers"] == invalid.sum()
+    card = json.loads((paths.model / "run.json").read_text())
+    assert len(card["invalid_examples"]) == min(20, invalid.sum())
+    # It has learnt the answer format (a label word, then eos). A 2-layer random LM with a frozen random
+    # lm_head does not learn much more; real models do (see the report's measurements).
+    assert invalid.mean() < 0.5, summary
+    assert (result["pred"][invalid] == -1).all() and set(result["pred"][~invalid]) <= {0, 1, 2}
+
+    trained = gen.load_generative(paths.model)
+    texts = ["i am so happy and great today", "they hate this awful day", "we are lonely and sad"]
+    labels, answers = trained.predict(texts, max_length=32)
+    assert len(labels) == len(answers) == 3
+    assert all(names is None or set(names) <= set(LABELS) for names in labels)
+    # the reloaded model answers the validation prompts exactly as the trained one did
+    recipe.data(trained.tokenizer, None, plan["seed"])
+    np.testing.assert_array_equal(recipe.predict(trained.model, recipe.val, 64, contextlib.nullcontext)["pred"],
+                                  result["pred"])
+    meta = json.loads((paths.model / gen.GEN_METADATA_FILE).read_text())
+    assert meta["adapter"] == adapter and meta["prompt"]["max_new_tokens"] >= 3
+
+
+def test_generative_adapters_need_a_decoder(tiny, tmp_path):
+    with pytest.raises(EmotuneError, match="needs a decoder language model.*'bert'"):
+        gen.load_causal(str(tiny("bert")), "gen_lora", LABELS, "single_label")
