@@ -173,6 +173,12 @@ class TrainConfig:
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (also at each epoch end)
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    threshold: Union[float, Literal["tuned"]] = "tuned"  # multi-label: one fixed threshold, or per label on validation
+    latency_samples: int = 50  # test rows predicted one at a time for the p50/p95 latency
+
+
 AdapterName = Literal["full", "head", "lora", "dora", "ia3", "qlora", "gen_lora", "gen_qlora"]
 
 
@@ -218,17 +224,18 @@ class Params:
     model_registry: dict[str, HubModel] = field(default_factory=dict)
     tokenize: TokenizeConfig = field(default_factory=lambda: TokenizeConfig())
     train: TrainConfig = field(default_factory=lambda: TrainConfig())
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig())
     large: RunGroup = field(default_factory=lambda: RunGroup())
     generative: RunGroup = field(default_factory=lambda: RunGroup())
 
     def matrices(self) -> list[Matrix]:
-        """The main matrix, then the groups (those with at least one run)."""
+        """The main matrix (always first, even when empty), then the groups that have runs."""
         out = [Matrix("", self.datasets, self.models, self.adapters, self.train)]
         for name in GROUPS:
             group = getattr(self, name)
             train = build(TrainConfig, {**dataclasses.asdict(self.train), **group.train}, f"{name}.train")
             out.append(Matrix(name, group.datasets, group.models, group.adapters, train))
-        return [m for m in out if m.runs()]
+        return out[:1] + [m for m in out[1:] if m.runs()]
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.dataset_registry:
@@ -423,6 +430,10 @@ def _parse(raw: dict) -> Params:
             values = getattr(section, key)
             if len(set(values)) != len(values):
                 raise EmotuneError(f"{_key(prefix, key)}: lists {values} with a repeat; list each once")
+    if params.eval.threshold != "tuned" and not 0 < params.eval.threshold < 1:
+        raise EmotuneError(f"eval.threshold: a probability in (0, 1) or 'tuned', got {params.eval.threshold}")
+    if params.eval.latency_samples < 0:
+        raise EmotuneError(f"eval.latency_samples: must be >= 0, got {params.eval.latency_samples}")
     matrices = params.matrices()  # builds and type-checks each group's train overrides
     for matrix in matrices:
         check_train(matrix.train, _key(matrix.name, "train"))

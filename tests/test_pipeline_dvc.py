@@ -5,9 +5,7 @@ learns the real emotion data."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +17,7 @@ import yaml
 from stages import model_registry as mr
 from stages import plan as plan_stage
 from stages.config import PARAMS_FILE, ROOT, EmotuneError, parse_params
-from toy_runs import LABELS, toy_frame
+from toy_project import DVC, build_toy_project, dvc_env, ran, sh, skipped
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -108,66 +106,9 @@ def test_a_model_folder_must_be_relative(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # DVC in a throw-away copy of the project
 # ---------------------------------------------------------------------------------------------
-def write_csv(path: Path, frame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.assign(label=frame["labels"].str[0])[["id", "text", "label"]].to_csv(path, index=False)
-
-
-def dvc_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_ENDPOINT")}
-    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1",
-               PYTHONDONTWRITEBYTECODE="1", OMP_WAIT_POLICY="PASSIVE", GIT_AUTHOR_NAME="test",
-               GIT_AUTHOR_EMAIL="test@example.com", GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
-    return env
-
-
-def sh(root: Path, *command: str, timeout: int = 600) -> str:
-    result = subprocess.run(command, cwd=root, env=dvc_env(), capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{command}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
-
-
-def ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def skipped(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([^']+)' didn't change, skipping", output))
-
-
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory) -> Path:
-    """The project (stages/, dvc.yaml, params.yaml) with one tiny CSV dataset `toy` and a tiny BERT in
-    the folder `tiny-bert`, as a git + DVC repository, fully reproduced once."""
-    root = tmp_path_factory.mktemp("dvc-project")
-    shutil.copytree(ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, root / name)
-    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
-    params["dataset_registry"]["toy"] = {
-        "task": "single_label", "labels": LABELS, "official_metric": "macro_f1", "label_column": "label",
-        "id_column": "id", "files": {"train": "raw/train.csv", "validation": "raw/dev.csv", "test": "raw/test.csv"}}
-    params.update(datasets=["toy"], models=["tiny-bert"], adapters=["lora", "ia3"],
-                  large={"datasets": [], "models": [], "adapters": []},
-                  generative={"datasets": [], "models": [], "adapters": []})  # empty groups: no stages
-    params["audit"].update(model="tfidf", folds=2)
-    params["adapter"].update(r=4, alpha=8)
-    params["train"].update(epochs=2, batch_size=16, threads=1, lr=1e-2)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for k, (split, n, name) in enumerate([("train", 120, "train"), ("validation", 40, "dev"), ("test", 30, "test")]):
-        write_csv(root / "raw" / f"{name}.csv", toy_frame(n, "single_label", 100 + k, split))
-    mr.save_tiny_model("bert", root / "tiny-bert")
-    sh(root, "git", "init", "-q")
-    sh(root, str(VENV_BIN / "dvc"), "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "project")  # DVCLive inside a stage needs a repository with a commit
-    out = sh(root, str(VENV_BIN / "dvc"), "repro")
-    expected = {"fetch@toy", "clean@toy", "audit@toy", "plan", "tokenize@toy-tiny-bert",
-                "train@toy-tiny-bert-lora", "train@toy-tiny-bert-ia3"}
-    assert ran(out) == expected, out
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "baseline")
-    return root
+    return build_toy_project(tmp_path_factory.mktemp("dvc-project"))
 
 
 def test_repro_writes_every_output(dvc_project):
@@ -194,6 +135,15 @@ def test_repro_writes_every_output(dvc_project):
     assert "metrics/train/toy/tiny-bert/lora/plots/metrics/train/loss.tsv" in plots.stdout
     assert "metrics/train/toy/tiny-bert/ia3/plots/metrics/val/macro_f1.tsv" in plots.stdout
     assert not (root / "metrics/train/toy/tiny-bert/lora/dvc.yaml").exists()
+    for plot in ("metrics/eval/toy/tiny-bert/lora/per_class.csv", "metrics/eval/toy/tiny-bert/ia3/confusion.csv",
+                 "metrics/leaderboard.csv", "metrics/pareto/toy.png"):
+        assert plot in plots.stdout, plot
+    assert "metrics/eval/toy/tiny-bert/lora.json" in files and "metrics/leaderboard.json" in files
+    board = json.loads((root / "metrics/leaderboard.json").read_text())["rows"]
+    assert {(r["model"], r["adapter"]) for r in board} == {
+        ("tiny-bert", "lora"), ("tiny-bert", "ia3"), ("baseline", "majority"), ("baseline", "tfidf_lr"),
+        ("baseline", "tfidf_lr_all")}
+    assert sum(r["best"] for r in board) == 1
 
 
 def test_changing_adapter_r_retrains_only_the_lora_family(dvc_project):
@@ -204,9 +154,9 @@ def test_changing_adapter_r_retrains_only_the_lora_family(dvc_project):
 
     out = sh(root, dvc, "exp", "run", "-S", "adapter.r=8")
     print(out)
-    assert ran(out) == {"plan", "train@toy-tiny-bert-lora"}, out
-    assert {"fetch@toy", "clean@toy", "audit@toy", "tokenize@toy-tiny-bert", "train@toy-tiny-bert-ia3"} \
-        <= skipped(out), out
+    assert ran(out) == {"plan", "train@toy-tiny-bert-lora", "evaluate@toy-tiny-bert-lora", "aggregate"}, out
+    assert {"fetch@toy", "clean@toy", "audit@toy", "tokenize@toy-tiny-bert", "train@toy-tiny-bert-ia3",
+            "evaluate@toy-tiny-bert-ia3", "baseline@toy"} <= skipped(out), out
     changed = sorted(str(p.relative_to(root)) for p, data in plans.items() if p.read_bytes() != data)
     assert changed == ["data/plans/toy/tiny-bert/lora.json"]
     after = json.loads((root / "metrics/train/toy/tiny-bert/lora.json").read_text())
@@ -226,8 +176,26 @@ def test_an_ia3_setting_retrains_only_ia3(dvc_project):
     assert "plan:" in status and "tokenize@" not in status and "train@" not in status, status
     out = sh(root, dvc, "repro")
     print(out)
-    assert ran(out) == {"plan", "train@toy-tiny-bert-ia3"}, out
+    assert ran(out) == {"plan", "train@toy-tiny-bert-ia3", "evaluate@toy-tiny-bert-ia3", "aggregate"}, out
     assert {"tokenize@toy-tiny-bert", "train@toy-tiny-bert-lora"} <= skipped(out)
+
+
+def test_pull_request_report_has_the_diff_the_leaderboard_and_images(dvc_project, tmp_path):
+    """What .github/workflows/cml.yaml posts, built offline on a real (tiny) run: change a param, rerun,
+    report against the committed baseline."""
+    root = dvc_project
+    sh(root, DVC, "exp", "run", "-S", "adapter.r=6")
+    out = tmp_path / "report"
+    sh(ROOT, sys.executable, str(ROOT / "scripts/cml_report.py"), "--root", str(root), "--rev", "HEAD",
+       "--out", str(out))
+    report = (out / "report.md").read_text()
+    # dvc metrics diff --md: a table whose rows name the metric files that changed
+    assert "| Path" in report and "metrics/eval/toy/tiny-bert/lora.json" in report, report
+    assert "## Leaderboard" in report and "| tiny-bert | lora |" in report
+    links = re.findall(r"!\[[^\]]*\]\(\./([^)]+)\)", report)
+    assert {"pareto_toy.png", "confusion_toy.png", "curves_toy.png"} <= set(links), links
+    for name in links:
+        assert (out / name).stat().st_size > 2000, name  # a real picture, not an empty file
 
 
 # ---------------------------------------------------------------------------------------------

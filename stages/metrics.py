@@ -1,0 +1,111 @@
+"""Test-set metrics for every run and baseline, from one function, so every row of the leaderboard is
+scored by the same code.
+
+Everything comes from scikit-learn except two things it does not have: the sample-averaged Jaccard
+that scores an invalid generated answer as 0 (stages/train.py `jaccard_samples`) and the expected
+calibration error (15 equal-width confidence bins, the usual definition).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from stages.train import scores
+
+ECE_BINS = 15
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Softmax over the classes (single-label) or one sigmoid per label (multi-label)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> list[float]:
+    """Per-label thresholds that maximise each label's F1 on the rows given (validation only: the
+    caller never passes test rows). Ties go to the threshold closest to 0.5, so a label the model cannot
+    separate keeps the neutral threshold."""
+    from sklearn.metrics import f1_score
+
+    out = []
+    for j in range(y_true.shape[1]):
+        best = max(THRESHOLD_GRID, key=lambda t: (f1_score(y_true[:, j], probs[:, j] >= t, zero_division=0),
+                                                  -abs(t - 0.5)))
+        out.append(float(best))
+    return out
+
+
+def decide(probs: np.ndarray, multi_label: bool, thresholds: list[float] | None) -> np.ndarray:
+    """Predictions from probabilities: argmax, or one threshold per label."""
+    if not multi_label:
+        return probs.argmax(1)
+    return (probs >= np.asarray(thresholds if thresholds is not None else [0.5] * probs.shape[1])).astype(np.float32)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """sum_b |B|/n * |accuracy(B) - mean confidence(B)| over equal-width confidence bins."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, float)
+    if not len(confidence):
+        return 0.0
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def calibration(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float:
+    """Single-label: top-label ECE. Multi-label: every (row, label) probability is a binary forecast."""
+    if multi_label:
+        return expected_calibration_error(probs.ravel(), y_true.ravel())
+    return expected_calibration_error(probs.max(1), probs.argmax(1) == y_true)
+
+
+def roc_auc_macro(y_true: np.ndarray, probs: np.ndarray, multi_label: bool) -> float | None:
+    """Macro one-vs-rest ROC-AUC over the classes that occur in y_true with both outcomes (AUC is
+    undefined for a class with no positive, or no negative, row); None when no class qualifies."""
+    from sklearn.metrics import roc_auc_score
+
+    onehot = y_true if multi_label else np.eye(probs.shape[1])[y_true]
+    usable = [j for j in range(probs.shape[1]) if 0 < onehot[:, j].sum() < len(onehot)]
+    if not usable:
+        return None
+    return float(roc_auc_score(onehot[:, usable], probs[:, usable], average="macro"))
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], multi_label: bool,
+                          probs: np.ndarray | None = None, invalid: np.ndarray | None = None) -> dict:
+    """Summary metrics, per-class precision/recall/F1/support, and (when probabilities exist; generated
+    answers have none) macro ROC-AUC and ECE."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    classes = list(range(len(labels)))
+    out = scores(y_true, y_pred, multi_label, len(labels), invalid)
+    for average in ("macro", "micro"):
+        p, r, _, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average=average,
+                                                     zero_division=0)
+        out[f"{average}_precision"], out[f"{average}_recall"] = float(p), float(r)
+    if probs is not None:
+        out["roc_auc_macro"] = roc_auc_macro(y_true, probs, multi_label)
+        out["ece"] = calibration(y_true, probs, multi_label)
+    if invalid is not None:
+        out["invalid_rate"] = float(np.mean(invalid)) if len(invalid) else 0.0
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, average=None, zero_division=0)
+    per_class = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+                 for i, name in enumerate(labels)}
+    return {"test": out, "per_class": per_class}
+
+
+def label_confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> list[dict]:
+    """Multi-label: per label, how many rows are true/false positives/negatives (sklearn's
+    multilabel_confusion_matrix, flattened for a table and a plot)."""
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    matrices = multilabel_confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
+    return [{"label": name, "tp": int(m[1, 1]), "fp": int(m[0, 1]), "fn": int(m[1, 0]), "tn": int(m[0, 0])}
+            for name, m in zip(labels, matrices)]
