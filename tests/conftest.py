@@ -123,3 +123,14 @@ def tiny(tmp_path_factory):
         return made[model_type]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def toy_project(tmp_path_factory):
+    """One throw-away git + DVC copy of the project, reproduced once (tests/toy_project.py), shared by the
+    DVC-level tests: building it is the slow part (a full `dvc repro`), the tests only read it or run
+    small experiments in it."""
+    from toy_project import build_toy_project
+
+    return build_toy_project(tmp_path_factory.mktemp("dvc-project"))
+

@@ -17,7 +17,7 @@ import yaml
 from stages import model_registry as mr
 from stages import plan as plan_stage
 from stages.config import PARAMS_FILE, ROOT, EmotuneError, parse_params
-from toy_project import DVC, build_toy_project, dvc_env, ran, sh, skipped
+from toy_project import DVC, dvc_env, ran, sh, skipped
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -107,8 +107,8 @@ def test_a_model_folder_must_be_relative(tmp_path):
 # DVC in a throw-away copy of the project
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory) -> Path:
-    return build_toy_project(tmp_path_factory.mktemp("dvc-project"))
+def dvc_project(toy_project) -> Path:
+    return toy_project
 
 
 def test_repro_writes_every_output(dvc_project):
