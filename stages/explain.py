@@ -6,7 +6,7 @@
 Writes metrics/explain/<dataset>/<model>/<adapter>/:
   explanations.html   each example's tokens coloured by attribution (red: pushes towards the class,
                       blue: away from it), with its gold and predicted labels; open it in a browser
-  attributions.png    the same picture as an image (a DVC plot: `dvc plots show explain/dvc.yaml`)
+  attributions.png    the same picture as an image (a DVC plot of explain/dvc.yaml: `dvc plots show`)
   attributions.json   the numbers: tokens, their text spans, attributions, convergence deltas
 
 Method: Captum's LayerIntegratedGradients over the input embedding layer, explaining the probability of
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from stages.artifacts import atomic_dir, run_stage  # noqa: E402
 from stages.config import ROOT, EmotuneError  # noqa: E402
-from stages.predict import Run, best_run, resolve_run  # noqa: E402
+from stages.predict import Run, add_run_arguments, quiet_transformers, run_from_args  # noqa: E402
 
 FILES = ("explanations.html", "attributions.png", "attributions.json")
 
@@ -117,8 +117,18 @@ def attribute(trained, run: Run, row: dict, target: str, steps: int) -> Explanat
 # Pictures
 # ---------------------------------------------------------------------------------------------
 def _rgba(value: float, scale: float) -> tuple[float, float, float, float]:
+    """Red for positive, blue for negative attributions; opacity relative to the example's largest."""
     strength = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
     return (0.86, 0.15, 0.15, 0.85 * strength) if value >= 0 else (0.15, 0.35, 0.86, 0.85 * strength)
+
+
+def _css(value: float, scale: float) -> str:
+    r, g, b, a = _rgba(value, scale)
+    return f"rgba({r * 255:.0f},{g * 255:.0f},{b * 255:.0f},{a:.2f})"
+
+
+def _scale(e: Explanation) -> float:
+    return max((abs(a) for a, t in zip(e.attributions, e.tokens) if t), default=0.0)
 
 
 def _pieces(e: Explanation) -> list[tuple[str, float]]:
@@ -143,11 +153,9 @@ def render_html(run: Run, explanations: list[Explanation], steps: int) -> str:
             continue
         blocks.append(f"<h2>{html.escape(label)}</h2>")
         for e in items:
-            scale = max((abs(a) for a, t in zip(e.attributions, e.tokens) if t), default=0.0)
-            spans = "".join(
-                f'<span title="{value:+.4f}" style="background:rgba({",".join(f"{c * 255:.0f}" for c in _rgba(value, scale)[:3])},'
-                f'{_rgba(value, scale)[3]:.2f})">{html.escape(text)}</span>' for text, value in _pieces(e))
-            verdict = "right" if target_hit(e) else "wrong"
+            spans = "".join(f'<span title="{value:+.4f}" style="background:{_css(value, _scale(e))}">'
+                            f'{html.escape(text)}</span>' for text, value in _pieces(e))
+            verdict = "right" if e.target in e.predicted else "wrong"
             blocks.append(
                 f'<div class="ex"><div class="meta">{html.escape(e.id)} · gold: {html.escape(", ".join(e.gold))} · '
                 f'predicted: <b class="{verdict}">{html.escape(", ".join(e.predicted) or "(none)")}</b> · '
@@ -176,10 +184,6 @@ class as gold label.</p>
 """
 
 
-def target_hit(e: Explanation) -> bool:
-    return e.target in e.predicted
-
-
 def render_png(run: Run, explanations: list[Explanation], path: Path, width_chars: int = 110) -> None:
     """The explanations as one image: per example a header line and the coloured text, in a monospace font
     so that token positions follow from character counts."""
@@ -190,7 +194,7 @@ def render_png(run: Run, explanations: list[Explanation], path: Path, width_char
 
     lines: list[list[tuple[str, float, float]] | str] = []  # header strings, or rows of (text, value, scale)
     for e in explanations:
-        scale = max((abs(a) for a, t in zip(e.attributions, e.tokens) if t), default=0.0)
+        scale = _scale(e)
         lines.append(f"[{e.target}] {e.id}  gold: {', '.join(e.gold)}  predicted: {', '.join(e.predicted) or '-'}"
                      f"  p={e.probability:.2f}")
         row, used = [], 0
@@ -251,17 +255,14 @@ def explain(run: Run, per_class: int = 2, steps: int = 32, seed: int = 0, out: P
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Token attributions for test examples of a trained run")
-    parser.add_argument("run", nargs="?", help="<dataset>/<model>/<adapter>, a folder under models/")
-    parser.add_argument("--best", metavar="DATASET", help="the best run of DATASET on metrics/leaderboard.json")
+    add_run_arguments(parser)
     parser.add_argument("--per-class", type=int, default=2, help="test examples per class")
     parser.add_argument("--steps", type=int, default=32, help="integration steps (more: smaller delta, slower)")
     parser.add_argument("--seed", type=int, default=0, help="which test examples are picked")
     parser.add_argument("--out", type=Path, help="default metrics/explain/<dataset>/<model>/<adapter>")
     args = parser.parse_args(argv)
-    if bool(args.run) == bool(args.best):
-        raise EmotuneError("name one run: <dataset>/<model>/<adapter>, or --best <dataset>")
-    root = ROOT  # looked up at call time (tests point it at a throw-away project)
-    run = best_run(args.best, root) if args.best else resolve_run(args.run, root)
+    run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
+    quiet_transformers()
     out = explain(run, args.per_class, args.steps, args.seed, args.out)
     print(f"explain {run.name}: -> {out / 'explanations.html'}")
 

@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 
 from stages.artifacts import atomic_dir, read_json, run_stage  # noqa: E402
 from stages.config import ROOT, EmotuneError  # noqa: E402
-from stages.predict import Run, best_run, clean_settings, resolve_run, thresholds  # noqa: E402
+from stages.predict import (Run, add_run_arguments, clean_settings, quiet_transformers,  # noqa: E402
+                            run_from_args, thresholds)
 
 TOLERANCE = 1e-4  # max |probability difference| between the exported and the run's model
 EXPORT_FILE = "export.json"
@@ -243,18 +244,15 @@ def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", c
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Export a run as a standalone transformers model + model card")
-    parser.add_argument("run", nargs="?", help="<dataset>/<model>/<adapter>, a folder under models/")
-    parser.add_argument("--best", metavar="DATASET", help="the best run of DATASET on metrics/leaderboard.json")
+    add_run_arguments(parser)
     parser.add_argument("--out", type=Path, help="output folder (default exports/<dataset>/<model>/<adapter>)")
     parser.add_argument("--qlora-base", choices=("dequantized", "original"), default="dequantized",
                         help="qlora runs: merge into the dequantised 4-bit base (default: what was evaluated) "
                              "or into the original float weights")
     parser.add_argument("--check-rows", type=int, default=256, help="test rows compared before writing")
     args = parser.parse_args(argv)
-    if bool(args.run) == bool(args.best):
-        raise EmotuneError("name one run: <dataset>/<model>/<adapter>, or --best <dataset>")
-    root = ROOT  # looked up at call time (tests point it at a throw-away project)
-    run = best_run(args.best, root) if args.best else resolve_run(args.run, root)
+    run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
+    quiet_transformers()
     out = export(run, args.out, args.qlora_base, args.check_rows)
     info = read_json(out / EXPORT_FILE)["check"]
     summary = (f"skipped ({info['skipped']})" if info["skipped"] else

@@ -52,7 +52,7 @@ def _dataset_description(run: Run) -> str:
 
 def usage(run: Run, info: dict) -> str:
     norm = info["normalisation"]
-    steps = [f"HTML entities unescaped" if norm["html_unescape"] else None,
+    steps = ["HTML entities unescaped" if norm["html_unescape"] else None,
              f"Unicode {norm['unicode_form']}" if norm["unicode_form"] != "none" else None,
              f"user mentions -> `{norm['mask_mentions']}`" if norm["tweets"] and norm["mask_mentions"] else None,
              f"URLs -> `{norm['mask_urls']}`" if norm["tweets"] and norm["mask_urls"] else None,
@@ -85,7 +85,9 @@ print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
 
 An answer that is not one of the labels{' (or a comma-separated list of them, or "none")' if info['task'] == 'multi_label' else ''}
 is invalid: count it as such, do not map it to a nearby label. emotune's own
-`python -m stages.predict {run.name}` does this parsing."""
+`python -m stages.predict {run.name}` does this parsing, and builds the prompt's token ids from its parts
+(`stages/prompts.py`), exactly as in training; tokenizing the whole prompt at once, as above, can split a
+part boundary differently with some tokenizers."""
     elif info["task"] == "multi_label":
         body = f"""```python
 from transformers import pipeline

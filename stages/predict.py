@@ -47,6 +47,19 @@ def warn(message: str) -> None:
     print(f"note: {message}", file=sys.stderr, flush=True)
 
 
+def quiet_transformers() -> None:
+    """Commands print what concerns the user only: loading a run rebuilds the base model first, and
+    transformers' report that its head is missing (it comes from the run's files next) and its
+    weight-loading bars would only alarm."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 # ---------------------------------------------------------------------------------------------
 # Runs
 # ---------------------------------------------------------------------------------------------
@@ -97,7 +110,7 @@ class Run:
     @property
     def max_length(self) -> int:
         """The truncation the run was trained with (tokenize.max_length, capped by the model)."""
-        return int(self.card["data"].get("max_length") or self.card["plan"].get("tokenize", {}).get("max_length", 128))
+        return int(self.card["data"]["max_length"])
 
     def path(self, kind: str, suffix: str = ".json") -> Path:
         """metrics/<kind>/<dataset>/<model>/<adapter><suffix>, where evaluate/explain put per-run files."""
@@ -138,6 +151,18 @@ def resolve_run(name: str, root: Path = ROOT) -> Run:
         raise EmotuneError(f"{run.folder.relative_to(run.root)}: no trained run {name!r}"
                            f"{_did_you_mean(name, runs)}; {listed}")
     return run
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run a command works on: a positional <dataset>/<model>/<adapter>, or --best <dataset>."""
+    parser.add_argument("run", nargs="?", help="<dataset>/<model>/<adapter>, a folder under models/")
+    parser.add_argument("--best", metavar="DATASET", help="the best run of DATASET on metrics/leaderboard.json")
+
+
+def run_from_args(args: argparse.Namespace, root: Path) -> Run:
+    if bool(args.run) == bool(args.best):
+        raise EmotuneError("name one run: <dataset>/<model>/<adapter>, or --best <dataset>")
+    return best_run(args.best, root) if args.best else resolve_run(args.run, root)
 
 
 def best_run(dataset: str, root: Path = ROOT) -> Run:
@@ -245,20 +270,9 @@ def parse_records(text: str, fmt: str, source: str) -> tuple[list[dict], list[in
         pairs = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         return [{"text": line} for _, line in pairs], [n for n, _ in pairs]
     if fmt == "jsonl":
-        rows, lines = [], []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EmotuneError(f"{source}: line {number}: not valid JSON ({exc.msg}); each line must be one "
-                                   f"JSON object such as {{\"text\": \"...\"}}") from None
-            if not isinstance(row, dict):
-                raise EmotuneError(f"{source}: line {number}: expected a JSON object, got {row!r:.60}")
-            rows.append(row)
-            lines.append(number)
-        return rows, lines
+        from stages.data_registry import jsonl_rows
+
+        return jsonl_rows(text, source)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
     rows, lines, start = [], [], 1
     try:
@@ -456,8 +470,7 @@ def output_format(path: Path | None, fmt: str | None) -> str:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Label texts with a trained run (see README: Use a trained model)")
-    parser.add_argument("run", nargs="?", help="<dataset>/<model>/<adapter>, a folder under models/")
-    parser.add_argument("--best", metavar="DATASET", help="the best run of DATASET on metrics/leaderboard.json")
+    add_run_arguments(parser)
     parser.add_argument("--text", action="append", help="a text to classify (repeatable)")
     parser.add_argument("--input", type=Path, help="CSV, TSV, JSONL or .txt (one text a line); default stdin")
     parser.add_argument("--format", choices=FORMATS, help="input format (default: by extension; stdin: lines)")
@@ -467,15 +480,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
-    if bool(args.run) == bool(args.best):
-        raise EmotuneError("name one run: <dataset>/<model>/<adapter>, or --best <dataset>")
-    root = ROOT  # looked up at call time (tests point it at a throw-away project)
-    run = best_run(args.best, root) if args.best else resolve_run(args.run, root)
+    run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
     out_fmt = output_format(args.output, args.output_format)
     inputs = read_inputs(args.text, args.input, None if args.text or args.input else sys.stdin.buffer,
                          args.format, args.text_column)
     from stages.train import pick_device
 
+    quiet_transformers()
     result = predict(run, inputs.texts, batch_size=args.batch_size, device=pick_device(),
                      show_progress=not args.no_progress and len(inputs.texts) > args.batch_size * CHUNK_BATCHES)
     for note in result.notes:

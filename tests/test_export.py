@@ -172,7 +172,7 @@ def test_model_card_and_command(runs, monkeypatch, capsys):
     for section in ("## Use", "## Labels", "## Data", "## Training", "## Metrics", "## Known label noise",
                     "## Limits"):
         assert section in card
-    assert card.startswith(f"# toy: tiny-llama + lora (emotune)")
+    assert card.startswith("# toy: tiny-llama + lora (emotune)")
     assert "`train.csv` | `" + "0" * 64 in card  # the raw data's checksum from the run card
     assert "| adapter.r | 4 |" in card and "| train.epochs | 3 |" in card
     assert "not evaluated yet (`metrics/eval/toy/tiny-llama/lora.json` is missing" in card
