@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from stages.artifacts import atomic_dir, run_stage  # noqa: E402
 from stages.config import ROOT, EmotuneError  # noqa: E402
-from stages.predict import Run, add_run_arguments, quiet_transformers, run_from_args  # noqa: E402
+from stages.predict import Run, add_run_arguments, quiet_transformers, run_from_args, thresholds  # noqa: E402
 
 FILES = ("explanations.html", "attributions.png", "attributions.json")
 
@@ -82,8 +82,9 @@ def choose_examples(run: Run, per_class: int, seed: int) -> list[tuple[dict, str
     return chosen
 
 
-def attribute(trained, run: Run, row: dict, target: str, steps: int) -> Explanation:
-    """Layer integrated gradients of p(target) with respect to the input embeddings."""
+def attribute(trained, run: Run, row: dict, target: str, steps: int, cut: np.ndarray | None = None) -> Explanation:
+    """Layer integrated gradients of p(target) with respect to the input embeddings. `cut`: the multi-label
+    run's thresholds (stages/predict.py `thresholds`), for the predicted labels shown beside."""
     import torch
     from captum.attr import LayerIntegratedGradients
 
@@ -107,7 +108,7 @@ def attribute(trained, run: Run, row: dict, target: str, steps: int) -> Explanat
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits.float()[0]
     probs = (torch.sigmoid(logits) if multi else torch.softmax(logits, -1)).numpy()
-    predicted = ([run.labels[j] for j in np.flatnonzero(probs > 0.5)] if multi else [run.labels[int(probs.argmax())]])
+    predicted = [run.labels[j] for j in np.flatnonzero(probs > cut)] if multi else [run.labels[int(probs.argmax())]]
     spans = [row["text"][a:b] if not s else "" for (a, b), s in zip(enc["offset_mapping"][0].tolist(), special)]
     return Explanation(row["id"], row["text"], target, row["labels"], predicted, float(probs[index]), spans,
                        attributions.sum(-1)[0].detach().float().tolist(), float(delta.abs().item()))
@@ -241,7 +242,8 @@ def explain(run: Run, per_class: int = 2, steps: int = 32, seed: int = 0, out: P
     examples = choose_examples(run, per_class, seed)
     trained = trained or run.load()
     torch.manual_seed(seed)
-    explanations = [attribute(trained, run, row, label, steps) for row, label in examples]
+    cut = thresholds(run)
+    explanations = [attribute(trained, run, row, label, steps, cut) for row, label in examples]
     out = Path(out) if out is not None else explain_dir(run)
     with atomic_dir(out) as tmp:
         (tmp / "explanations.html").write_text(render_html(run, explanations, steps), encoding="utf-8")

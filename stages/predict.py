@@ -35,10 +35,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from stages.artifacts import read_json, run_stage, write_atomic  # noqa: E402
+from stages.adapters import METADATA_FILE  # noqa: E402  (the generative recipe writes the same file)
 from stages.config import ROOT, CleanConfig, EmotuneError, _did_you_mean, build, load_params  # noqa: E402
+from stages.plan import GENERATIVE  # noqa: E402
 
-GENERATIVE = ("gen_lora", "gen_qlora")
-METADATA_FILE = "emotune_model.json"  # stages/adapters.py METADATA_FILE (the generative recipe uses the same)
 DEFAULT_THRESHOLD = 0.5
 CHUNK_BATCHES = 8  # batches per progress-bar step: long enough to sort by length well, short enough to tick
 
