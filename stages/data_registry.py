@@ -181,19 +181,7 @@ def read_table(spec: DatasetSpec, path: Path, key: str = "") -> tuple[pd.DataFra
     fmt = file_format(spec, path)
     text = decode(path, key)
     if fmt == "jsonl":
-        rows, lines = [], []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EmotuneError(f"{path}: line {number}: not valid JSON ({exc.msg}); each line "
-                                   f"must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise EmotuneError(f"{path}: line {number}: expected a JSON object, got {row!r:.60}")
-            rows.append(row)
-            lines.append(number)
+        rows, lines = jsonl_rows(text, str(path))
         return pd.DataFrame(rows), lines
     delimiter = spec.delimiter or {"csv": ",", "tsv": "\t"}[fmt]
     quoting = csv.QUOTE_NONE if spec.quoting == "none" else csv.QUOTE_MINIMAL
@@ -230,6 +218,24 @@ def read_table(spec: DatasetSpec, path: Path, key: str = "") -> tuple[pd.DataFra
                                f"{len(header)} ({', '.join(header)}); check the delimiter "
                                f"{delimiter!r} and the quoting of that line")
     return pd.DataFrame(rows, columns=header, dtype=object), lines
+
+
+def jsonl_rows(text: str, where: str) -> tuple[list[dict], list[int]]:
+    """The JSON objects of a JSONL text and their line numbers; blank lines are skipped."""
+    rows, lines = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EmotuneError(f"{where}: line {number}: not valid JSON ({exc.msg}); each line "
+                               f"must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise EmotuneError(f"{where}: line {number}: expected a JSON object, got {row!r:.60}")
+        rows.append(row)
+        lines.append(number)
+    return rows, lines
 
 
 def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str) -> pd.DataFrame:

@@ -1,0 +1,267 @@
+"""export: a trained run -> a standalone model folder that plain transformers loads, with a model card.
+
+    python -m stages.export emotion/minilm/lora                 # -> exports/emotion/minilm/lora/
+    python -m stages.export --best emotion --out my-model
+
+Classifier runs become an `AutoModelForSequenceClassification` folder (safetensors weights, tokenizer,
+`id2label`/`label2id`, `problem_type`) that `transformers.pipeline("text-classification", model=<folder>)`
+loads with no emotune code:
+
+* lora / dora / ia3: the adapter is merged into the base weights (peft `merge_and_unload`), head included.
+* full / head: the trained model as is (head: the frozen base with the trained head).
+* qlora: a float32 model. The LoRA update was trained on top of the 4-bit NF4 base, so by default
+  (`--qlora-base dequantized`) it is merged into the dequantised NF4 weights: the export computes what the
+  evaluated 4-bit model computes. `--qlora-base original` merges into the original float weights instead
+  (what a plain "load the base in float32, merge" gives); the base then differs from the one the adapter
+  was trained against by the NF4 rounding error, and the check below measures what that costs.
+
+Generative runs (gen_lora, gen_qlora) become the merged causal LM (`AutoModelForCausalLM`); its card gives
+the prompt and how to parse the answer. They are exported rather than refused because the merged model is
+the useful artefact (no peft, no 4-bit kernels needed); it is not a text-classification pipeline model.
+
+Every export is checked before it is written: the exported model and the run's own (unmerged, for qlora
+4-bit) model score the same test rows (data/tokenized/...; `--check-rows`), and the largest probability
+difference, the label agreement and both official metrics go into the model card (README.md) and
+export.json. A classifier export whose probabilities differ by more than `TOLERANCE` is refused, except for
+`--qlora-base original`, where a difference is the expected, reported cost.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+from stages.artifacts import atomic_dir, read_json, run_stage  # noqa: E402
+from stages.config import ROOT, EmotuneError  # noqa: E402
+from stages.predict import (Run, add_run_arguments, clean_settings, quiet_transformers,  # noqa: E402
+                            run_from_args, thresholds)
+
+TOLERANCE = 1e-4  # max |probability difference| between the exported and the run's model
+EXPORT_FILE = "export.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the standalone model
+# ---------------------------------------------------------------------------------------------
+def _registry(run: Run):
+    from stages.plan import model_source
+
+    return model_source(run.card["plan"]["model"])[1]
+
+
+def dequantize_into(quantized, target) -> int:
+    """Copy the dequantised weight of every bitsandbytes 4-bit layer of `quantized` into the module of the
+    same name in `target` (an unquantised copy of the same model); returns how many were copied."""
+    import bitsandbytes as bnb
+    import torch
+
+    modules = dict(target.named_modules())
+    copied = 0
+    with torch.no_grad():
+        for name, module in quantized.named_modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+                modules[name].weight.copy_(weight.to(modules[name].weight.dtype).reshape(modules[name].weight.shape))
+                copied += 1
+    if not copied:
+        raise EmotuneError("qlora export: the 4-bit base has no 4-bit layer to dequantise")
+    return copied
+
+
+def float_base(run: Run, qlora_base: str):
+    """The base model unquantised in float32 (classifier or causal LM, as the run), its 4-bit layers
+    replaced by their dequantised values when `qlora_base` is "dequantized"."""
+    from stages.adapters import _check_base
+    from stages.model_registry import load_for_classification
+
+    meta, registry = run.metadata, _registry(run)
+    if run.generative:
+        from stages.generative import load_causal
+
+        def load(quantized: bool):
+            return load_causal(meta["base_model"], "gen_qlora" if quantized else "gen_lora", meta["labels"],
+                               meta["task"], registry=registry)
+    else:
+        def load(quantized: bool):
+            return load_for_classification(meta["base_model"], meta["labels"], meta["problem_type"],
+                                           quantize_4bit=quantized, registry=registry)
+    loaded = load(False)
+    _check_base(meta, loaded, run.folder)  # the base the adapter was trained on, unchanged
+    if qlora_base == "dequantized":
+        dequantize_into(load(True).model, loaded.model)
+    return loaded.model
+
+
+def merged_model(run: Run, trained, qlora_base: str = "dequantized"):
+    """The standalone model: merged (peft adapters), or the trained model itself (full, head)."""
+    if run.adapter in ("full", "head"):
+        return trained.model
+    if run.adapter in ("qlora", "gen_qlora"):
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(float_base(run, qlora_base), run.folder, is_trainable=False)
+        return peft_model.merge_and_unload().eval()
+    # lora, dora, ia3, gen_lora: merge into a fresh load, so `trained` stays the unmerged reference
+    return run.load().model.merge_and_unload().eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# The check: exported vs the run's own model on test rows
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Check:
+    rows: int
+    source: str
+    max_abs_prob_diff: float | None = None  # classifiers
+    mean_abs_prob_diff: float | None = None
+    label_agreement: float | None = None  # share of rows with the same predicted label(s) / answer
+    metric: str = ""
+    run_metric: float | None = None  # the run's model (4-bit for qlora) on these rows
+    export_metric: float | None = None
+    skipped: str | None = None
+
+
+def _test_rows(run: Run, limit: int, generative: bool):
+    from stages.train import load_rows, run_paths
+
+    data = run_paths(run.dataset, run.model, run.adapter, run.root).data
+    try:
+        frame = load_rows(data, "test", generative)
+    except EmotuneError as exc:
+        return None, str(exc)
+    return frame.iloc[:limit].reset_index(drop=True), str((data / ("gen_test.parquet" if generative else
+                                                                   "test.parquet")).relative_to(run.root))
+
+
+def check_classifier(run: Run, reference, exported, tokenizer, limit: int) -> Check:
+    import torch
+
+    from stages.train import ClassificationBatches, ClassifierRecipe, scores
+
+    frame, source = _test_rows(run, limit, False)
+    if frame is None:
+        return Check(0, "", skipped=source)
+    batches = ClassificationBatches(frame, tokenizer, run.multi_label)
+    recipe = ClassifierRecipe(run.card["plan"], run.folder, "cpu")
+    metric = run.card["plan"]["dataset"]["official_metric"]
+    cut = thresholds(run) if run.multi_label else None
+    probs, preds = [], []
+    for model in (reference, exported):
+        logits = torch.from_numpy(recipe.predict(model, batches, 64, contextlib.nullcontext)["logits"])
+        p = (torch.sigmoid(logits) if run.multi_label else torch.softmax(logits, -1)).numpy().astype(np.float64)
+        probs.append(p)
+        preds.append((p > cut).astype(np.float32) if run.multi_label else p.argmax(1))
+    diff = np.abs(probs[0] - probs[1])
+    agree = np.all(preds[0] == preds[1], axis=1) if run.multi_label else preds[0] == preds[1]
+    run_score, export_score = (scores(batches.targets, p, run.multi_label, len(run.labels))[metric] for p in preds)
+    return Check(len(frame), source, float(diff.max()), float(diff.mean()), float(agree.mean()), metric,
+                 run_score, export_score)
+
+
+def check_generative(run: Run, reference, exported, tokenizer, limit: int) -> Check:
+    from stages.generative import GenerativeBatches, decode_predictions, generate
+    from stages.prompts import eos_id
+    from stages.train import scores
+
+    frame, source = _test_rows(run, limit, True)
+    if frame is None:
+        return Check(0, "", skipped=source)
+    batches = GenerativeBatches(frame, tokenizer.pad_token_id, run.multi_label)
+    idx = list(range(len(frame)))
+    answers = []
+    for model in (reference, exported):
+        ids = []
+        for start in range(0, len(idx), 32):
+            ids += generate(model, batches, idx[start:start + 32], run.metadata["prompt"]["max_new_tokens"],
+                            eos_id(tokenizer), "cpu", contextlib.nullcontext)
+        answers.append([tokenizer.decode(a, skip_special_tokens=True) for a in ids])
+    metric = run.card["plan"]["dataset"]["official_metric"]
+    values = []
+    for texts in answers:
+        pred, invalid = decode_predictions(texts, run.labels, run.multi_label)
+        values.append(scores(batches.targets, pred, run.multi_label, len(run.labels), invalid)[metric])
+    agree = float(np.mean([a == b for a, b in zip(*answers)]))
+    return Check(len(frame), source, label_agreement=agree, metric=metric, run_metric=values[0],
+                 export_metric=values[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+def export_dir(run: Run) -> Path:
+    return run.root / "exports" / run.dataset / run.model / run.adapter
+
+
+def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", check_rows: int = 256) -> Path:
+    """Write the standalone model, export.json and the model card to `out` (replaced atomically)."""
+    from stages.model_card import model_card
+
+    out = Path(out) if out is not None else export_dir(run)
+    trained = run.load()
+    exported = merged_model(run, trained, qlora_base)
+    tokenizer = trained.tokenizer
+    checker = check_generative if run.generative else check_classifier
+    check = checker(run, trained.model, exported, tokenizer, check_rows)
+    lossy = run.adapter in ("qlora", "gen_qlora") and qlora_base == "original"
+    if check.max_abs_prob_diff is not None and check.max_abs_prob_diff > TOLERANCE and not lossy:
+        raise EmotuneError(f"export of {run.name}: the exported model's probabilities differ from the run's by "
+                           f"up to {check.max_abs_prob_diff:.2e} (> {TOLERANCE}) on {check.rows} test rows; "
+                           f"nothing was written. Please report this with the run's run.json")
+    if check.label_agreement is not None and check.label_agreement < 1 and run.generative and not lossy:
+        raise EmotuneError(f"export of {run.name}: the merged model answers {1 - check.label_agreement:.1%} of "
+                           f"{check.rows} test prompts differently from the adapter; nothing was written")
+    if not run.generative:  # pipeline(..., truncation=True) then cuts texts where training did
+        tokenizer.model_max_length = run.max_length
+    clean, tweets = clean_settings(run.dataset, run.root)
+    cut = thresholds(run) if not run.generative else None
+    info = {
+        "run": run.name, "adapter": run.adapter, "qlora_base": qlora_base if "qlora" in run.adapter else None,
+        "kind": "causal_lm" if run.generative else "sequence_classification",
+        "labels": run.labels, "task": run.card["plan"]["dataset"]["task"],
+        "thresholds": cut.tolist() if cut is not None else None,
+        "max_length": run.max_length,
+        "normalisation": {**asdict(clean), "tweets": tweets},
+        "prompt": run.metadata.get("prompt"),
+        "check": asdict(check),
+    }
+    with atomic_dir(out) as tmp:
+        exported.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(run, info))
+        # A folder only the emotune loader reads would defeat the point: refuse one without weights.
+        if not list(tmp.glob("*.safetensors")):
+            raise EmotuneError(f"export of {run.name}: save_pretrained wrote no *.safetensors in {tmp}")
+    return out
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="Export a run as a standalone transformers model + model card")
+    add_run_arguments(parser)
+    parser.add_argument("--out", type=Path, help="output folder (default exports/<dataset>/<model>/<adapter>)")
+    parser.add_argument("--qlora-base", choices=("dequantized", "original"), default="dequantized",
+                        help="qlora runs: merge into the dequantised 4-bit base (default: what was evaluated) "
+                             "or into the original float weights")
+    parser.add_argument("--check-rows", type=int, default=256, help="test rows compared before writing")
+    args = parser.parse_args(argv)
+    run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
+    quiet_transformers()
+    out = export(run, args.out, args.qlora_base, args.check_rows)
+    info = read_json(out / EXPORT_FILE)["check"]
+    summary = (f"skipped ({info['skipped']})" if info["skipped"] else
+               f"{info['rows']} test rows, label agreement {info['label_agreement']:.3f}, {info['metric']} "
+               f"{info['run_metric']:.4f} (run) vs {info['export_metric']:.4f} (export)"
+               + (f", max |prob diff| {info['max_abs_prob_diff']:.2e}" if info["max_abs_prob_diff"] is not None
+                  else ""))
+    print(f"export {run.name} -> {out}\ncheck: {summary}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

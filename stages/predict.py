@@ -1,0 +1,503 @@
+"""predict: label new texts with a trained run.
+
+    python -m stages.predict emotion/minilm/lora --text "i feel great" --text "so tired of all this"
+    python -m stages.predict --best emotion --input reviews.csv --text-column review --output preds.csv
+    cat texts.txt | python -m stages.predict emotion/minilm/lora > preds.jsonl
+
+A run is `<dataset>/<model>/<adapter>`, the folder `models/<dataset>/<model>/<adapter>/` the train stage
+wrote, or `--best <dataset>`: the best run of that dataset on metrics/leaderboard.json. Texts come from
+`--text` (repeatable), `--input FILE` or stdin, as CSV, TSV, JSONL or plain lines (by extension, or
+`--format`). Each text is normalised exactly as the clean stage normalised the training data, then
+classified in length-sorted batches. Output (CSV or JSONL, by `--output`'s extension or `--output-format`):
+the label (multi-label: the set of labels whose probability is above the run's tuned threshold) and every
+label's probability. Generative runs (gen_lora, gen_qlora) answer with label words: their raw answer is
+written too, and an answer that names no valid label is reported as invalid, never mapped to a label.
+
+This module also holds what export and explain share: finding a run (`resolve_run`, `best_run`) and
+loading it (`Run.load`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+# Idle OpenMP threads sleep instead of spinning (see stages/train.py); before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+from stages.artifacts import read_json, run_stage, write_atomic  # noqa: E402
+from stages.adapters import METADATA_FILE  # noqa: E402  (the generative recipe writes the same file)
+from stages.config import ROOT, CleanConfig, EmotuneError, _did_you_mean, build, load_params  # noqa: E402
+from stages.plan import GENERATIVE  # noqa: E402
+
+DEFAULT_THRESHOLD = 0.5
+CHUNK_BATCHES = 8  # batches per progress-bar step: long enough to sort by length well, short enough to tick
+
+
+def warn(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def quiet_transformers() -> None:
+    """Commands print what concerns the user only: loading a run rebuilds the base model first, and
+    transformers' report that its head is missing (it comes from the run's files next) and its
+    weight-loading bars would only alarm."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    """A trained run: models/<dataset>/<model>/<adapter>/ under `root`. The model name may hold slashes
+    (a local folder or a Hub id), so a run name splits as first / middle / last."""
+
+    dataset: str
+    model: str
+    adapter: str
+    root: Path = ROOT
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.adapter}"
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "models" / self.dataset / self.model / self.adapter
+
+    @property
+    def generative(self) -> bool:
+        return self.adapter in GENERATIVE
+
+    @cached_property
+    def metadata(self) -> dict:
+        return read_json(self.folder / METADATA_FILE)
+
+    @cached_property
+    def card(self) -> dict:
+        """run.json, the run card the train stage writes (plan, data checksums, metrics, versions)."""
+        path = self.folder / "run.json"
+        if not path.exists():
+            raise EmotuneError(f"{path}: missing; {self.folder} was not written by the train stage. Retrain "
+                               f"it with `dvc repro train@...` (or `python -m stages.train {self.dataset} "
+                               f"{self.model} {self.adapter}`)")
+        return read_json(path)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata["labels"])
+
+    @property
+    def multi_label(self) -> bool:
+        return self.card["plan"]["dataset"]["task"] == "multi_label"
+
+    @property
+    def max_length(self) -> int:
+        """The truncation the run was trained with (tokenize.max_length, capped by the model)."""
+        return int(self.card["data"]["max_length"])
+
+    def path(self, kind: str, suffix: str = ".json") -> Path:
+        """metrics/<kind>/<dataset>/<model>/<adapter><suffix>, where evaluate/explain put per-run files."""
+        return self.root / "metrics" / kind / self.dataset / self.model / f"{self.adapter}{suffix}"
+
+    def load(self, device: str | None = None):
+        """The trained model for inference: stages/adapters.py TrainedModel (classifiers) or
+        stages/generative.py TrainedGenerative. `device` None: the CPU."""
+        from stages.plan import model_source
+
+        _, registry = model_source(self.card["plan"]["model"])  # Hub models: the pinned revision
+        if self.generative:
+            from stages.generative import load_generative
+
+            return load_generative(self.folder, registry=registry, device=device)
+        from stages.adapters import load_trained
+
+        return load_trained(self.folder, registry=registry, device=device)
+
+
+def known_runs(root: Path = ROOT) -> list[str]:
+    models = Path(root) / "models"
+    found = sorted(p.parent.relative_to(models).as_posix() for p in models.rglob(METADATA_FILE)) \
+        if models.is_dir() else []
+    return [r for r in found if not r.startswith("checkpoints/")]
+
+
+def resolve_run(name: str, root: Path = ROOT) -> Run:
+    parts = name.strip("/").split("/")
+    if len(parts) < 3 or not all(parts):
+        raise EmotuneError(f"run {name!r}: expected <dataset>/<model>/<adapter>, e.g. emotion/minilm/lora "
+                           f"(or --best <dataset>)")
+    run = Run(parts[0], "/".join(parts[1:-1]), parts[-1], Path(root))
+    if not (run.folder / METADATA_FILE).exists():
+        runs = known_runs(root)
+        listed = (f"trained runs: {', '.join(runs)}" if runs else
+                  "no run is trained yet: `dvc repro` trains the runs of params.yaml")
+        raise EmotuneError(f"{run.folder.relative_to(run.root)}: no trained run {name!r}"
+                           f"{_did_you_mean(name, runs)}; {listed}")
+    return run
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run a command works on: a positional <dataset>/<model>/<adapter>, or --best <dataset>."""
+    parser.add_argument("run", nargs="?", help="<dataset>/<model>/<adapter>, a folder under models/")
+    parser.add_argument("--best", metavar="DATASET", help="the best run of DATASET on metrics/leaderboard.json")
+
+
+def run_from_args(args: argparse.Namespace, root: Path) -> Run:
+    if bool(args.run) == bool(args.best):
+        raise EmotuneError("name one run: <dataset>/<model>/<adapter>, or --best <dataset>")
+    return best_run(args.best, root) if args.best else resolve_run(args.run, root)
+
+
+def best_run(dataset: str, root: Path = ROOT) -> Run:
+    """The row of metrics/leaderboard.json with this dataset, kind "run" and best true."""
+    path = Path(root) / "metrics" / "leaderboard.json"
+    if not path.exists():
+        raise EmotuneError(f"{path.relative_to(root)}: missing; `dvc repro` writes it (the aggregate stage), "
+                           f"or name a run as <dataset>/<model>/<adapter>")
+    rows = read_json(path).get("rows", [])
+    best = [r for r in rows if r.get("dataset") == dataset and r.get("kind") == "run" and r.get("best")]
+    if not best:
+        datasets = sorted({r.get("dataset") for r in rows if r.get("kind") == "run"})
+        raise EmotuneError(f"{path.relative_to(root)}: no best run for dataset {dataset!r}"
+                           f"{_did_you_mean(dataset, datasets)}; it ranks {', '.join(datasets) or 'no runs'}")
+    row = best[0]
+    return resolve_run(f"{row['dataset']}/{row['model']}/{row['adapter']}", root)
+
+
+# ---------------------------------------------------------------------------------------------
+# What predictions need besides the model: text normalisation and thresholds
+# ---------------------------------------------------------------------------------------------
+def clean_settings(dataset: str, root: Path = ROOT) -> tuple[CleanConfig, bool]:
+    """(clean settings, tweets flag) that produced the run's training data: dvc.lock records the params
+    the clean stage last ran with (params.yaml may have been edited since); params.yaml otherwise."""
+    import yaml
+
+    lock = Path(root) / "dvc.lock"
+    if lock.exists():
+        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(f"clean@{dataset}")
+        params = (stage or {}).get("params", {}).get("params.yaml", {})
+        if "clean" in params and f"dataset_registry.{dataset}" in params:
+            clean = build(CleanConfig, params["clean"], f"{lock.name}: clean@{dataset}.clean")
+            return clean, bool(params[f"dataset_registry.{dataset}"].get("tweets", False))
+    params = load_params(Path(root) / "params.yaml")
+    return params.clean, params.dataset(dataset).tweets
+
+
+def normaliser(dataset: str, root: Path = ROOT) -> Callable[[str], str]:
+    from stages.text import normalise
+
+    cfg, tweets = clean_settings(dataset, root)
+    return lambda text: normalise(text, cfg, tweets)
+
+
+def thresholds(run: Run) -> np.ndarray | None:
+    """Per-class decision thresholds of a multi-label run, tuned on validation by the evaluate stage
+    (metrics/eval/<dataset>/<model>/<adapter>.json); 0.5 each, with a note, when there is no such file."""
+    if not run.multi_label:
+        return None
+    path = run.path("eval")
+    if not path.exists():
+        warn(f"{path.relative_to(run.root)} is missing (run the evaluate stage: `dvc repro`); using threshold "
+             f"{DEFAULT_THRESHOLD} for every label")
+        return np.full(len(run.labels), DEFAULT_THRESHOLD)
+    report = read_json(path)
+    if report.get("labels") != run.labels:
+        raise EmotuneError(f"{path}: labels {report.get('labels')} differ from the run's {run.labels}; the "
+                           f"evaluation is stale: rerun it (`dvc repro`)")
+    values = report.get("thresholds")
+    if values is None:
+        return np.full(len(run.labels), DEFAULT_THRESHOLD)
+    if len(values) != len(run.labels):
+        raise EmotuneError(f"{path}: thresholds has {len(values)} values for {len(run.labels)} labels")
+    return np.asarray(values, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------------
+FORMATS = ("csv", "tsv", "jsonl", "lines")
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "lines"}
+
+
+@dataclass
+class Inputs:
+    texts: list[str]
+    source: str  # for messages: a file name, "stdin" or "--text"
+    rows: list[int]  # each text's line (files, stdin) or position (--text), 1-based
+    ids: list[str] | None = None  # the input's id column, carried to the output
+
+
+def decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise EmotuneError(f"{source}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8. Re-save it as "
+                           f"UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+
+
+def input_format(path: Path | None, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    if path is None:
+        return "lines"  # stdin: one text per line unless --format says otherwise
+    if path.suffix.lower() not in EXTENSIONS:
+        raise EmotuneError(f"{path}: cannot tell the format from the extension {path.suffix!r}; pass --format "
+                           f"{' | '.join(FORMATS)}")
+    return EXTENSIONS[path.suffix.lower()]
+
+
+def parse_records(text: str, fmt: str, source: str) -> tuple[list[dict], list[int]]:
+    """Rows as {column: value} with each row's line number. Plain lines: one column, "text"."""
+    if fmt == "lines":
+        pairs = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        return [{"text": line} for _, line in pairs], [n for n, _ in pairs]
+    if fmt == "jsonl":
+        from stages.data_registry import jsonl_rows
+
+        return jsonl_rows(text, source)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
+    rows, lines, start = [], [], 1
+    try:
+        for row in reader:
+            if row:
+                rows.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise EmotuneError(f"{source}: line {reader.line_num}: {exc}") from None
+    if not rows:
+        return [], []
+    header = rows[0]
+    for row, line in zip(rows[1:], lines[1:]):
+        if len(row) != len(header):
+            raise EmotuneError(f"{source}: line {line}: {len(row)} fields, the header has {len(header)} "
+                               f"({', '.join(header)}); check the quoting of that line (or --format)")
+    return [dict(zip(header, row)) for row in rows[1:]], lines[1:]
+
+
+def read_inputs(texts: list[str] | None, path: Path | None, stdin, fmt: str | None = None,
+                text_column: str = "text", id_column: str | None = "id") -> Inputs:
+    """Texts from --text, a file, or `stdin` (a binary stream); see the module docstring."""
+    if texts:
+        if path is not None:
+            raise EmotuneError("give texts with --text or --input, not both")
+        empty = [i for i, t in enumerate(texts, 1) if not t.strip()]
+        if empty:
+            raise EmotuneError(f"--text number {empty[0]} is empty; give a text to classify")
+        return Inputs(list(texts), "--text", list(range(1, len(texts) + 1)))
+    if path is not None:
+        if not path.is_file():
+            raise EmotuneError(f"{path}: no such file (--input)")
+        source, data = str(path), path.read_bytes()
+    else:
+        if stdin is None or stdin.isatty():
+            raise EmotuneError("no texts: give them with --text \"...\", --input FILE, or on stdin")
+        source, data = "stdin", stdin.read()
+    fmt = input_format(path, fmt)
+    records, lines = parse_records(decode(data, source), fmt, source)
+    if not records:
+        raise EmotuneError(f"{source}: no texts to predict (the input is empty"
+                           f"{' or has only a header' if fmt in ('csv', 'tsv') else ''})")
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    if text_column not in columns:
+        raise EmotuneError(f"{source}: no column {text_column!r}{_did_you_mean(text_column, columns)}; its "
+                           f"columns are {', '.join(map(repr, columns))}: pass --text-column NAME")
+    values = [r.get(text_column) for r in records]
+    bad = [line for line, v in zip(lines, values) if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise EmotuneError(f"{source}: line {bad[0]}: no text in column {text_column!r}"
+                           f"{f' (and {len(bad) - 1} more lines)' if len(bad) > 1 else ''}; fill or remove "
+                           f"{'it' if len(bad) == 1 else 'them'}")
+    ids = [str(r.get(id_column, "")) for r in records] if id_column and id_column in columns else None
+    return Inputs(values, source, lines, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Predicting
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Predictions:
+    labels: list[str]
+    multi_label: bool
+    predicted: list[list[str] | None]  # label names per text; None: an invalid generated answer
+    probabilities: np.ndarray | None = None  # (texts, labels); classifiers only
+    answers: list[str] | None = None  # generative runs: the raw answers
+    thresholds: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="text", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+def classifier_probabilities(trained, run: Run, texts: list[str], batch_size: int, device: str = "cpu",
+                             show_progress: bool = True) -> np.ndarray:
+    """Softmax (single-label) or sigmoid (multi-label) probabilities, (texts, labels). Texts are tokenized
+    as the tokenize stage does (truncated at the run's max_length, no padding); the batches go through
+    stages/train.py ClassifierRecipe.predict, the code that scored validation during training."""
+    import contextlib
+
+    import pandas as pd
+    import torch
+
+    from stages.train import ClassificationBatches, ClassifierRecipe
+
+    tokenizer = trained.tokenizer
+    encoded = tokenizer(texts, truncation=True, max_length=run.max_length)
+    ids = [np.asarray(x, dtype=np.int32) for x in encoded["input_ids"]]
+    dummy = [0.0] * len(run.labels) if run.multi_label else 0  # labels the recipe expects; never read
+    frame = pd.DataFrame({"input_ids": ids, "attention_mask": [np.asarray(m, dtype=np.int8)
+                                                               for m in encoded["attention_mask"]],
+                          "labels": [dummy] * len(texts), "length": [len(x) for x in ids]})
+    recipe = ClassifierRecipe(run.card["plan"], run.folder, device)
+    logits = np.zeros((len(texts), len(run.labels)), dtype=np.float32)
+    # Length-sorted chunks: each chunk's batches pad little, and the progress bar ticks per chunk.
+    order = np.argsort(frame["length"].to_numpy(), kind="stable")
+    chunk = batch_size * CHUNK_BATCHES
+    with progress(len(texts), show_progress) as bar:
+        for start in range(0, len(order), chunk):
+            idx = order[start:start + chunk]
+            split = ClassificationBatches(frame.iloc[idx].reset_index(drop=True), tokenizer, run.multi_label)
+            logits[idx] = recipe.predict(trained.model, split, batch_size, contextlib.nullcontext)["logits"]
+            bar.update(len(idx))
+    tensor = torch.from_numpy(logits)
+    probs = torch.sigmoid(tensor) if run.multi_label else torch.softmax(tensor, dim=-1)
+    return probs.numpy().astype(np.float64)
+
+
+def predict(run: Run, texts: list[str], *, trained=None, batch_size: int = 32, device: str = "cpu",
+            show_progress: bool = True) -> Predictions:
+    """Predictions for raw `texts` (normalised here, as clean normalised the training data)."""
+    clean = normaliser(run.dataset, run.root)
+    prepared = [clean(t) for t in texts]
+    trained = trained or run.load(None if device == "cpu" else device)
+    if run.generative:
+        predicted, answers = [], []
+        with progress(len(texts), show_progress) as bar:
+            for start in range(0, len(prepared), batch_size * CHUNK_BATCHES):
+                labels, raw = trained.predict(prepared[start:start + batch_size * CHUNK_BATCHES],
+                                              max_length=run.max_length, batch_size=batch_size, device=device)
+                predicted += labels
+                answers += raw
+                bar.update(len(raw))
+        result = Predictions(run.labels, run.multi_label, predicted, answers=answers)
+        invalid = sum(p is None for p in predicted)
+        if invalid:
+            result.notes.append(f"{invalid} of {len(texts)} answers name no valid label (written with "
+                                f"valid=false and their raw answer; not mapped to a label)")
+        return result
+    probs = classifier_probabilities(trained, run, prepared, batch_size, device, show_progress)
+    if run.multi_label:
+        cut = thresholds(run)
+        predicted = [[run.labels[j] for j in np.flatnonzero(row > cut)] for row in probs]
+        return Predictions(run.labels, True, predicted, probs, thresholds=cut)
+    return Predictions(run.labels, False, [[run.labels[int(i)]] for i in probs.argmax(1)], probs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+def records(inputs: Inputs, result: Predictions) -> list[dict]:
+    """One flat-ish dict per text: id (when the input had one), text, label or labels, and either the
+    probabilities (classifiers) or the raw answer and its validity (generative runs)."""
+    out = []
+    for i, text in enumerate(inputs.texts):
+        row = {"id": inputs.ids[i]} if inputs.ids else {}
+        row["text"] = text
+        names = result.predicted[i]
+        if result.multi_label:
+            row["labels"] = names
+        else:
+            row["label"] = names[0] if names else None
+        if result.probabilities is not None:
+            row["probabilities"] = {label: round(float(p), 6)
+                                    for label, p in zip(result.labels, result.probabilities[i])}
+        if result.answers is not None:
+            row["answer"] = result.answers[i]
+            row["valid"] = names is not None
+        out.append(row)
+    return out
+
+
+def render(rows: list[dict], fmt: str) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    flat = []
+    for r in rows:  # CSV: labels joined with "|", one prob_<label> column per label
+        f = {k: v for k, v in r.items() if k != "probabilities"}
+        if "labels" in f:
+            f["labels"] = "|".join(f["labels"]) if f["labels"] is not None else ""
+        f.update({f"prob_{k}": v for k, v in r.get("probabilities", {}).items()})
+        flat.append(f)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(flat[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return buffer.getvalue()
+
+
+def output_format(path: Path | None, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    if path is None:
+        return "jsonl"
+    suffix = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower())
+    if suffix is None:
+        raise EmotuneError(f"{path}: cannot tell the output format from {path.suffix!r}; use .csv or .jsonl, "
+                           f"or pass --output-format csv | jsonl")
+    return suffix
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="Label texts with a trained run (see README: Use a trained model)")
+    add_run_arguments(parser)
+    parser.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    parser.add_argument("--input", type=Path, help="CSV, TSV, JSONL or .txt (one text a line); default stdin")
+    parser.add_argument("--format", choices=FORMATS, help="input format (default: by extension; stdin: lines)")
+    parser.add_argument("--text-column", default="text", help="column (CSV/TSV) or key (JSONL) of the texts")
+    parser.add_argument("--output", type=Path, help="file to write (.csv or .jsonl); default stdout")
+    parser.add_argument("--output-format", choices=("csv", "jsonl"), help="default: by --output's extension; jsonl")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    args = parser.parse_args(argv)
+    run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
+    out_fmt = output_format(args.output, args.output_format)
+    inputs = read_inputs(args.text, args.input, None if args.text or args.input else sys.stdin.buffer,
+                         args.format, args.text_column)
+    from stages.train import pick_device
+
+    quiet_transformers()
+    result = predict(run, inputs.texts, batch_size=args.batch_size, device=pick_device(),
+                     show_progress=not args.no_progress and len(inputs.texts) > args.batch_size * CHUNK_BATCHES)
+    for note in result.notes:
+        warn(note)
+    text = render(records(inputs, result), out_fmt)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(args.output, lambda p: p.write_text(text, encoding="utf-8"))
+        warn(f"{len(inputs.texts)} predictions of {run.name} -> {args.output}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,183 @@
+"""export: every adapter becomes a standalone folder that plain transformers loads (pipeline
+"text-classification") and that predicts what the run predicts; QLoRA's dequantised merge and what the
+original-weights merge costs; generative runs export the merged causal LM; the model card. Tiny Llama and
+BERT runs trained on the toy dataset, offline."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stages import export as ex
+from stages import model_registry as mr
+from stages import predict as pr
+from toy_runs import LABELS
+from use_runs import CUE_TEXTS, make_project, train_run
+
+TEXTS = list(CUE_TEXTS.values()) + ["i am not sure what i feel about work and life but it is a day"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """runs(model_type, adapter, task) -> (root, run name), trained once per module."""
+    base = tmp_path_factory.mktemp("export")
+    models, roots, made = {}, {}, {}
+
+    def get(model_type: str, adapter: str, task: str = "single_label"):
+        if model_type not in models:
+            models[model_type] = mr.save_tiny_model(model_type, base / f"tiny-{model_type}")
+        if task not in roots:
+            roots[task] = make_project(base / task, task)
+        key = (model_type, adapter, task)
+        if key not in made:
+            made[key] = roots[task], train_run(roots[task], models[model_type], adapter, task)
+        return made[key]
+
+    return get
+
+
+def pipeline_probabilities(folder, texts) -> np.ndarray:
+    """Probabilities in label order from transformers' own pipeline (no emotune code involved)."""
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")
+    out = clf(texts, truncation=True)
+    return np.array([[next(s["score"] for s in row if s["label"] == label) for label in LABELS] for row in out])
+
+
+@pytest.mark.parametrize("model_type, adapter", [
+    ("llama", "lora"), ("llama", "ia3"), ("llama", "full"), ("llama", "head"), ("llama", "qlora"),
+    ("llama", "dora"), ("bert", "lora"), ("bert", "qlora")])
+def test_export_loads_with_plain_transformers_and_predicts_like_the_run(model_type, adapter, runs):
+    root, name = runs(model_type, adapter)
+    run = pr.resolve_run(name, root)
+    out = ex.export(run)
+    assert out == root / "exports" / name
+    files = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "export.json"} <= files
+    assert not files & {"adapter_model.safetensors", "adapter_config.json", "emotune_model.json", "head.safetensors"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {str(i): label for i, label in enumerate(LABELS)}
+    assert config["label2id"] == {label: i for i, label in enumerate(LABELS)}
+    assert config["problem_type"] == "single_label_classification"
+    assert not any(k.startswith("quantization") for k in config)
+
+    expected = pr.predict(run, TEXTS, show_progress=False).probabilities
+    got = pipeline_probabilities(out, TEXTS)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    if model_type == "llama":  # the runs learnt (some of) the cues: the comparison is not between flat outputs
+        assert len(set(expected[:3].argmax(1))) >= 2 and expected.max() > 0.7, expected
+
+    check = json.loads((out / "export.json").read_text())["check"]
+    assert check["rows"] == 40 and check["label_agreement"] == 1.0 and check["max_abs_prob_diff"] < ex.TOLERANCE
+    assert check["run_metric"] == check["export_metric"]
+
+
+def test_the_export_needs_no_emotune_code(runs, tmp_path):
+    root, name = runs("llama", "lora")
+    out = ex.export(pr.resolve_run(name, root), tmp_path / "standalone")
+    script = (f"import json, sys\nfrom transformers import pipeline\n"
+              f"clf = pipeline('text-classification', model={str(out)!r})\n"
+              f"print(json.dumps([clf(t)[0]['label'] for t in {list(CUE_TEXTS.values())!r}]))\n"
+              f"assert not any(m == 'stages' or m.startswith('stages.') for m in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+                                 "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == list(CUE_TEXTS)
+
+
+def test_multi_label_export_keeps_sigmoid_scores_and_the_tuned_thresholds(runs):
+    root, name = runs("llama", "lora", "multi_label")
+    evaluation = root / "metrics" / "eval" / f"{name}.json"
+    evaluation.parent.mkdir(parents=True, exist_ok=True)
+    evaluation.write_text(json.dumps({"labels": LABELS, "task": "multi_label", "thresholds": [0.3, 0.6, 0.45],
+                                      "test": {"jaccard": 0.71, "macro_f1": 0.64}}))
+    run = pr.resolve_run(name, root)
+    out = ex.export(run)
+    assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    np.testing.assert_allclose(pipeline_probabilities(out, TEXTS), pr.predict(run, TEXTS, show_progress=False)
+                               .probabilities, atol=1e-4)
+    info = json.loads((out / "export.json").read_text())
+    assert info["thresholds"] == [0.3, 0.6, 0.45] and info["task"] == "multi_label"
+    card = (out / "README.md").read_text()
+    assert "| 1 | anger | 0.6 |" in card
+    assert '"anger": 0.6' in card, "the usage snippet applies the thresholds"
+    assert "| test.jaccard | 0.71 |" in card and "not evaluated yet" not in card
+
+
+@pytest.mark.parametrize("model_type", ["llama", "bert"])
+def test_qlora_dequantised_merge_matches_the_4bit_model_and_the_original_merge_is_measured(model_type, runs,
+                                                                                           tmp_path):
+    root, name = runs(model_type, "qlora")
+    run = pr.resolve_run(name, root)
+    checks = {}
+    for base in ("dequantized", "original"):
+        out = ex.export(run, tmp_path / base, qlora_base=base)
+        checks[base] = json.loads((out / "export.json").read_text())["check"]
+        assert f"merged into the {'dequantised NF4' if base == 'dequantized' else 'original float32'}" in \
+            (out / "README.md").read_text()
+    exact, original = checks["dequantized"], checks["original"]
+    print(f"\nqlora export vs the 4-bit model on {exact['rows']} toy test rows (tiny {model_type}): dequantized max|dp| "
+          f"{exact['max_abs_prob_diff']:.2e}, original max|dp| {original['max_abs_prob_diff']:.2e} mean "
+          f"{original['mean_abs_prob_diff']:.2e}, agreement {original['label_agreement']:.3f}, accuracy "
+          f"{original['run_metric']:.3f} -> {original['export_metric']:.3f}")
+    assert exact["max_abs_prob_diff"] < 1e-5 and exact["label_agreement"] == 1.0
+    # NF4 rounding of a random 2-layer model: the original weights give other probabilities
+    assert original["max_abs_prob_diff"] > 100 * exact["max_abs_prob_diff"]
+
+
+@pytest.mark.parametrize("adapter", ["gen_lora", "gen_qlora"])
+def test_generative_runs_export_the_merged_causal_lm(adapter, runs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root, name = runs("llama", adapter)
+    run = pr.resolve_run(name, root)
+    out = ex.export(run)
+    info = json.loads((out / "export.json").read_text())
+    assert info["kind"] == "causal_lm" and info["check"]["label_agreement"] == 1.0
+    assert not (out / "adapter_model.safetensors").exists()
+    # Follow the model card's recipe with plain transformers: the answers are the run's.
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    instruction = info["prompt"]["instruction"]
+    card = (out / "README.md").read_text()
+    assert json.dumps(instruction) in card and "\\nAnswer:" in card
+    answers = []
+    for text in TEXTS:
+        ids = tok(f"{tok.bos_token or ''}{instruction}\nText: {text}\nAnswer:", add_special_tokens=False,
+                  return_tensors="pt")
+        generated = model.generate(**ids, do_sample=False, max_new_tokens=info["prompt"]["max_new_tokens"],
+                                   pad_token_id=tok.pad_token_id)
+        answers.append(tok.decode(generated[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+    assert answers == pr.predict(run, TEXTS, show_progress=False).answers
+
+
+def test_model_card_and_command(runs, monkeypatch, capsys):
+    root, name = runs("llama", "lora")
+    audit = root / "metrics" / "audit" / "toy.json"
+    audit.parent.mkdir(parents=True, exist_ok=True)
+    audit.write_text(json.dumps({"model": "both", "action": "report", "issues_found": 12, "issue_rate": 0.05,
+                                 "health_score": 0.93, "class_noise_rate": {"joy": 0.02, "anger": 0.11}}))
+    monkeypatch.setattr(pr, "ROOT", root)
+    monkeypatch.setattr(ex, "ROOT", root)
+    ex.main([name])
+    out = capsys.readouterr().out
+    assert f"export {name} -> {root / 'exports' / name}" in out and "check: 40 test rows, label agreement 1.000" in out
+    card = (root / "exports" / name / "README.md").read_text()
+    for section in ("## Use", "## Labels", "## Data", "## Training", "## Metrics", "## Known label noise",
+                    "## Limits"):
+        assert section in card
+    assert card.startswith("# toy: tiny-llama + lora (emotune)")
+    assert "`train.csv` | `" + "0" * 64 in card  # the raw data's checksum from the run card
+    assert "| adapter.r | 4 |" in card and "| train.epochs | 3 |" in card
+    assert "not evaluated yet (`metrics/eval/toy/tiny-llama/lora.json` is missing" in card
+    assert "flagged 12 train+validation rows" in card and "| anger | 0.11 |" in card
+    assert "user mentions -> `@user`" in card, "the card says how to normalise texts"
+    assert "Texts are cut at 32 tokens" in card
+    tokenizer = json.loads((root / "exports" / name / "tokenizer_config.json").read_text())
+    assert tokenizer["model_max_length"] == 32
