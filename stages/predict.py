@@ -34,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+from stages import metrics  # noqa: E402
 from stages.artifacts import read_json, run_stage, write_atomic  # noqa: E402
 from stages.adapters import METADATA_FILE  # noqa: E402  (the generative recipe writes the same file)
 from stages.config import ROOT, CleanConfig, EmotuneError, _did_you_mean, build, load_params  # noqa: E402
@@ -358,7 +359,6 @@ def classifier_probabilities(trained, run: Run, texts: list[str], batch_size: in
     import contextlib
 
     import pandas as pd
-    import torch
 
     from stages.train import ClassificationBatches, ClassifierRecipe
 
@@ -380,9 +380,7 @@ def classifier_probabilities(trained, run: Run, texts: list[str], batch_size: in
             split = ClassificationBatches(frame.iloc[idx].reset_index(drop=True), tokenizer, run.multi_label)
             logits[idx] = recipe.predict(trained.model, split, batch_size, contextlib.nullcontext)["logits"]
             bar.update(len(idx))
-    tensor = torch.from_numpy(logits)
-    probs = torch.sigmoid(tensor) if run.multi_label else torch.softmax(tensor, dim=-1)
-    return probs.numpy().astype(np.float64)
+    return metrics.probabilities(logits, run.multi_label)  # exactly what the evaluate stage scored
 
 
 def predict(run: Run, texts: list[str], *, trained=None, batch_size: int = 32, device: str = "cpu",
@@ -409,7 +407,8 @@ def predict(run: Run, texts: list[str], *, trained=None, batch_size: int = 32, d
     probs = classifier_probabilities(trained, run, prepared, batch_size, device, show_progress)
     if run.multi_label:
         cut = thresholds(run)
-        predicted = [[run.labels[j] for j in np.flatnonzero(row > cut)] for row in probs]
+        chosen = metrics.decide(probs, True, list(cut))  # the evaluate stage's decision rule
+        predicted = [[run.labels[j] for j in np.flatnonzero(row)] for row in chosen]
         return Predictions(run.labels, True, predicted, probs, thresholds=cut)
     return Predictions(run.labels, False, [[run.labels[int(i)]] for i in probs.argmax(1)], probs)
 
