@@ -15,19 +15,30 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stages.config import ROOT
+# Idle OpenMP threads sleep instead of spinning, as in every emotune stage (stages/train.py): on a shared CPU
+# spinning threads fight the other processes and a step can run many times slower. Set before torch loads
+# (every benchmark imports this module first).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from stages.config import ROOT  # noqa: E402
 
 BENCH_DIR = ROOT / "metrics" / "bench"
 
 
 def cpu_model() -> str:
+    """e.g. "AMD EPYC (family 25, model 1, virtual machine)": the name, and family/model where the name is vague."""
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    extra = [f"family {fields['cpu family']}, model {fields['model']}"] if "cpu family" in fields else []
+    if "hypervisor" in fields.get("flags", "").split():
+        extra.append("virtual machine")
+    return f"{name} ({', '.join(extra)})" if extra else name
 
 
 def versions() -> dict:
@@ -80,12 +91,14 @@ def header(name: str, tiny: bool) -> dict:
     now = datetime.datetime.now(datetime.timezone.utc)
     return {"benchmark": name, "tiny": tiny, "command": command_line(),
             "date": now.date().isoformat(), "datetime_utc": now.isoformat(timespec="seconds"),
-            "machine": machine()}
+            "machine": machine(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write_result(path: Path, data: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # 1/5/15-minute run-queue lengths: above the core count, other work shared the CPU during the run
+    data.setdefault("load_average_at_end", [round(x, 2) for x in os.getloadavg()])
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)

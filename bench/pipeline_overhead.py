@@ -39,6 +39,18 @@ DATASET = "emotion_slice"
 LORA_FAMILY = ("lora", "dora", "qlora", "gen_lora", "gen_qlora")
 
 
+# Run in a fresh process: seconds to import each library a train stage process loads, in the order it does.
+IMPORTS = """
+import json, time
+out = {}
+for name in ("numpy", "pandas", "torch", "transformers", "peft", "sklearn.metrics", "dvclive", "stages.train"):
+    tick = time.perf_counter()
+    __import__(name)
+    out[name] = round(time.perf_counter() - tick, 2)
+print(json.dumps(out))
+"""
+
+
 def env() -> dict:
     out = common.bench_env()
     out.update(PATH=f"{VENV_BIN}{os.pathsep}{out.get('PATH', '')}", GIT_AUTHOR_NAME="bench",
@@ -170,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         steps_s = sum(after[a]["train_time_s"] for a in retrained)
         train_call_s = sum(after[a]["wall_time_s"] for a in retrained)
         # what starting one stage process costs before any work: Python + the libraries a train stage imports
-        _, import_s = sh(root, sys.executable, "-c", "import torch, transformers, peft, sklearn, dvclive, stages.train")
+        printed, import_s = sh(root, sys.executable, "-c", IMPORTS)
+        imports = json.loads(printed.strip().splitlines()[-1])
         exp = {
             "command": f"dvc exp run -S adapter.r={args.r}", "seconds": round(exp_s, 1), "ran": exp_ran,
             "skipped": exp_skipped, "retrained_adapters": retrained,
@@ -185,11 +198,13 @@ def main(argv: list[str] | None = None) -> None:
                             "trainable_before": before[a]["params"]["trainable"],
                             "trainable_after": after[a]["params"]["trainable"]} for a in retrained},
             "stage_process_import_s": round(import_s, 1),
+            "stage_process_imports_s": imports,
         }
         exp["only_expected_ran"] = exp["ran"] == exp["expected_to_run"]
         print(f"exp run: {exp_s:.1f} s; ran {exp_ran}; training steps {steps_s:.1f} s, train() calls "
               f"{train_call_s:.1f} s, outside training {exp['outside_training_s']} s "
-              f"({exp['outside_training_fraction']:.0%}); one stage process's imports {import_s:.1f} s", flush=True)
+              f"({exp['outside_training_fraction']:.0%}); a train stage process's imports {import_s:.1f} s {imports}",
+              flush=True)
         result.update({
             "setup": {"dataset": f"{DATASET}: " + ("toy rows" if args.tiny else "seeded sample of the audited "
                       "dair-ai/emotion splits"), "rows": rows, "model": model, "adapters": adapters,

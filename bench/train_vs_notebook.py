@@ -131,10 +131,9 @@ def prepare(args, work: Path) -> dict:
     resolved = resolve_entry(model)
     hp = AdapterHParams(**plan["adapter"]["hparams"])
     targets = list(hp.target_modules or arch_defaults(model_type_of(model, params)).lora_targets)
-    train_rows = tr.sample_rows(tr.load_rows(paths.data, "train"), args.rows, plan["seed"])
     return {"plan": plan, "data": str(paths.data), "audited": str(audited), "model_dir": str(resolved.location),
             "lora_targets": targets, "max_length": NOTEBOOK_MAX_LENGTH, "test_rows": args.test_rows,
-            "train_ids": train_rows["id"].tolist(), "work": str(work)}
+            "work": str(work)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +146,19 @@ def test_frame(spec: dict):
     if spec["test_rows"] and spec["test_rows"] < len(frame):
         frame = frame.sample(spec["test_rows"], random_state=0).sort_index()
     return frame.reset_index(drop=True)
+
+
+def train_sample(spec: dict, seed: int):
+    """The training rows of a run with this seed: what stages.train.train() samples (sample_rows)."""
+    from stages import train as tr
+
+    return tr.sample_rows(tr.load_rows(Path(spec["data"]), "train"), spec["plan"]["train"]["max_train_examples"], seed)
+
+
+def ids_digest(ids) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()[:16]
 
 
 def run_emotune(spec: dict, seed: int, out: Path) -> dict:
@@ -174,12 +186,13 @@ def run_emotune(spec: dict, seed: int, out: Path) -> dict:
     tick = time.perf_counter()
     pred = recipe.predict(model, test, plan["train"]["eval_batch_size"], contextlib.nullcontext)["pred"]
     eval_s = time.perf_counter() - tick
-    train = tr.sample_rows(tr.load_rows(data, "train"), plan["train"]["max_train_examples"], seed)
+    train = train_sample(spec, seed)
     batches = tr.length_grouped_batches(train["length"].to_numpy(), plan["train"]["batch_size"], seed, 0)
     lengths = train["length"].to_numpy()
     padded = sum(int(lengths[b].max()) * len(b) for b in batches)
     return {
         "arm": "emotune", "seed": seed, "train_rows": int(summary["train_examples"]),
+        "train_ids_sha256": ids_digest(train["id"]),
         "examples_per_s": summary["train_examples_per_s"], "tokens_per_s": summary["tokens_per_s"],
         "train_loop_s": summary["train_time_s"],
         "real_tokens_per_epoch": int(lengths.sum()), "padded_tokens_per_epoch": padded,
@@ -210,9 +223,10 @@ def run_notebook(spec: dict, seed: int, out: Path) -> dict:
         torch.set_num_threads(cfg["threads"])
     set_seed(seed)
 
-    # the same rows emotune trains on: the audited texts of the sampled ids
+    # the same rows emotune trains on (stages.train.sample_rows with this seed): their audited texts
     audited = pd.read_parquet(Path(spec["audited"]) / "train.parquet").set_index("id")
-    train_df = audited.loc[spec["train_ids"]].reset_index()
+    train_ids = train_sample(spec, seed)["id"].tolist()
+    train_df = audited.loc[train_ids].reset_index()
     test_ids = test_frame(spec)["id"].tolist()
     test_df = pd.read_parquet(Path(spec["audited"]) / "test.parquet").set_index("id").loc[test_ids].reset_index()
     label2id = {label: i for i, label in enumerate(labels)}
@@ -249,7 +263,7 @@ def run_notebook(spec: dict, seed: int, out: Path) -> dict:
     real = int(np.asarray(train_ds["attention_mask"]).sum())
     padded = len(train_ds) * spec["max_length"]
     return {
-        "arm": "notebook", "seed": seed, "train_rows": len(train_ds),
+        "arm": "notebook", "seed": seed, "train_rows": len(train_ds), "train_ids_sha256": ids_digest(train_ids),
         "examples_per_s": round(len(train_ds) * cfg["epochs"] / runtime, 2),
         "tokens_per_s": round(real * cfg["epochs"] / runtime, 1),
         "train_loop_s": round(runtime, 1),
@@ -395,7 +409,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=None, help="seeded subset of train rows (default 2000; tiny: all 96)")
+    parser.add_argument("--rows", type=int, default=None, help="seeded subset of train rows (default 2000; tiny: 64 of 96)")
     parser.add_argument("--test-rows", type=int, default=None, help="test rows (default all 2000)")
     parser.add_argument("--seeds", default=None, help="comma-separated; one emotune+notebook pair per seed (default 42,43)")
     parser.add_argument("--epochs", type=int, default=1)
@@ -414,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.arm:
         return arm_main(args)
 
-    args.rows = args.rows if args.rows is not None else (None if args.tiny else 2000)
+    args.rows = args.rows if args.rows is not None else (64 if args.tiny else 2000)
     args.test_rows = args.test_rows if args.test_rows is not None else None
     seeds = [int(s) for s in (args.seeds or ("42" if args.tiny else "42,43")).split(",")]
     profile_steps = args.profile_steps if args.profile_steps is not None else (2 if args.tiny else 6)
@@ -452,8 +466,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
     result["setup"] = {
         "dataset": plan["dataset"]["name"], "model": plan["model"]["name"], "adapter": ADAPTER,
-        "train_rows": len(spec["train_ids"]), "train_subset": f"seeded sample of the audited train split "
-        f"(stages.train.sample_rows, seed = the run's seed {plan['seed']}; identical rows in both arms)"
+        "train_rows": runs[0]["train_rows"], "train_subset": "seeded sample of the audited train split "
+        "(stages.train.sample_rows with the pair's seed; identical rows in both arms of a pair)"
         if args.rows else "the whole audited train split",
         "test_rows": runs[0]["test_rows"], "seeds": seeds, "epochs": plan["train"]["epochs"],
         "lr": plan["train"]["lr"], "batch_size": plan["train"]["batch_size"],

@@ -1,9 +1,16 @@
-"""Every benchmark runs once in its tiny configuration, so the scripts cannot rot."""
+"""Every benchmark runs once in its tiny configuration, so the scripts cannot rot; the performance ones write
+their JSON to a temporary path and the tests check what it says (both arms ran, ratios come from the
+measured numbers), never how fast this machine is."""
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 
+import pytest
+
+from bench import report
 from stages.config import ROOT
 
 
@@ -25,11 +32,6 @@ def test_audit_model_choice_tiny(mirror):
 # Performance benchmarks (README "Performance"): each runs its --tiny configuration, writing its JSON to a
 # temporary path; the tests check what the JSON says, not how fast this machine is.
 # ---------------------------------------------------------------------------------------------
-import json  # noqa: E402
-import math  # noqa: E402
-
-import pytest  # noqa: E402
-
 MACHINE_KEYS = {"cpu_model", "cores", "torch_threads", "platform", "gpu", "versions"}
 
 
@@ -46,12 +48,15 @@ def bench_json(module: str, tmp_path, *args: str) -> dict:
 
 
 def test_train_vs_notebook_tiny(tmp_path):
-    result = bench_json("bench.train_vs_notebook", tmp_path)
+    # a seed other than params.yaml's: the rows of a pair must follow the pair's seed in both arms
+    result = bench_json("bench.train_vs_notebook", tmp_path, "--seeds", "7")
     runs = result["runs"]
     assert [r["arm"] for r in runs] == ["emotune", "notebook"], "both arms ran, alternating"
+    assert [r["seed"] for r in runs] == [7, 7]
     emotune, notebook = runs
     # the same rows, the same model and adapter (same number of trainable weights), the same test split
-    assert emotune["train_rows"] == notebook["train_rows"] == result["setup"]["train_rows"]
+    assert emotune["train_rows"] == notebook["train_rows"] == result["setup"]["train_rows"] == 64
+    assert emotune["train_ids_sha256"] == notebook["train_ids_sha256"]
     assert emotune["real_tokens_per_epoch"] == notebook["real_tokens_per_epoch"] > 0
     assert emotune["trainable_params"] == notebook["trainable_params"]
     assert emotune["test_rows"] == notebook["test_rows"] > 0
@@ -76,6 +81,7 @@ def test_train_vs_notebook_tiny(tmp_path):
     assert profile["notebook"]["pad_fraction"] > profile["emotune"]["pad_fraction"]
     assert profile["notebook"]["gflops_per_real_token"] > profile["emotune"]["gflops_per_real_token"] > 0
     assert profile["emotune"]["top_ops_self_cpu"]
+    assert f"**{ratios['examples_per_s']}x**" in "\n".join(report.train_vs_notebook(result))  # the README table
 
 
 def test_inference_tiny(tmp_path):
@@ -93,6 +99,7 @@ def test_inference_tiny(tmp_path):
         merged["batched_examples_per_s"] / lora["batched_examples_per_s"], 2)
     assert variants["qlora"]["weights_mb"] < variants["full"]["weights_mb"]
     assert lora["params"]["trainable"] < lora["params"]["total"]
+    assert "| lora merged |" in "\n".join(report.inference(result))
 
 
 def test_gpu_train_tiny_runs_the_gpu_code_path_on_the_cpu(tmp_path):
@@ -113,6 +120,7 @@ def test_gpu_train_tiny_runs_the_gpu_code_path_on_the_cpu(tmp_path):
     assert result["targets"][key] == round(runs[("lora", "emotune")]["tokens_per_s"]
                                            / runs[("lora", "notebook")]["tokens_per_s"], 2)
     assert {"qlora_over_lora_peak_memory_large", "lora_mfu_small"} <= set(result["targets"])
+    assert "| tiny-llama | qlora | emotune |" in "\n".join(report.gpu_train(result))
 
 
 def test_gpu_train_skips_cleanly_without_a_gpu(tmp_path):
@@ -125,6 +133,7 @@ def test_gpu_train_skips_cleanly_without_a_gpu(tmp_path):
     result = json.loads(out.read_text())
     assert "skipped" in printed and result["skipped"] is True and result["runs"] == []
     assert "no CUDA GPU" in result["reason"] and result["machine"]["gpu"] is None
+    assert "not measured" in report.gpu_train(result)[0]
 
 
 def test_pipeline_overhead_tiny(tmp_path):
@@ -139,3 +148,4 @@ def test_pipeline_overhead_tiny(tmp_path):
     assert exp["per_run"]["lora"]["trainable_after"] > exp["per_run"]["lora"]["trainable_before"]  # r 4 -> 64
     assert 0 < exp["train_steps_s"] <= exp["train_function_s"] <= exp["seconds"]
     assert exp["outside_training_s"] == pytest.approx(exp["seconds"] - exp["train_steps_s"], abs=0.11)
+    assert "| `dvc repro` (nothing changed) |" in "\n".join(report.pipeline_overhead(result))
