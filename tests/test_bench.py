@@ -1,9 +1,16 @@
-"""Every benchmark runs once in its tiny configuration, so the scripts cannot rot."""
+"""Every benchmark runs once in its tiny configuration, so the scripts cannot rot; the performance ones write
+their JSON to a temporary path and the tests check what it says (both arms ran, ratios come from the
+measured numbers), never how fast this machine is."""
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 
+import pytest
+
+from bench import report
 from stages.config import ROOT
 
 
@@ -19,3 +26,126 @@ def test_audit_model_choice_tiny(mirror):
     for model in ("tfidf", "embeddings", "both"):
         assert f" {model} " in out
     assert "mean AUROC:" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Performance benchmarks (README "Performance"): each runs its --tiny configuration, writing its JSON to a
+# temporary path; the tests check what the JSON says, not how fast this machine is.
+# ---------------------------------------------------------------------------------------------
+MACHINE_KEYS = {"cpu_model", "cores", "torch_threads", "platform", "gpu", "versions"}
+
+
+def bench_json(module: str, tmp_path, *args: str) -> dict:
+    out = tmp_path / f"{module.rsplit('.', 1)[1]}.json"
+    printed = run_bench(module, "--tiny", "--out", str(out), *args)
+    assert f"wrote {out}" in printed
+    result = json.loads(out.read_text())
+    assert result["tiny"] is True and "--tiny" in result["command"]
+    assert result["command"].startswith(f"python -m {module}")
+    assert MACHINE_KEYS <= set(result["machine"]) and result["machine"]["versions"]["torch"]
+    assert result["date"] and result["datetime_utc"].startswith(result["date"])
+    return result
+
+
+def test_train_vs_notebook_tiny(tmp_path):
+    # a seed other than params.yaml's: the rows of a pair must follow the pair's seed in both arms
+    result = bench_json("bench.train_vs_notebook", tmp_path, "--seeds", "7")
+    runs = result["runs"]
+    assert [r["arm"] for r in runs] == ["emotune", "notebook"], "both arms ran, alternating"
+    assert [r["seed"] for r in runs] == [7, 7]
+    emotune, notebook = runs
+    # the same rows, the same model and adapter (same number of trainable weights), the same test split
+    assert emotune["train_rows"] == notebook["train_rows"] == result["setup"]["train_rows"] == 64
+    assert emotune["train_ids_sha256"] == notebook["train_ids_sha256"]
+    assert emotune["real_tokens_per_epoch"] == notebook["real_tokens_per_epoch"] > 0
+    assert emotune["trainable_params"] == notebook["trainable_params"]
+    assert emotune["test_rows"] == notebook["test_rows"] > 0
+    # the notebook pads every row to 128; emotune pads each batch to its longest row
+    assert notebook["padded_tokens_per_epoch"] == notebook["train_rows"] * 128
+    assert notebook["pad_fraction"] > 0.5 > emotune["pad_fraction"] >= 0
+    for run in runs:
+        assert run["examples_per_s"] > 0 and run["tokens_per_s"] > 0 and run["peak_rss_mb"] > 100
+        assert 0 <= run["test_accuracy"] <= 1
+        assert math.isclose(run["tokens_per_s"] / run["examples_per_s"],
+                            run["real_tokens_per_epoch"] / run["train_rows"], rel_tol=0.02)
+    # ratios come from the measured numbers
+    arms, ratios = result["arms"], result["ratios"]
+    assert arms["emotune"]["examples_per_s"] == pytest.approx(emotune["examples_per_s"], abs=0.1)
+    assert ratios["examples_per_s"] == round(arms["emotune"]["examples_per_s"] / arms["notebook"]["examples_per_s"], 2)
+    assert ratios["peak_rss"] == round(arms["emotune"]["peak_rss_mb"] / arms["notebook"]["peak_rss_mb"], 2)
+    assert ratios["test_accuracy_difference_points"] == pytest.approx(
+        100 * (arms["emotune"]["test_accuracy"] - arms["notebook"]["test_accuracy"]), abs=0.01)
+    assert result["target"]["speed_met"] == (ratios["examples_per_s"] >= 3)
+    # the profile measured both batch shapes
+    profile = result["profile"]
+    assert profile["notebook"]["pad_fraction"] > profile["emotune"]["pad_fraction"]
+    assert profile["notebook"]["gflops_per_real_token"] > profile["emotune"]["gflops_per_real_token"] > 0
+    assert profile["emotune"]["top_ops_self_cpu"]
+    assert f"**{ratios['examples_per_s']}x**" in "\n".join(report.train_vs_notebook(result))  # the README table
+
+
+def test_inference_tiny(tmp_path):
+    result = bench_json("bench.inference", tmp_path)
+    variants = result["variants"]
+    assert set(variants) == {"full", "head", "lora", "lora_merged", "ia3", "qlora"}
+    for name, v in variants.items():
+        assert v["batched_examples_per_s"] > 0, name
+        assert 0 < v["single_p50_ms"] <= v["single_p95_ms"], name
+        assert len(v["batched_examples_per_s_each_pass"]) == result["setup"]["passes"]
+    merged, lora = variants["lora_merged"], variants["lora"]
+    assert merged["merged"] and merged["same_predictions_as_unmerged"]
+    assert 0 < merged["max_abs_logit_diff_vs_unmerged"] < 1e-4  # B was randomised: the merge did something
+    assert result["ratios"]["merged_over_lora_batched"] == round(
+        merged["batched_examples_per_s"] / lora["batched_examples_per_s"], 2)
+    assert variants["qlora"]["weights_mb"] < variants["full"]["weights_mb"]
+    assert lora["params"]["trainable"] < lora["params"]["total"]
+    assert "| lora merged |" in "\n".join(report.inference(result))
+
+
+def test_gpu_train_tiny_runs_the_gpu_code_path_on_the_cpu(tmp_path):
+    result = bench_json("bench.gpu_train", tmp_path)
+    assert result["skipped"] is False
+    runs = {(r["adapter"], r["recipe"]): r for r in result["runs"]}
+    assert set(runs) == {("full", "emotune"), ("lora", "emotune"), ("qlora", "emotune"), ("lora", "notebook"),
+                         ("qlora", "notebook")}
+    peak = result["setup"]["peak_tflops"] * 1e12
+    for (adapter, recipe), run in runs.items():
+        assert run["tokens_per_s"] > 0 and run["peak_memory_mb"] > 0 and math.isfinite(run["final_loss"])
+        assert run["flops_per_token"] == (6 if adapter == "full" else 4) * run["params_non_embedding"]
+        assert run["mfu"] == pytest.approx(run["tokens_per_s"] * run["flops_per_token"] / peak, rel=1e-3)
+    assert runs[("qlora", "emotune")]["quantized_linears"] == runs[("qlora", "emotune")]["lora_layers_on_4bit"] > 0
+    assert runs[("full", "emotune")]["trainable"] > runs[("lora", "emotune")]["trainable"]
+    assert runs[("lora", "notebook")]["pad_fraction"] > runs[("lora", "emotune")]["pad_fraction"]
+    key = "emotune_over_notebook_tokens_per_s/tiny-llama/lora"
+    assert result["targets"][key] == round(runs[("lora", "emotune")]["tokens_per_s"]
+                                           / runs[("lora", "notebook")]["tokens_per_s"], 2)
+    assert {"qlora_over_lora_peak_memory_large", "lora_mfu_small"} <= set(result["targets"])
+    assert "| tiny-llama | qlora | emotune |" in "\n".join(report.gpu_train(result))
+
+
+def test_gpu_train_skips_cleanly_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the real benchmark would run")
+    out = tmp_path / "gpu.json"
+    printed = run_bench("bench.gpu_train", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert "skipped" in printed and result["skipped"] is True and result["runs"] == []
+    assert "no CUDA GPU" in result["reason"] and result["machine"]["gpu"] is None
+    assert "not measured" in report.gpu_train(result)[0]
+
+
+def test_pipeline_overhead_tiny(tmp_path):
+    result = bench_json("bench.pipeline_overhead", tmp_path)
+    assert {"plan", "train@emotion_slice-tiny-bert-lora", "train@emotion_slice-tiny-bert-ia3"} \
+        <= set(result["first_repro"]["ran"])
+    noop = result["noop_repro"]
+    assert not noop["any_stage_ran"] and all(r["ran"] == [] and r["skipped"] >= 7 for r in noop["runs"])
+    exp = result["exp_run"]
+    assert exp["ran"] == exp["expected_to_run"] == ["plan", "train@emotion_slice-tiny-bert-lora"]
+    assert exp["only_expected_ran"] and "train@emotion_slice-tiny-bert-ia3" in exp["skipped"]
+    assert exp["per_run"]["lora"]["trainable_after"] > exp["per_run"]["lora"]["trainable_before"]  # r 4 -> 64
+    assert 0 < exp["train_steps_s"] <= exp["train_function_s"] <= exp["seconds"]
+    assert exp["outside_training_s"] == pytest.approx(exp["seconds"] - exp["train_steps_s"], abs=0.11)
+    assert "| `dvc repro` (nothing changed) |" in "\n".join(report.pipeline_overhead(result))

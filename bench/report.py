@@ -1,0 +1,99 @@
+"""The README's Performance tables, printed as Markdown from the committed metrics/bench/*.json.
+
+    python -m bench.report
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from stages.config import ROOT
+
+BENCH = ROOT / "metrics" / "bench"
+
+
+def load(name: str) -> dict | None:
+    path = BENCH / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def where(result: dict) -> str:
+    m = result["machine"]
+    gpu = f", {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (f"Measured {result['date']} on {m['cpu_model']} ({m['cores']} cores, {m['torch_threads']} torch threads"
+            f"{gpu}; torch {m['versions']['torch']}, transformers {m['versions']['transformers']}, peft "
+            f"{m['versions']['peft']}): `{result['command']}`")
+
+
+def train_vs_notebook(r: dict) -> list[str]:
+    a, ra, s = r["arms"], r["ratios"], r["setup"]
+    e, n = a["emotune"], a["notebook"]
+    lines = [f"**Training, CPU** ({s['dataset']}, {s['model']} + LoRA r={s['lora']['r']}, {s['train_rows']} "
+             f"train rows, {s['epochs']} epoch, batch {s['batch_size']}, lr {s['lr']}, seeds {s['seeds']}, "
+             f"test {s['test_rows']} rows)", "",
+             "| recipe | examples/s | real tokens/s | pad share | peak RSS MB | test accuracy | whole run s |",
+             "|---|---|---|---|---|---|---|"]
+    for name, arm in (("emotune train stage", e), ("notebook (Trainer, pad to 128)", n)):
+        lines.append(f"| {name} | {arm['examples_per_s']} | {arm['tokens_per_s']} | {arm['pad_fraction']:.0%} | "
+                     f"{arm['peak_rss_mb']} | {arm['test_accuracy']:.4f} | {arm['train_call_s']} |")
+    lines.append(f"| **ratio** | **{ra['examples_per_s']}x** | **{ra['tokens_per_s']}x** | | "
+                 f"{ra['peak_rss']}x | {ra['test_accuracy_difference_points']:+.2f} points | "
+                 f"{ra['train_call_s_notebook_over_emotune']}x faster |")
+    lines += ["", where(r)]
+    return lines
+
+
+def inference(r: dict) -> list[str]:
+    s = r["setup"]
+    lines = [f"**Inference, CPU** ({s['model']}, {s['batched_texts']} test texts in batches of {s['batch_size']}, "
+             f"{s['single_texts']} single texts; text to label, tokenization included; {s['weights']})", "",
+             "| adapter | batched examples/s | vs full | single p50 ms | single p95 ms | weights MB |",
+             "|---|---|---|---|---|---|"]
+    vs_full = r["ratios"].get("batched_vs_full", {})
+    for name, v in r["variants"].items():
+        lines.append(f"| {name.replace('_', ' ')} | {v['batched_examples_per_s']} | {vs_full.get(name, '')}x | "
+                     f"{v['single_p50_ms']} | {v['single_p95_ms']} | {v['weights_mb']} |")
+    lines += ["", where(r)]
+    return lines
+
+
+def pipeline_overhead(r: dict) -> list[str]:
+    s, e, n = r["setup"], r["exp_run"], r["noop_repro"]
+    return [f"**Pipeline overhead** (throw-away copy of the project; {s['model']}, adapters {', '.join(s['adapters'])}; "
+            f"{s['rows']['train']}/{s['rows']['validation']}/{s['rows']['test']} rows, 1 epoch)", "",
+            "| command | wall s | stages run | training steps s | outside training s |", "|---|---|---|---|---|",
+            f"| `dvc repro` (nothing changed) | {n['median_s']} | {'none' if not n['any_stage_ran'] else 'SOME'} | 0 | "
+            f"{n['median_s']} |",
+            f"| `{e['command']}` | {e['seconds']} | {', '.join(e['ran'])} | {e['train_steps_s']} | "
+            f"{e['outside_training_s']} ({e['outside_training_fraction']:.0%}) |",
+            "", where(r)]
+
+
+def gpu_train(r: dict) -> list[str]:
+    if r.get("skipped"):
+        return [f"**GPU training**: not measured yet: {r['reason']} ({r['date']}, `{r['command']}`)."]
+    lines = ["**GPU training** (random weights from the configs, bf16, tweet-length batches)", "",
+             "| model | adapter | recipe | tokens/s | MFU | peak memory MB |", "|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        if "error" in run:
+            lines.append(f"| {run['model']} | {run['adapter']} | {run['recipe']} | {run['error']} | | |")
+        else:
+            lines.append(f"| {run['model']} | {run['adapter']} | {run['recipe']} | {run['tokens_per_s']} | "
+                         f"{run['mfu']:.1%} | {run['peak_memory_mb']} |")
+    lines += ["", where(r)]
+    return lines
+
+
+def main() -> None:
+    out = []
+    for name, render in (("train_vs_notebook", train_vs_notebook), ("pipeline_overhead", pipeline_overhead),
+                         ("inference", inference), ("gpu_train", gpu_train)):
+        result = load(name)
+        if result is not None:
+            out += render(result) + [""]
+    sys.stdout.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

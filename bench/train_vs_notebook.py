@@ -1,0 +1,494 @@
+"""CPU training, emotune's train stage vs the notebook recipe, same data, model and hyper-parameters.
+
+    python -m bench.train_vs_notebook                 # dair-ai/emotion, MiniLM + LoRA, writes metrics/bench/train_vs_notebook.json
+    python -m bench.train_vs_notebook --tiny          # CI smoke run: tiny BERT, toy data, a temporary JSON
+
+The two arms:
+* `emotune`: `stages.train.train(plan, paths)`, the train stage itself, on the tokenize stage's output
+  (length-grouped batches, dynamic padding, our AdamW/warmup loop, one validation pass per epoch).
+* `notebook`: what a user would otherwise run: `datasets.map(tokenizer(..., padding="max_length",
+  max_length=128))`, `AutoModelForSequenceClassification` + peft `get_peft_model(LoraConfig(SEQ_CLS))`,
+  `transformers.Trainer` with its defaults (random batches, fp32, eval batch 8, no evaluation during
+  training) wherever emotune's hyper-parameters are not shared.
+
+Shared: the training rows (a seeded subset of the audited train split, the same rows for both arms),
+the test split, the model, LoRA r/alpha/dropout/target modules, lr, batch size, epochs, warmup ratio,
+weight decay, max grad norm, the seed and the number of torch threads. Each arm runs in a fresh
+subprocess (so peak RSS is its own), and the arms alternate: emotune, notebook, emotune, notebook
+(one pair per seed). A short torch.profiler pass over a few steps of both batch shapes measures where
+the FLOPs go (the pad fraction of each recipe and the FLOPs spent per real token).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from bench import common
+from stages.config import ROOT
+
+NAME = "train_vs_notebook"
+DATASET = "emotion"
+ADAPTER = "lora"
+NOTEBOOK_MAX_LENGTH = 128
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparation (parent process): the data, the tokenized splits and the plan both arms share
+# ---------------------------------------------------------------------------------------------
+def audited_emotion(work: Path) -> Path:
+    """data/audited/emotion of this checkout (`dvc checkout data/audited/emotion` or `dvc repro`);
+    without it, the cleaned splits straight from the mirror (no audit columns: tokenize reads id, text,
+    labels only)."""
+    folder = ROOT / "data" / "audited" / DATASET
+    if (folder / "train.parquet").exists():
+        return folder
+    from stages.clean import clean_splits
+    from stages.config import load_params
+    from stages.data_registry import fetch_dataset
+
+    print(f"{folder} is missing; building the cleaned splits from the mirror", flush=True)
+    params = load_params()
+    spec = params.dataset(DATASET)
+    splits, _ = clean_splits(fetch_dataset(spec, params.fetch, params.seed).splits, spec, params.clean)
+    out = work / "audited" / DATASET
+    out.mkdir(parents=True)
+    for split, frame in splits.items():
+        frame.to_parquet(out / f"{split}.parquet", index=False)
+    (out / "meta.json").write_text(json.dumps({"checksums": {}, "rows": {k: len(v) for k, v in splits.items()}}))
+    return out
+
+
+def tiny_setup(work: Path) -> tuple[dict, dict, Path]:
+    """A tiny random BERT and a learnable toy dataset (CI)."""
+    from stages.config import parse_params
+    from stages.model_registry import save_tiny_model
+
+    labels = ["joy", "anger", "sadness"]
+    model_dir = save_tiny_model("bert", work / "tiny-bert")
+    audited = work / "audited" / "toy"
+    audited.mkdir(parents=True)
+    for k, (split, n) in enumerate((("train", 96), ("validation", 32), ("test", 48))):
+        common.toy_texts(n, 100 + k, labels).to_parquet(audited / f"{split}.parquet", index=False)
+    (audited / "meta.json").write_text(json.dumps({"checksums": {}, "rows": {}}))
+    params = parse_params({
+        "seed": 42, "datasets": [], "fetch": {}, "clean": {}, "audit": {},
+        "adapter": {"r": 4, "alpha": 8, "dropout": 0.1}, "tokenize": {"max_length": NOTEBOOK_MAX_LENGTH},
+        "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64, "lr": 1e-2, "threads": 1},
+        "dataset_registry": {"toy": {"task": "single_label", "labels": labels, "official_metric": "accuracy",
+                                     "files": {"train": "t.csv", "test": "t.csv"}, "format": "csv",
+                                     "label_column": "label"}}})
+    model = {"name": "tiny-bert", "kind": "local", "folder": str(model_dir), "files": {}}
+    return params, model, audited
+
+
+def real_setup(work: Path) -> tuple[dict, dict, Path]:
+    import yaml
+
+    from stages.config import PARAMS_FILE, parse_params
+    from stages.plan import model_entry
+
+    raw = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    raw.update(datasets=[DATASET], models=["minilm"], adapters=[ADAPTER],
+               large={"datasets": [], "models": [], "adapters": []},
+               generative={"datasets": [], "models": [], "adapters": []})
+    params = parse_params(raw)
+    return params, model_entry("minilm", params), audited_emotion(work)
+
+
+def prepare(args, work: Path) -> dict:
+    """Tokenize once (the tokenize stage's own function) and write the plan both arms read."""
+    from stages import plan as plan_stage
+    from stages import tokenize as tokenize_stage
+    from stages import train as tr
+    from stages.config import AdapterHParams
+
+    params, model, audited = tiny_setup(work) if args.tiny else real_setup(work)
+    dataset = "toy" if args.tiny else DATASET
+    paths = tr.run_paths(dataset, model["name"], ADAPTER, work / "shared")
+    paths.data.mkdir(parents=True)
+    tokenize_stage.tokenize_dataset(plan_stage.tokenize_plan(params, dataset, model), audited, paths.data)
+    main_matrix = SimpleNamespace(name="", train=params.train)  # the main matrix's train settings
+    plan = plan_stage.run_plan(params, main_matrix, dataset, model, ADAPTER)
+    plan["train"].update(epochs=args.epochs, max_train_examples=args.rows, threads=args.threads)
+    if args.lr is not None:
+        plan["train"]["lr"] = args.lr
+
+    # the notebook's LoRA targets the same modules as emotune's (the architecture's defaults)
+    from stages.model_registry import arch_defaults
+    from stages.plan import model_type_of, resolve_entry
+
+    resolved = resolve_entry(model)
+    hp = AdapterHParams(**plan["adapter"]["hparams"])
+    targets = list(hp.target_modules or arch_defaults(model_type_of(model, params)).lora_targets)
+    return {"plan": plan, "data": str(paths.data), "audited": str(audited), "model_dir": str(resolved.location),
+            "lora_targets": targets, "max_length": NOTEBOOK_MAX_LENGTH, "test_rows": args.test_rows,
+            "work": str(work)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The arms (each in its own subprocess)
+# ---------------------------------------------------------------------------------------------
+def test_frame(spec: dict):
+    import pandas as pd
+
+    frame = pd.read_parquet(Path(spec["data"]) / "test.parquet")
+    if spec["test_rows"] and spec["test_rows"] < len(frame):
+        frame = frame.sample(spec["test_rows"], random_state=0).sort_index()
+    return frame.reset_index(drop=True)
+
+
+def train_sample(spec: dict, seed: int):
+    """The training rows of a run with this seed: what stages.train.train() samples (sample_rows)."""
+    from stages import train as tr
+
+    return tr.sample_rows(tr.load_rows(Path(spec["data"]), "train"), spec["plan"]["train"]["max_train_examples"], seed)
+
+
+def ids_digest(ids) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()[:16]
+
+
+def run_emotune(spec: dict, seed: int, out: Path) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    from stages import train as tr
+
+    plan = json.loads(json.dumps(spec["plan"]))
+    plan["seed"] = seed
+    root = out / "run"
+    data = Path(spec["data"])
+    paths = tr.RunPaths(plan=root / "plan.json", data=data, model=root / "model", checkpoints=root / "checkpoints",
+                        live=root / "live", metrics=root / "metrics.json")
+    started = time.perf_counter()
+    result = tr.train(plan, paths, log=lambda m: print(m, flush=True))
+    call_s = time.perf_counter() - started
+    summary = result["summary"]
+    model = result["model"]
+
+    # test accuracy: the stage's own evaluation path (length-sorted batches, dynamic padding)
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"], local_files_only=True)
+    recipe = tr.ClassifierRecipe(plan, data, "cpu")
+    test = tr.ClassificationBatches(test_frame(spec), tokenizer, recipe.multi_label)
+    tick = time.perf_counter()
+    pred = recipe.predict(model, test, plan["train"]["eval_batch_size"], contextlib.nullcontext)["pred"]
+    eval_s = time.perf_counter() - tick
+    train = train_sample(spec, seed)
+    batches = tr.length_grouped_batches(train["length"].to_numpy(), plan["train"]["batch_size"], seed, 0)
+    lengths = train["length"].to_numpy()
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return {
+        "arm": "emotune", "seed": seed, "train_rows": int(summary["train_examples"]),
+        "train_ids_sha256": ids_digest(train["id"]),
+        "examples_per_s": summary["train_examples_per_s"], "tokens_per_s": summary["tokens_per_s"],
+        "train_loop_s": summary["train_time_s"],
+        "real_tokens_per_epoch": int(lengths.sum()), "padded_tokens_per_epoch": padded,
+        "pad_fraction": round(1 - lengths.sum() / padded, 4),
+        "padded_tokens_per_s": round(padded * plan["train"]["epochs"] / summary["train_time_s"], 1),
+        "train_call_s": round(call_s, 1),
+        "test_accuracy": float((pred == test.targets).mean()), "test_rows": len(test),
+        "test_examples_per_s": round(len(test) / eval_s, 1),
+        "val_accuracy": summary["val"]["accuracy"],
+        "trainable_params": summary["params"]["trainable"],
+        "peak_rss_mb": common.peak_rss_mb(), "threads": torch.get_num_threads(),
+    }
+
+
+def run_notebook(spec: dict, seed: int, out: Path) -> dict:
+    """The notebook recipe, written the way the seeds' notebooks write it."""
+    import pandas as pd
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments,
+                              set_seed)
+
+    plan, cfg = spec["plan"], spec["plan"]["train"]
+    hp = plan["adapter"]["hparams"]
+    labels = plan["dataset"]["labels"]
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    set_seed(seed)
+
+    # the same rows emotune trains on (stages.train.sample_rows with this seed): their audited texts
+    audited = pd.read_parquet(Path(spec["audited"]) / "train.parquet").set_index("id")
+    train_ids = train_sample(spec, seed)["id"].tolist()
+    train_df = audited.loc[train_ids].reset_index()
+    test_ids = test_frame(spec)["id"].tolist()
+    test_df = pd.read_parquet(Path(spec["audited"]) / "test.parquet").set_index("id").loc[test_ids].reset_index()
+    label2id = {label: i for i, label in enumerate(labels)}
+    for frame in (train_df, test_df):
+        frame["label"] = frame["labels"].map(lambda names: label2id[names[0]])
+
+    tick = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"], local_files_only=True)
+
+    def encode(batch):
+        return tokenizer(batch["text"], padding="max_length", truncation=True, max_length=spec["max_length"])
+
+    train_ds = Dataset.from_pandas(train_df[["text", "label"]]).map(encode, batched=True)
+    test_ds = Dataset.from_pandas(test_df[["text", "label"]]).map(encode, batched=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        spec["model_dir"], num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+        local_files_only=True)
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=hp["r"], lora_alpha=hp["alpha"],
+                                             lora_dropout=hp["dropout"], target_modules=spec["lora_targets"]))
+    setup_s = time.perf_counter() - tick
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"), learning_rate=cfg["lr"], per_device_train_batch_size=cfg["batch_size"],
+        num_train_epochs=cfg["epochs"], warmup_steps=cfg["warmup_ratio"], weight_decay=cfg["weight_decay"],
+        max_grad_norm=cfg["max_grad_norm"], seed=seed, report_to="none", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds)
+    tick = time.perf_counter()
+    metrics = trainer.train().metrics
+    trainer_call_s = time.perf_counter() - tick
+    runtime = metrics["train_runtime"]
+    tick = time.perf_counter()
+    predictions = trainer.predict(test_ds)
+    eval_s = time.perf_counter() - tick
+    accuracy = float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
+    real = int(np.asarray(train_ds["attention_mask"]).sum())
+    padded = len(train_ds) * spec["max_length"]
+    return {
+        "arm": "notebook", "seed": seed, "train_rows": len(train_ds), "train_ids_sha256": ids_digest(train_ids),
+        "examples_per_s": round(len(train_ds) * cfg["epochs"] / runtime, 2),
+        "tokens_per_s": round(real * cfg["epochs"] / runtime, 1),
+        "train_loop_s": round(runtime, 1),
+        "real_tokens_per_epoch": real, "padded_tokens_per_epoch": padded,
+        "pad_fraction": round(1 - real / padded, 4),
+        "padded_tokens_per_s": round(padded * cfg["epochs"] / runtime, 1),
+        "train_call_s": round(setup_s + trainer_call_s, 1),
+        "test_accuracy": accuracy, "test_rows": len(test_ds),
+        "test_examples_per_s": round(len(test_ds) / eval_s, 1),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "peak_rss_mb": common.peak_rss_mb(), "threads": torch.get_num_threads(),
+    }
+
+
+def arm_main(args) -> None:
+    spec = json.loads(Path(args.spec).read_text())
+    out = Path(args.result).parent / f"{args.arm}-{args.seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    run = run_emotune if args.arm == "emotune" else run_notebook
+    result = run(spec, args.seed, out)
+    Path(args.result).write_text(json.dumps(result, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile: where the FLOPs and the time go, per batch shape
+# ---------------------------------------------------------------------------------------------
+def profile(spec: dict, steps: int) -> dict:
+    """`steps` forward+backward+optimizer steps of the same LoRA model on emotune's batches (length-
+    grouped, padded to their longest row) and on the notebook's (random rows padded to max_length),
+    under torch.profiler with FLOP counting."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from stages import train as tr
+    from stages.adapters import apply_adapter, load_base
+    from stages.config import AdapterHParams
+    from stages.plan import model_source
+
+    plan, cfg = spec["plan"], spec["plan"]["train"]
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(plan["seed"])
+    name, registry = model_source(plan["model"])
+    loaded = load_base(name, ADAPTER, plan["dataset"]["labels"], registry=registry)
+    model = apply_adapter(loaded, ADAPTER, AdapterHParams(**plan["adapter"]["hparams"]))
+    model.train()
+    optimizer = tr.make_optimizer(model, cfg["lr"], cfg["weight_decay"])
+    train = tr.sample_rows(tr.load_rows(Path(spec["data"]), "train"), cfg["max_train_examples"], plan["seed"])
+    data = tr.ClassificationBatches(train, loaded.tokenizer, False)
+    bs = cfg["batch_size"]
+    grouped = tr.length_grouped_batches(data.lengths, bs, plan["seed"], 0)[:steps]
+    rng = np.random.default_rng(plan["seed"])
+    random_batches = [rng.choice(len(data), size=min(bs, len(data)), replace=False) for _ in range(steps)]
+    pad_id = loaded.tokenizer.pad_token_id
+
+    def padded(idx):  # what padding="max_length" produces
+        ids = torch.full((len(idx), spec["max_length"]), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            seq = data.rows[i]["input_ids"][:spec["max_length"]]
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([data.rows[i]["labels"] for i in idx])}
+
+    shapes = {"emotune": [data.collate(b) for b in grouped], "notebook": [padded(b) for b in random_batches]}
+    report = {}
+    for arm, batches in shapes.items():
+        step(model, optimizer, batches[0])  # warm-up, outside the profile
+        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            tick = time.perf_counter()
+            for batch in batches:
+                step(model, optimizer, batch)
+            seconds = time.perf_counter() - tick
+        events = prof.key_averages()
+        flops = sum(e.flops for e in events if e.flops)
+        real = sum(int(b["attention_mask"].sum()) for b in batches)
+        total = sum(b["attention_mask"].numel() for b in batches)
+        rows = sum(len(b["labels"]) for b in batches)
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+        self_total = sum(e.self_cpu_time_total for e in events) or 1
+        report[arm] = {
+            "steps": len(batches), "rows": rows, "seconds": round(seconds, 2),
+            "examples_per_s": round(rows / seconds, 2), "real_tokens": real, "tokens_incl_pad": total,
+            "pad_fraction": round(1 - real / total, 4), "gflops": round(flops / 1e9, 1),
+            "gflops_per_real_token": round(flops / 1e9 / real, 4),
+            "achieved_gflops_per_s": round(flops / 1e9 / seconds, 1),
+            "top_ops_self_cpu": [{"op": e.key, "share": round(e.self_cpu_time_total / self_total, 3),
+                                  "count": e.count} for e in top],
+        }
+        print(f"profile {arm:8s}: {report[arm]['examples_per_s']} ex/s, pad fraction "
+              f"{report[arm]['pad_fraction']:.1%}, {report[arm]['gflops_per_real_token']} GFLOP per real token, "
+              f"{report[arm]['achieved_gflops_per_s']} GFLOP/s; top ops: "
+              + ", ".join(f"{o['op']} {o['share']:.0%}" for o in report[arm]["top_ops_self_cpu"][:4]), flush=True)
+    report["flops_ratio_notebook_over_emotune_per_real_token"] = common.ratio(
+        report["notebook"]["gflops_per_real_token"], report["emotune"]["gflops_per_real_token"])
+    return report
+
+
+def step(model, optimizer, batch) -> None:
+    import torch.nn.functional as F
+
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    loss = F.cross_entropy(model(**inputs).logits.float(), batch["labels"])
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+def summarise(runs: list[dict]) -> dict:
+    arms = {}
+    for arm in ("emotune", "notebook"):
+        mine = [r for r in runs if r["arm"] == arm]
+        arms[arm] = {
+            "runs": len(mine),
+            **{key: round(float(np.mean([r[key] for r in mine])), 4 if "accuracy" in key or "fraction" in key else 1)
+               for key in ("examples_per_s", "tokens_per_s", "padded_tokens_per_s", "train_loop_s", "train_call_s",
+                           "test_accuracy", "test_examples_per_s", "pad_fraction")},
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
+            "examples_per_s_each_run": [r["examples_per_s"] for r in mine],
+            "test_accuracy_each_run": [round(r["test_accuracy"], 4) for r in mine],
+        }
+    e, n = arms["emotune"], arms["notebook"]
+    pairs = [(a, b) for a in runs for b in runs if a["arm"] == "emotune" and b["arm"] == "notebook"
+             and a["seed"] == b["seed"]]
+    ratios = {
+        "examples_per_s": common.ratio(e["examples_per_s"], n["examples_per_s"]),
+        "examples_per_s_each_pair": [common.ratio(a["examples_per_s"], b["examples_per_s"]) for a, b in pairs],
+        "tokens_per_s": common.ratio(e["tokens_per_s"], n["tokens_per_s"]),
+        "train_call_s_notebook_over_emotune": common.ratio(n["train_call_s"], e["train_call_s"]),
+        "peak_rss": common.ratio(e["peak_rss_mb"], n["peak_rss_mb"]),
+        "test_examples_per_s": common.ratio(e["test_examples_per_s"], n["test_examples_per_s"]),
+        "test_accuracy_difference_points": round(100 * (e["test_accuracy"] - n["test_accuracy"]), 2),
+    }
+    return {"arms": arms, "ratios": ratios,
+            "target": {"examples_per_s_ratio_at_least": 3.0, "accuracy_within_points": 0.5,
+                       "speed_met": ratios["examples_per_s"] is not None and ratios["examples_per_s"] >= 3.0,
+                       "accuracy_met": abs(ratios["test_accuracy_difference_points"]) <= 0.5}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=None, help="seeded subset of train rows (default 2000; tiny: 64 of 96)")
+    parser.add_argument("--test-rows", type=int, default=None, help="test rows (default all 2000)")
+    parser.add_argument("--seeds", default=None, help="comma-separated; one emotune+notebook pair per seed (default 42,43)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=None, help="default: the plan's (DEFAULT_LR for lora)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of both arms (default: torch's)")
+    parser.add_argument("--profile-steps", type=int, default=None, help="steps per batch shape under the profiler (0: none)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random BERT on toy data (CI)")
+    parser.add_argument("--out", help="result JSON (default metrics/bench/train_vs_notebook.json; tiny: a temp file)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    # one arm in a subprocess (internal)
+    parser.add_argument("--arm", choices=("emotune", "notebook"), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.arm:
+        return arm_main(args)
+
+    args.rows = args.rows if args.rows is not None else (64 if args.tiny else 2000)
+    args.test_rows = args.test_rows if args.test_rows is not None else None
+    seeds = [int(s) for s in (args.seeds or ("42" if args.tiny else "42,43")).split(",")]
+    profile_steps = args.profile_steps if args.profile_steps is not None else (2 if args.tiny else 6)
+    out_path = common.result_path(NAME, args.tiny, args.out)
+    result = common.header(NAME, args.tiny)
+    work = Path(tempfile.mkdtemp(prefix="emotune-bench-train-"))
+    try:
+        spec = prepare(args, work)
+        spec_file = work / "spec.json"
+        spec_file.write_text(json.dumps(spec))
+        plan = spec["plan"]
+        runs = []
+        for seed in seeds:
+            for arm in ("emotune", "notebook"):  # alternating, each in a fresh process
+                result_file = work / f"{arm}-{seed}.json"
+                print(f"--- {arm}, seed {seed}", flush=True)
+                done = subprocess.run([sys.executable, "-m", "bench.train_vs_notebook", "--arm", arm, "--spec",
+                                       str(spec_file), "--seed", str(seed), "--result", str(result_file)],
+                                      cwd=ROOT, env=common.bench_env(args.threads), capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.stderr.write(done.stdout[-4000:] + done.stderr[-8000:])
+                    raise SystemExit(f"the {arm} arm (seed {seed}) failed")
+                run = json.loads(result_file.read_text())
+                runs.append(run)
+                print(f"{arm:8s} seed {seed}: {run['examples_per_s']} ex/s, {run['tokens_per_s']} real tokens/s, "
+                      f"pad {run['pad_fraction']:.1%}, peak RSS {run['peak_rss_mb']} MB, test accuracy "
+                      f"{run['test_accuracy']:.4f}", flush=True)
+        result.update(summarise(runs))
+        result["runs"] = runs
+        if profile_steps:
+            print("--- profile", flush=True)
+            result["profile"] = profile(spec, profile_steps)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["setup"] = {
+        "dataset": plan["dataset"]["name"], "model": plan["model"]["name"], "adapter": ADAPTER,
+        "train_rows": runs[0]["train_rows"], "train_subset": "seeded sample of the audited train split "
+        "(stages.train.sample_rows with the pair's seed; identical rows in both arms of a pair)"
+        if args.rows else "the whole audited train split",
+        "test_rows": runs[0]["test_rows"], "seeds": seeds, "epochs": plan["train"]["epochs"],
+        "lr": plan["train"]["lr"], "batch_size": plan["train"]["batch_size"],
+        "warmup_ratio": plan["train"]["warmup_ratio"], "weight_decay": plan["train"]["weight_decay"],
+        "max_grad_norm": plan["train"]["max_grad_norm"], "lora": plan["adapter"]["hparams"],
+        "lora_targets": spec["lora_targets"], "notebook_max_length": NOTEBOOK_MAX_LENGTH,
+        "threads": runs[0]["threads"],
+        "examples_per_s": "training rows / training-loop seconds (emotune: its step timer, collation "
+                          "included; notebook: Trainer's train_runtime)",
+        "tokens_per_s": "real (non-pad) tokens / training-loop seconds",
+        "train_call_s": "emotune: stages.train.train() (load, loop, validation pass, save); notebook: "
+                        "tokenize + load + Trainer.train()",
+    }
+    r, a = result["ratios"], result["arms"]
+    print(f"examples/s: emotune {a['emotune']['examples_per_s']} vs notebook {a['notebook']['examples_per_s']} "
+          f"= {r['examples_per_s']}x (target 3x: {'met' if result['target']['speed_met'] else 'MISSED'}); "
+          f"tokens/s {r['tokens_per_s']}x; peak RSS {a['emotune']['peak_rss_mb']} vs {a['notebook']['peak_rss_mb']} MB; "
+          f"test accuracy {a['emotune']['test_accuracy']:.4f} vs {a['notebook']['test_accuracy']:.4f} "
+          f"({r['test_accuracy_difference_points']:+.2f} points)")
+    common.write_result(out_path, result)
+
+
+if __name__ == "__main__":
+    main()
