@@ -133,7 +133,7 @@ def bench_env(threads: int | None = None) -> dict:
     return env
 
 
-def toy_texts(n: int, seed: int, labels: list[str]) -> "pd.DataFrame":  # noqa: F821
+def toy_texts(n: int, seed: int, labels: list[str]):
     """`n` learnable rows (id, text, labels) in the words the tiny models' tokenizers know: each row has
     one cue word of its label among filler words. For --tiny runs only."""
     import numpy as np

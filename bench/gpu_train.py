@@ -236,10 +236,6 @@ def run_one(model_name: str, adapter: str, recipe: str, args, device: str) -> di
     else:
         out["peak_memory_mb"] = common.peak_rss_mb()  # CPU (--tiny): the process's peak RSS
         out["peak_memory_kind"] = "cpu peak RSS (process-wide)"
-    del model, optimizer, trainable
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
     return out
 
 
@@ -312,6 +308,9 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.empty_cache()
             run = {"model": model_name, "adapter": adapter, "recipe": recipe, "error": "out of memory",
                    "detail": str(exc).splitlines()[0]}
+        gc.collect()  # the run's model and optimizer are garbage now: free them before the next one
+        if cuda:
+            torch.cuda.empty_cache()
         runs.append(run)
         if "error" in run:
             print(f"{model_name:15s} {adapter:6s} {recipe:8s} {run['error']}", flush=True)

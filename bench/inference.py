@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from bench import common
-from stages.config import ROOT
 
 NAME = "inference"
 VARIANTS = ("full", "head", "lora", "lora_merged", "ia3", "qlora")
