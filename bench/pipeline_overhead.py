@@ -9,7 +9,7 @@ temporary folder), like tests/test_pipeline_dvc.py: one small CSV dataset, the `
 groups switched off (empty lists). Steps, each timed from the outside:
 1. `dvc repro` from nothing (set-up; its time is reported but is not the point);
 2. `dvc repro` again, three times: nothing changed, so nothing may run (median time);
-3. `dvc exp run -S adapter.r=64`: only plan and the LoRA-family trains may run.
+3. `dvc exp run -S adapter.r=64`: only plan, the LoRA-family trains and evaluations, and aggregate may run.
 For 3, the time inside training comes from each retrained run's metrics: `train_time_s` (the optimizer
 steps) and `wall_time_s` (the whole `stages.train.train()` call: load, steps, validation, save). The rest is
 DVC itself, the plan stage and the start of each stage process (Python, torch and transformers imports).
@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         exp = {
             "command": f"dvc exp run -S adapter.r={args.r}", "seconds": round(exp_s, 1), "ran": exp_ran,
             "skipped": exp_skipped, "retrained_adapters": retrained,
-            "expected_to_run": sorted(["plan"] + [f"train@{DATASET}-{model}-{a}" for a in adapters if a in LORA_FAMILY]),
+            # the LoRA-family trains, their evaluations and the leaderboard: nothing else
+            "expected_to_run": sorted(["plan", "aggregate"] + [f"{stage}@{DATASET}-{model}-{a}" for a in adapters
+                                                                if a in LORA_FAMILY for stage in ("train", "evaluate")]),
             "train_steps_s": round(steps_s, 1),
             "train_function_s": round(train_call_s, 1),
             "in_train_function_outside_steps_s": round(train_call_s - steps_s, 1),

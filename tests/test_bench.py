@@ -143,7 +143,8 @@ def test_pipeline_overhead_tiny(tmp_path):
     noop = result["noop_repro"]
     assert not noop["any_stage_ran"] and all(r["ran"] == [] and r["skipped"] >= 7 for r in noop["runs"])
     exp = result["exp_run"]
-    assert exp["ran"] == exp["expected_to_run"] == ["plan", "train@emotion_slice-tiny-bert-lora"]
+    assert exp["ran"] == exp["expected_to_run"] == ["aggregate", "evaluate@emotion_slice-tiny-bert-lora", "plan",
+                                                    "train@emotion_slice-tiny-bert-lora"]
     assert exp["only_expected_ran"] and "train@emotion_slice-tiny-bert-ia3" in exp["skipped"]
     assert exp["per_run"]["lora"]["trainable_after"] > exp["per_run"]["lora"]["trainable_before"]  # r 4 -> 64
     assert 0 < exp["train_steps_s"] <= exp["train_function_s"] <= exp["seconds"]
