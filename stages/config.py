@@ -222,13 +222,13 @@ class Params:
     generative: RunGroup = field(default_factory=lambda: RunGroup())
 
     def matrices(self) -> list[Matrix]:
-        """The main matrix, then the groups (those with at least one run)."""
+        """The main matrix (always first, even when empty), then the groups that have runs."""
         out = [Matrix("", self.datasets, self.models, self.adapters, self.train)]
         for name in GROUPS:
             group = getattr(self, name)
             train = build(TrainConfig, {**dataclasses.asdict(self.train), **group.train}, f"{name}.train")
             out.append(Matrix(name, group.datasets, group.models, group.adapters, train))
-        return [m for m in out if m.runs()]
+        return out[:1] + [m for m in out[1:] if m.runs()]
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.dataset_registry:
