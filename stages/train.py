@@ -542,7 +542,7 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     write_json(paths.metrics, summary)
     live.end()
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)  # the (empty) declared output must exist
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)  # empty: nothing to resume
     log(f"train {summary['dataset']}/{summary['model']}/{summary['adapter']}: best val {metric} "
         f"{summary['best_val']:.4f} (epoch {summary['best_epoch']}), {summary['train_examples_per_s']} "
         f"examples/s, {summary['tokens_per_s']} tokens/s -> {paths.model}")
