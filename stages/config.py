@@ -171,6 +171,7 @@ class TrainConfig:
     max_train_examples: int | None = None  # cap (seeded sample) for quick runs and the CI profile
     threads: int | None = None  # torch CPU threads; null: torch's default
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (also at each epoch end)
+    processes: int = 1  # data-parallel processes (one per GPU); batch_size is the global batch they share
 
 
 @dataclass(frozen=True)
@@ -375,12 +376,16 @@ def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
 
 
 def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
-    for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "checkpoint_every"):
+    for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "checkpoint_every", "processes"):
         if getattr(cfg, key) < 1:
             raise EmotuneError(f"{where}.{key}: must be >= 1, got {getattr(cfg, key)}")
     for key in ("max_train_examples", "threads"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise EmotuneError(f"{where}.{key}: must be >= 1 or null, got {getattr(cfg, key)}")
+    if cfg.batch_size < cfg.processes:
+        raise EmotuneError(f"{where}.batch_size: {cfg.batch_size} rows cannot be shared by {where}.processes = "
+                           f"{cfg.processes} processes (batch_size is the global batch, split between them); "
+                           f"raise batch_size to at least {cfg.processes} or lower processes")
     if cfg.lr is not None and not cfg.lr > 0:
         raise EmotuneError(f"{where}.lr: must be > 0 or null (the adapter's default), got {cfg.lr}")
     if not 0 <= cfg.warmup_ratio < 1:

@@ -20,6 +20,12 @@ uninterrupted run gets.
 
 The generative recipe (adapters gen_lora / gen_qlora, decoders only) runs through the same loop with
 the batches, loss and predictions of stages/generative.py.
+
+Data parallel: with `train.processes: N` the stage runs itself under torchrun as N processes, one per
+GPU (gloo on the CPU); `torchrun` or `accelerate launch` can also start it. Each process takes every
+N-th row of each global batch (batch_size rows, length-grouped as above), DistributedDataParallel
+averages their gradients, so the run matches a single-process one up to float rounding. Only rank 0
+writes outputs; the others wait for it.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -358,8 +365,8 @@ def load_checkpoint(folder: Path, fingerprint: str, log) -> dict | None:
     # Our own file, written by save_checkpoint; it holds Python RNG tuples, hence weights_only=False.
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("fingerprint") != fingerprint:
+        # Left in place: the fresh run's first checkpoint replaces it (and other processes may be reading it).
         log(f"checkpoint {path} belongs to other settings or data; starting fresh")
-        path.unlink()
         return None
     return state
 
@@ -372,12 +379,85 @@ def run_fingerprint(plan: dict, data_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Data parallel: train.processes copies of this stage, one per GPU, sharing every global batch
+# ---------------------------------------------------------------------------------------------
+def launch(plan: dict, argv: list[str]) -> None:
+    """With train.processes > 1, replace this process by torchrun running that many copies of it. Under a
+    launcher already (torchrun and accelerate launch set WORLD_SIZE), check that it started as many."""
+    processes = plan["train"]["processes"]
+    if processes > 1 and "WORLD_SIZE" not in os.environ:
+        # --standalone: a rendezvous on a free port, so runs side by side (a `dvc queue`) do not collide
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  f"--nproc-per-node={processes}", "-m", "stages.train", *argv])
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world != processes:
+        key = "train.processes" if plan["matrix"] == "main" else f"{plan['matrix']}.train.processes"
+        raise EmotuneError(f"the launcher started {world} processes but {key} is {processes}: set {key} to "
+                           f"{world} in params.yaml and run `dvc repro plan`")
+
+
+def init_processes() -> int:
+    """Join the launcher's process group (nccl between GPUs, gloo on the CPU); returns this process's
+    rank, 0 when it runs alone."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return 0
+    if torch.cuda.is_available():
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if local_rank >= torch.cuda.device_count():
+            raise EmotuneError(f"{os.environ['LOCAL_WORLD_SIZE']} processes on this machine but only "
+                               f"{torch.cuda.device_count()} GPU(s) visible: lower train.processes or widen "
+                               f"CUDA_VISIBLE_DEVICES")
+        torch.cuda.set_device(local_rank)
+    # Rank 0 alone writes checkpoints and the model while the others wait at their next collective: allow
+    # far more than the 10-minute NCCL default for a large model.
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=1))
+    return dist.get_rank()
+
+
+def shard(idx: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, float]:
+    """This process's rows of a global batch, every world-th one (a batch is sorted by length, so each
+    process gets the same mix), and the weight of their mean loss: n_rows * world / batch rows, since DDP
+    averages the processes' gradients. A process left without rows (a last batch smaller than the process
+    count) runs one with weight 0: every process must take part in each gradient all-reduce."""
+    rows = idx[rank::world]
+    return (rows, len(rows) * world / len(idx)) if len(rows) else (idx[:1], 0.0)
+
+
+def all_sum(values: list[float], device: str) -> list[float]:
+    """Each value summed over the processes (as given in a single process)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return values
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def all_gather(obj) -> list:
+    """[rank 0's obj, rank 1's, ...]; [obj] in a single process."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
 def pick_device() -> str:
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "WORLD_SIZE" in os.environ else "cuda"  # a GPU per process
 
 
 def peak_memory_mb(device: str) -> float:
@@ -395,15 +475,18 @@ def weights_bytes(folder: Path) -> int:
 def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
     """Train one run and write its outputs; returns a dict with the metrics summary and the final
     validation predictions. `stop_after_steps` (tests) stops the process-free way a kill would: after
-    that many optimizer steps in this call, without writing outputs."""
+    that many optimizer steps in this call, without writing outputs. Data parallel: the processes other
+    than rank 0 write nothing and return None."""
     import contextlib
 
     import torch
+    import torch.distributed as dist
     from transformers import get_linear_schedule_with_warmup
 
     cfg = plan["train"]
     seed = plan["seed"]
     device = device or pick_device()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)  # see main()
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     # bf16 autocast on a GPU (the loss is taken in float32), plain float32 on the CPU.
@@ -419,6 +502,10 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     torch.manual_seed(seed)
     recipe = make_recipe(plan, paths.data, device)
     loaded, model = recipe.build()
+    # Several processes: training steps run through DDP, which averages the gradients; evaluation,
+    # checkpoints and saving use the model itself.
+    forward = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=None if device == "cpu" else [device]) if world > 1 else model
     recipe.data(loaded.tokenizer, cfg["max_train_examples"], seed)
     train_data, val_data = recipe.train, recipe.val
     metric = plan["dataset"]["official_metric"]
@@ -441,19 +528,24 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
         load_trainable(model, resumed.pop("trainable"))
         optimizer.load_state_dict(resumed.pop("optimizer"))
         scheduler.load_state_dict(resumed.pop("scheduler"))
-        set_rng_state(resumed.pop("rng"))
+        set_rng_state(resumed.pop("rng")[rank])
         state.update(resumed)
         log(f"resumed from checkpoint: epoch {state['epoch'] + 1}, step {state['step_in_epoch']} of "
             f"{steps_per_epoch} (global step {state['global_step']})")
+    if len(set(all_gather(state["global_step"]))) > 1:
+        raise EmotuneError(f"{paths.checkpoints}: only some processes found the checkpoint; with several "
+                           f"machines it must be on a shared filesystem (or delete it to start afresh)")
     resumes = state.setdefault("resumes", [])
     if resumed is not None:
         resumes.append({"epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"]})
-    live = start_live(paths.live, state["history"])
+    live = start_live(paths.live, state["history"]) if rank == 0 else None
 
     def checkpoint():
-        save_checkpoint(paths.checkpoints, {**state, "trainable": trainable_state(model),
-                                            "optimizer": optimizer.state_dict(),
-                                            "scheduler": scheduler.state_dict(), "rng": rng_state()})
+        rngs = all_gather(rng_state())  # every process's: each drew its own dropout masks
+        if rank == 0:
+            save_checkpoint(paths.checkpoints, {**state, "trainable": trainable_state(model),
+                                                "optimizer": optimizer.state_dict(),
+                                                "scheduler": scheduler.state_dict(), "rng": rngs})
 
     steps_this_call = 0
     while state["epoch"] < cfg["epochs"] and state["bad_epochs"] < cfg["early_stopping_patience"]:
@@ -465,16 +557,18 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
         for step in range(state["step_in_epoch"], len(groups)):
             tick = time.perf_counter()
             for idx in groups[step]:
-                batch = {k: v.to(device) for k, v in recipe.collate_train(idx).items()}
-                tokens = int(batch["attention_mask"].sum())  # real tokens, padding excluded
+                rows, weight = shard(idx, rank, world)  # all of idx, weight 1, in a single process
+                batch = {k: v.to(device) for k, v in recipe.collate_train(rows).items()}
+                tokens = int(batch["attention_mask"].sum()) if weight else 0  # real tokens, padding excluded
                 with autocast():
-                    loss = recipe.loss(model, batch)
+                    loss = recipe.loss(forward, batch) * weight
                 # Each step averages its micro-batches, whether accumulation ran 1 or grad_accum of them.
                 (loss / len(groups[step])).backward()
-                state["epoch_sums"]["loss"] += loss.item()
+                batch_loss, tokens = all_sum([loss.item() / world, tokens], device)  # the whole batch's
+                state["epoch_sums"]["loss"] += batch_loss
                 state["epoch_sums"]["batches"] += 1
                 state["counters"]["examples"] += len(idx)
-                state["counters"]["tokens"] += tokens
+                state["counters"]["tokens"] += int(tokens)
             torch.nn.utils.clip_grad_norm_(trainable, cfg["max_grad_norm"])
             optimizer.step()
             scheduler.step()
@@ -489,13 +583,15 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
                 return None
 
         result = recipe.predict(model, val_data, cfg["eval_batch_size"], autocast)
+        result = all_gather(result)[0]  # rank 0's: every process takes the same early-stopping decision
         val = scores(val_data.targets, result["pred"], recipe.multi_label, len(recipe.labels), result["invalid"])
         entry = {"epoch": epoch + 1, "train_loss": state["epoch_sums"]["loss"] / max(state["epoch_sums"]["batches"], 1),
                  "val_loss": result["loss"], **{f"val_{k}": v for k, v in val.items()}}
         if recipe.generative:
             entry["val_invalid_rate"] = float(result["invalid"].mean())
         state["history"].append(entry)
-        log_epoch(live, entry)
+        if rank == 0:
+            log_epoch(live, entry)
         if val[metric] > state["best_metric"]:
             state.update(best_metric=val[metric], best_epoch=epoch + 1, best_state=trainable_state(model),
                          best_predictions={k: v for k, v in result.items() if k != "logits"}, bad_epochs=0)
@@ -507,6 +603,8 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
         state.update(epoch=epoch + 1, step_in_epoch=0, epoch_sums={"loss": 0.0, "batches": 0})
         checkpoint()
 
+    if rank > 0:  # rank 0 alone writes the outputs; main() holds the others at a barrier meanwhile
+        return None
     # The best epoch's weights are the result (its validation predictions were kept with them).
     load_trainable(model, state["best_state"])
     final = state["best_predictions"]
@@ -542,7 +640,7 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     write_json(paths.metrics, summary)
     live.end()
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)  # the (empty) declared output must exist
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)  # empty: nothing to resume
     log(f"train {summary['dataset']}/{summary['model']}/{summary['adapter']}: best val {metric} "
         f"{summary['best_val']:.4f} (epoch {summary['best_epoch']}), {summary['train_examples_per_s']} "
         f"examples/s, {summary['tokens_per_s']} tokens/s -> {paths.model}")
@@ -604,7 +702,15 @@ def main(argv: list[str]) -> None:
         raise EmotuneError(f"{paths.plan}: no plan for this run; are {args.dataset!r}, {args.model!r} and "
                            f"{args.adapter!r} in params.yaml datasets/models/adapters? Run `dvc repro plan`")
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    train(read_json(paths.plan), paths, log=lambda m: print(m, flush=True))
+    plan = read_json(paths.plan)
+    launch(plan, argv)  # train.processes > 1: becomes torchrun, which runs this main() in each process
+    rank = init_processes()
+    train(plan, paths, log=(lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None))
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()  # the other processes wait until rank 0 has written every output
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
