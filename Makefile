@@ -21,6 +21,6 @@ run: setup .venv/models-installed
 	. .venv/bin/activate && dvc repro
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 .PHONY: setup run test

@@ -97,7 +97,10 @@ def peft_config(loaded: LoadedModel, adapter: str, hp: AdapterHParams):
 
     targets, feedforward = _targets(loaded, hp, adapter)
     fan_in_fan_out = bool(loaded.arch and loaded.arch.fan_in_fan_out)
-    common = dict(task_type=TaskType.SEQ_CLS, target_modules=targets,
+    # The head trains in full (modules_to_save); an adapter inside it as well (BERT's pooler.dense is a
+    # "dense" target) would only add parameters that merging folds back into the same weights.
+    inside_head = [n for n, _ in loaded.model.named_modules() if n and _covered(n, loaded.head_modules)]
+    common = dict(task_type=TaskType.SEQ_CLS, target_modules=targets, exclude_modules=inside_head or None,
                   modules_to_save=list(loaded.head_modules), fan_in_fan_out=fan_in_fan_out)
     if adapter == "ia3":
         return IA3Config(feedforward_modules=feedforward, **common)

@@ -15,7 +15,6 @@ threshold per label on the validation split (never on test) and applies it to te
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import time
@@ -191,11 +190,9 @@ def evaluate_run(dataset: str, model: str, adapter: str, threshold, samples: int
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Evaluate one trained run on its test split")
-    parser.add_argument("dataset")
-    parser.add_argument("model")
-    parser.add_argument("adapter")
-    args = parser.parse_args(argv)
+    from stages.train import run_args
+
+    args = run_args(argv, "Evaluate one trained run on its test split")
     cfg = load_params().eval
     report = evaluate_run(args.dataset, args.model, args.adapter, cfg.threshold, cfg.latency_samples)
     cost = report["inference"]

@@ -143,7 +143,8 @@ def _test_rows(run: Run, limit: int, generative: bool):
 def check_classifier(run: Run, reference, exported, tokenizer, limit: int) -> Check:
     import torch
 
-    from stages.train import ClassificationBatches, ClassifierRecipe, scores
+    from stages.metrics import scores
+    from stages.train import ClassificationBatches, ClassifierRecipe
 
     frame, source = _test_rows(run, limit, False)
     if frame is None:
@@ -168,7 +169,7 @@ def check_classifier(run: Run, reference, exported, tokenizer, limit: int) -> Ch
 def check_generative(run: Run, reference, exported, tokenizer, limit: int) -> Check:
     from stages.generative import GenerativeBatches, decode_predictions, generate
     from stages.prompts import eos_id
-    from stages.train import scores
+    from stages.metrics import scores
 
     frame, source = _test_rows(run, limit, True)
     if frame is None:

@@ -1,18 +1,62 @@
-"""Test-set metrics for every run and baseline, from one function, so every row of the leaderboard is
-scored by the same code.
+"""Metrics for every run and baseline, from one function, so validation during training and every row of
+the leaderboard are scored by the same code.
 
 Everything comes from scikit-learn except two things it does not have: the sample-averaged Jaccard
-that scores an invalid generated answer as 0 (stages/train.py `jaccard_samples`) and the expected
+that scores an invalid generated answer as 0 (`jaccard_samples`) and the expected
 calibration error (15 equal-width confidence bins, the usual definition).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from stages.train import scores
-
 ECE_BINS = 15
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def jaccard_samples(y_true: np.ndarray, y_pred: np.ndarray, invalid: np.ndarray | None = None) -> float:
+    """Mean per-example |true & pred| / |true | pred| (SemEval-2018 E-c's "accuracy"); a row with no
+    gold and no predicted label is a perfect match, an invalid generated answer scores 0. Without
+    invalid rows this is sklearn's jaccard_score(average="samples", zero_division=1), which cannot score
+    single rows as 0."""
+    inter = (y_true.astype(bool) & y_pred.astype(bool)).sum(1)
+    union = (y_true.astype(bool) | y_pred.astype(bool)).sum(1)
+    per_row = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+    if invalid is not None:
+        per_row = np.where(invalid, 0.0, per_row)
+    return float(per_row.mean()) if len(per_row) else 0.0
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, multi_label: bool, n_classes: int,
+           invalid: np.ndarray | None = None) -> dict[str, float]:
+    """Every metric a dataset may name as official. Single-label predictions are class ids (-1 for an
+    invalid generated answer: it matches no class, so it is simply wrong); multi-label ones are 0/1
+    rows (an invalid answer predicts nothing and jaccard scores it 0)."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    classes = list(range(n_classes))
+    common = dict(labels=classes, zero_division=0)
+    out = {}
+    if multi_label:
+        exact = np.all(y_true == y_pred, axis=1)
+        if invalid is not None:
+            exact &= ~invalid
+        out["accuracy"] = float(exact.mean()) if len(exact) else 0.0  # exact match of the label set
+        out["jaccard"] = jaccard_samples(y_true, y_pred, invalid)
+    else:
+        out["accuracy"] = float(accuracy_score(y_true, y_pred))
+    out["macro_f1"] = float(f1_score(y_true, y_pred, average="macro", **common))
+    out["micro_f1"] = float(f1_score(y_true, y_pred, average="micro", **common))
+    out["weighted_f1"] = float(f1_score(y_true, y_pred, average="weighted", **common))
+    out["macro_recall"] = float(recall_score(y_true, y_pred, average="macro", **common))
+    return out
+
+
+def majority_rate(y: np.ndarray, multi_label: bool) -> float | None:
+    """Accuracy of always predicting the most common class (single-label baseline; None otherwise, since
+    NaN is not valid JSON)."""
+    if multi_label or not len(y):
+        return None
+    return float(np.bincount(y).max() / len(y))
 
 
 def probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:

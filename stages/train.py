@@ -53,6 +53,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from stages.artifacts import atomic_dir, read_json, run_stage, write_json  # noqa: E402
 from stages.config import ROOT, AdapterHParams, EmotuneError  # noqa: E402
+from stages.metrics import majority_rate, scores  # noqa: E402
 from stages.plan import GENERATIVE, plan_path  # noqa: E402
 
 MEGA_BATCH = 50  # batches per length-sorted group: long enough to sort well, short enough to stay random
@@ -83,6 +84,14 @@ def run_paths(dataset: str, model: str, adapter: str, root: Path = ROOT) -> RunP
         metrics=root / "metrics" / "train" / dataset / model / f"{adapter}.json",
     )
 
+
+
+def run_args(argv: list[str], description: str) -> argparse.Namespace:
+    """The `<dataset> <model> <adapter>` command line of the per-run stages (train, evaluate)."""
+    parser = argparse.ArgumentParser(description=description)
+    for name in ("dataset", "model", "adapter"):
+        parser.add_argument(name)
+    return parser.parse_args(argv)
 
 # ---------------------------------------------------------------------------------------------
 # Data: rows, the seeded training sample, length-grouped batches
@@ -152,55 +161,6 @@ class ClassificationBatches:
         if self.multi_label:
             batch["labels"] = batch["labels"].float()
         return batch
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------------
-def jaccard_samples(y_true: np.ndarray, y_pred: np.ndarray, invalid: np.ndarray | None = None) -> float:
-    """Mean per-example |true & pred| / |true | pred| (SemEval-2018 E-c's "accuracy"); a row with no
-    gold and no predicted label is a perfect match, an invalid generated answer scores 0. Without
-    invalid rows this is sklearn's jaccard_score(average="samples", zero_division=1), which cannot score
-    single rows as 0."""
-    inter = (y_true.astype(bool) & y_pred.astype(bool)).sum(1)
-    union = (y_true.astype(bool) | y_pred.astype(bool)).sum(1)
-    per_row = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-    if invalid is not None:
-        per_row = np.where(invalid, 0.0, per_row)
-    return float(per_row.mean()) if len(per_row) else 0.0
-
-
-def scores(y_true: np.ndarray, y_pred: np.ndarray, multi_label: bool, n_classes: int,
-           invalid: np.ndarray | None = None) -> dict[str, float]:
-    """Every metric a dataset may name as official. Single-label predictions are class ids (-1 for an
-    invalid generated answer: it matches no class, so it is simply wrong); multi-label ones are 0/1
-    rows (an invalid answer predicts nothing and jaccard scores it 0)."""
-    from sklearn.metrics import accuracy_score, f1_score, recall_score
-
-    classes = list(range(n_classes))
-    common = dict(labels=classes, zero_division=0)
-    out = {}
-    if multi_label:
-        exact = np.all(y_true == y_pred, axis=1)
-        if invalid is not None:
-            exact &= ~invalid
-        out["accuracy"] = float(exact.mean()) if len(exact) else 0.0  # exact match of the label set
-        out["jaccard"] = jaccard_samples(y_true, y_pred, invalid)
-    else:
-        out["accuracy"] = float(accuracy_score(y_true, y_pred))
-    out["macro_f1"] = float(f1_score(y_true, y_pred, average="macro", **common))
-    out["micro_f1"] = float(f1_score(y_true, y_pred, average="micro", **common))
-    out["weighted_f1"] = float(f1_score(y_true, y_pred, average="weighted", **common))
-    out["macro_recall"] = float(recall_score(y_true, y_pred, average="macro", **common))
-    return out
-
-
-def majority_rate(y: np.ndarray, multi_label: bool) -> float | None:
-    """Accuracy of always predicting the most common class (single-label baseline; None otherwise, since
-    NaN is not valid JSON)."""
-    if multi_label or not len(y):
-        return None
-    return float(np.bincount(y).max() / len(y))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +412,16 @@ def all_gather(obj) -> list:
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
+def improves(entry: dict, best: dict | None, metric: str) -> bool:
+    """Is this epoch's validation better than the best so far? Ties on the official metric go to the
+    lower validation loss: a multi-label run that predicts nothing at the 0.5 threshold scores the same
+    jaccard every epoch, and the later, better-calibrated epoch is the one threshold tuning can use."""
+    if best is None:
+        return True
+    key = f"val_{metric}"
+    return entry[key] > best[key] or (entry[key] == best[key] and entry["val_loss"] < best["val_loss"])
+
+
 def pick_device() -> str:
     import torch
 
@@ -592,7 +562,7 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
         state["history"].append(entry)
         if rank == 0:
             log_epoch(live, entry)
-        if val[metric] > state["best_metric"]:
+        if improves(entry, state["history"][state["best_epoch"] - 1] if state["best_epoch"] else None, metric):
             state.update(best_metric=val[metric], best_epoch=epoch + 1, best_state=trainable_state(model),
                          best_predictions={k: v for k, v in result.items() if k != "logits"}, bad_epochs=0)
         else:
@@ -692,11 +662,7 @@ def log_epoch(live, entry: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Train one dataset x model x adapter run")
-    parser.add_argument("dataset")
-    parser.add_argument("model")
-    parser.add_argument("adapter")
-    args = parser.parse_args(argv)
+    args = run_args(argv, "Train one dataset x model x adapter run")
     paths = run_paths(args.dataset, args.model, args.adapter)
     if not paths.plan.exists():
         raise EmotuneError(f"{paths.plan}: no plan for this run; are {args.dataset!r}, {args.model!r} and "

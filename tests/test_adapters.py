@@ -167,7 +167,21 @@ def test_ia3_defaults_scale_keys_values_and_ffn_input(tiny):
     config = ad.peft_config(loaded, "ia3", HP)
     assert set(config.target_modules) == {"key", "value", "output.dense"}
     assert set(config.feedforward_modules) == {"output.dense"}
-    assert config.modules_to_save == ["classifier"]
+    assert config.modules_to_save == ["pooler", "classifier"]  # BERT's pooled [CLS] path is the head
+    assert "bert.pooler.dense" in config.exclude_modules
+
+
+@pytest.mark.parametrize("adapter", ["lora", "qlora"])
+def test_bert_pooler_trains_in_full_and_stays_out_of_lora_and_4bit(tiny, adapter):
+    import bitsandbytes as bnb
+
+    loaded = ad.load_base(str(tiny("bert")), adapter, LABELS)
+    model = ad.apply_adapter(loaded, adapter, HP)
+    pooler = {n: p for n, p in model.named_parameters() if ".pooler." in n}
+    assert not [n for n in pooler if "lora_" in n], "the pooler is trained in full, not through LoRA"
+    assert any(p.requires_grad and "modules_to_save" in n for n, p in pooler.items())
+    assert not [n for n, m in model.named_modules() if ".pooler." in n and isinstance(m, bnb.nn.Linear4bit)]
+    assert [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)] or adapter == "lora"
 
 
 def test_gpt2_uses_fan_in_fan_out(tiny):

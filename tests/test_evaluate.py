@@ -32,6 +32,23 @@ def ev_tokenizer(paths):
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
+def test_scores_count_invalid_answers_as_wrong():
+    y = np.array([0, 1, 2, 1])
+    s = metrics.scores(y, np.array([0, 1, -1, 1]), False, 3, np.array([False, False, True, False]))
+    assert s["accuracy"] == 0.75 and s["macro_recall"] == pytest.approx((1 + 1 + 0) / 3)
+    y = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0]])
+    p = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+    assert metrics.jaccard_samples(y, p) == pytest.approx((1 + 1 + 0) / 3)  # empty vs empty is a match
+    assert metrics.jaccard_samples(y, p, np.array([False, True, False])) == pytest.approx(1 / 3)
+    assert metrics.scores(y, p, True, 3, np.array([False, True, False]))["accuracy"] == pytest.approx(1 / 3)
+    from sklearn.metrics import jaccard_score
+
+    rng = np.random.default_rng(0)
+    gold, pred = rng.integers(0, 2, (50, 4)), rng.integers(0, 2, (50, 4))
+    assert metrics.jaccard_samples(gold, pred) == pytest.approx(jaccard_score(gold, pred, average="samples",
+                                                                         zero_division=1))
+
+
 def test_report_matches_scikit_learn_and_counts_support():
     from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 

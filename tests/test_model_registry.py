@@ -271,7 +271,8 @@ def test_real_minilm_loads_as_a_pretrained_classifier(tmp_path):
     loaded = mr.load_for_classification("minilm", LABELS, cache_dir=tmp_path)
     model = loaded.model.eval()
     assert type(model).__name__ == "BertForSequenceClassification"
-    assert loaded.head_modules == ("classifier",) and loaded.provenance["newly_initialised"] == ["classifier"]
+    # the pooler is loaded from the checkpoint (not new) but trains with the classifier as the head
+    assert loaded.head_modules == ("pooler", "classifier") and loaded.provenance["newly_initialised"] == ["classifier"]
     assert loaded.provenance["weights"]["model.safetensors"] == mr.PACKAGED["minilm"].sha256
     # every body weight is the packaged one, not a random init
     state = model.state_dict()

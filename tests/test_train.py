@@ -174,24 +174,13 @@ def plan_max_length(paths) -> int:
     return json.loads((paths.data / "meta.json").read_text())["max_length"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------------------------
-def test_scores_count_invalid_answers_as_wrong():
-    y = np.array([0, 1, 2, 1])
-    s = tr.scores(y, np.array([0, 1, -1, 1]), False, 3, np.array([False, False, True, False]))
-    assert s["accuracy"] == 0.75 and s["macro_recall"] == pytest.approx((1 + 1 + 0) / 3)
-    y = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0]])
-    p = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]])
-    assert tr.jaccard_samples(y, p) == pytest.approx((1 + 1 + 0) / 3)  # empty vs empty is a match
-    assert tr.jaccard_samples(y, p, np.array([False, True, False])) == pytest.approx(1 / 3)
-    assert tr.scores(y, p, True, 3, np.array([False, True, False]))["accuracy"] == pytest.approx(1 / 3)
-    from sklearn.metrics import jaccard_score
-
-    rng = np.random.default_rng(0)
-    gold, pred = rng.integers(0, 2, (50, 4)), rng.integers(0, 2, (50, 4))
-    assert tr.jaccard_samples(gold, pred) == pytest.approx(jaccard_score(gold, pred, average="samples",
-                                                                         zero_division=1))
+def test_best_epoch_ties_go_to_the_lower_validation_loss():
+    first = {"val_jaccard": 0.0, "val_loss": 0.70}
+    assert tr.improves(first, None, "jaccard")
+    assert tr.improves({"val_jaccard": 0.0, "val_loss": 0.45}, first, "jaccard")  # tie, better calibrated
+    assert not tr.improves({"val_jaccard": 0.0, "val_loss": 0.90}, first, "jaccard")
+    assert not tr.improves({"val_jaccard": -0.1, "val_loss": 0.10}, first, "jaccard")  # the metric comes first
+    assert tr.improves({"val_jaccard": 0.2, "val_loss": 5.0}, first, "jaccard")
 
 
 # ---------------------------------------------------------------------------------------------
