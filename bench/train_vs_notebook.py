@@ -12,8 +12,8 @@ The two arms:
   training) wherever emotune's hyper-parameters are not shared.
 
 Shared: the training rows (a seeded subset of the audited train split, the same rows for both arms),
-the test split, the model, LoRA r/alpha/dropout/target modules, lr, batch size, epochs, warmup ratio,
-weight decay, max grad norm, the seed and the number of torch threads. Each arm runs in a fresh
+the test split, the model, LoRA r/alpha/dropout/target modules and the head trained in full, lr, batch
+size, epochs, warmup ratio, weight decay, max grad norm, the seed and the number of torch threads. Each arm runs in a fresh
 subprocess (so peak RSS is its own), and the arms alternate: emotune, notebook, emotune, notebook
 (one pair per seed). A short torch.profiler pass over a few steps of both batch shapes measures where
 the FLOPs go (the pad fraction of each recipe and the FLOPs spent per real token).
@@ -123,16 +123,20 @@ def prepare(args, work: Path) -> dict:
     if args.lr is not None:
         plan["train"]["lr"] = args.lr
 
-    # the notebook's LoRA targets the same modules as emotune's (the architecture's defaults)
-    from stages.model_registry import arch_defaults
-    from stages.plan import model_type_of, resolve_entry
+    # The notebook's LoRA is emotune's: the same target modules, the same head trained in full
+    # (modules_to_save: BERT's pooler + classifier) and the same modules kept out of LoRA, so the arms
+    # differ in the recipe (padding, batching, loop) and not in what they train.
+    from stages.adapters import load_base, peft_config
+    from stages.plan import model_source, resolve_entry
 
     resolved = resolve_entry(model)
-    hp = AdapterHParams(**plan["adapter"]["hparams"])
-    targets = list(hp.target_modules or arch_defaults(model_type_of(model, params)).lora_targets)
+    name, registry = model_source(plan["model"])
+    lora = peft_config(load_base(name, ADAPTER, plan["dataset"]["labels"], registry=registry), ADAPTER,
+                       AdapterHParams(**plan["adapter"]["hparams"]))
     return {"plan": plan, "data": str(paths.data), "audited": str(audited), "model_dir": str(resolved.location),
-            "lora_targets": targets, "max_length": NOTEBOOK_MAX_LENGTH, "test_rows": args.test_rows,
-            "work": str(work)}
+            "lora_targets": sorted(lora.target_modules), "modules_to_save": list(lora.modules_to_save),
+            "exclude_modules": sorted(lora.exclude_modules or []), "max_length": NOTEBOOK_MAX_LENGTH,
+            "test_rows": args.test_rows, "work": str(work)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +248,9 @@ def run_notebook(spec: dict, seed: int, out: Path) -> dict:
         spec["model_dir"], num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
         local_files_only=True)
     model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=hp["r"], lora_alpha=hp["alpha"],
-                                             lora_dropout=hp["dropout"], target_modules=spec["lora_targets"]))
+                                             lora_dropout=hp["dropout"], target_modules=spec["lora_targets"],
+                                             modules_to_save=spec["modules_to_save"],
+                                             exclude_modules=spec["exclude_modules"] or None))
     setup_s = time.perf_counter() - tick
     args = TrainingArguments(
         output_dir=str(out / "trainer"), learning_rate=cfg["lr"], per_device_train_batch_size=cfg["batch_size"],
@@ -472,7 +478,8 @@ def main(argv: list[str] | None = None) -> None:
         "lr": plan["train"]["lr"], "batch_size": plan["train"]["batch_size"],
         "warmup_ratio": plan["train"]["warmup_ratio"], "weight_decay": plan["train"]["weight_decay"],
         "max_grad_norm": plan["train"]["max_grad_norm"], "lora": plan["adapter"]["hparams"],
-        "lora_targets": spec["lora_targets"], "notebook_max_length": NOTEBOOK_MAX_LENGTH,
+        "lora_targets": spec["lora_targets"], "modules_to_save": spec["modules_to_save"],
+        "notebook_max_length": NOTEBOOK_MAX_LENGTH,
         "threads": runs[0]["threads"],
         "examples_per_s": "training rows / training-loop seconds (emotune: its step timer, collation "
                           "included; notebook: Trainer's train_runtime)",
