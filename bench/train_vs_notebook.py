@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import shutil
 import subprocess
@@ -136,7 +137,7 @@ def prepare(args, work: Path) -> dict:
     return {"plan": plan, "data": str(paths.data), "audited": str(audited), "model_dir": str(resolved.location),
             "lora_targets": sorted(lora.target_modules), "modules_to_save": list(lora.modules_to_save),
             "exclude_modules": sorted(lora.exclude_modules or []), "max_length": NOTEBOOK_MAX_LENGTH,
-            "test_rows": args.test_rows, "work": str(work)}
+            "test_rows": args.test_rows, "mega_batch": args.mega_batch, "work": str(work)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +171,8 @@ def run_emotune(spec: dict, seed: int, out: Path) -> dict:
 
     from stages import train as tr
 
+    if spec["mega_batch"] != tr.MEGA_BATCH:  # --mega-batch: the same loop with other length groups
+        tr.length_grouped_batches = functools.partial(tr.length_grouped_batches, mega_batch=spec["mega_batch"])
     plan = json.loads(json.dumps(spec["plan"]))
     plan["seed"] = seed
     root = out / "run"
@@ -385,6 +388,8 @@ def summarise(runs: list[dict]) -> dict:
     arms = {}
     for arm in ("emotune", "notebook"):
         mine = [r for r in runs if r["arm"] == arm]
+        if not mine:  # --arms left it out
+            continue
         arms[arm] = {
             "runs": len(mine),
             **{key: round(float(np.mean([r[key] for r in mine])), 4 if "accuracy" in key or "fraction" in key else 1)
@@ -394,6 +399,8 @@ def summarise(runs: list[dict]) -> dict:
             "examples_per_s_each_run": [r["examples_per_s"] for r in mine],
             "test_accuracy_each_run": [round(r["test_accuracy"], 4) for r in mine],
         }
+    if len(arms) < 2:
+        return {"arms": arms, "ratios": None, "target": None}
     e, n = arms["emotune"], arms["notebook"]
     pairs = [(a, b) for a in runs for b in runs if a["arm"] == "emotune" and b["arm"] == "notebook"
              and a["seed"] == b["seed"]]
@@ -422,6 +429,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads of both arms (default: torch's)")
     parser.add_argument("--profile-steps", type=int, default=None, help="steps per batch shape under the profiler (0: none)")
     parser.add_argument("--tiny", action="store_true", help="tiny random BERT on toy data (CI)")
+    parser.add_argument("--arms", default="emotune,notebook", help="which arms to run (default both)")
+    parser.add_argument("--mega-batch", type=int, default=None,
+                        help="emotune's batches per length-sorted group (default stages.train.MEGA_BATCH; 1: random "
+                             "batches, each padded to its own longest row)")
     parser.add_argument("--out", help="result JSON (default metrics/bench/train_vs_notebook.json; tiny: a temp file)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     # one arm in a subprocess (internal)
@@ -435,6 +446,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args.rows = args.rows if args.rows is not None else (64 if args.tiny else 2000)
     args.test_rows = args.test_rows if args.test_rows is not None else None
+    from stages.train import MEGA_BATCH
+
+    args.mega_batch = args.mega_batch or MEGA_BATCH
+    arm_names = [a for a in ("emotune", "notebook") if a in args.arms.split(",")]
+    if not arm_names:
+        raise SystemExit(f"--arms {args.arms!r}: name emotune, notebook or both")
     seeds = [int(s) for s in (args.seeds or ("42" if args.tiny else "42,43")).split(",")]
     profile_steps = args.profile_steps if args.profile_steps is not None else (2 if args.tiny else 6)
     out_path = common.result_path(NAME, args.tiny, args.out)
@@ -447,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         plan = spec["plan"]
         runs = []
         for seed in seeds:
-            for arm in ("emotune", "notebook"):  # alternating, each in a fresh process
+            for arm in arm_names:  # alternating, each in a fresh process
                 result_file = work / f"{arm}-{seed}.json"
                 print(f"--- {arm}, seed {seed}", flush=True)
                 done = subprocess.run([sys.executable, "-m", "bench.train_vs_notebook", "--arm", arm, "--spec",
@@ -479,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         "warmup_ratio": plan["train"]["warmup_ratio"], "weight_decay": plan["train"]["weight_decay"],
         "max_grad_norm": plan["train"]["max_grad_norm"], "lora": plan["adapter"]["hparams"],
         "lora_targets": spec["lora_targets"], "modules_to_save": spec["modules_to_save"],
-        "notebook_max_length": NOTEBOOK_MAX_LENGTH,
+        "notebook_max_length": NOTEBOOK_MAX_LENGTH, "emotune_mega_batch": spec["mega_batch"],
         "threads": runs[0]["threads"],
         "examples_per_s": "training rows / training-loop seconds (emotune: its step timer, collation "
                           "included; notebook: Trainer's train_runtime)",
@@ -488,6 +505,11 @@ def main(argv: list[str] | None = None) -> None:
                         "tokenize + load + Trainer.train()",
     }
     r, a = result["ratios"], result["arms"]
+    for arm, s in a.items():
+        print(f"{arm}: {s['examples_per_s']} ex/s, pad {s['pad_fraction']:.1%}, test accuracy {s['test_accuracy']:.4f}")
+    if r is None:
+        common.write_result(out_path, result)
+        return
     print(f"examples/s: emotune {a['emotune']['examples_per_s']} vs notebook {a['notebook']['examples_per_s']} "
           f"= {r['examples_per_s']}x (target 3x: {'met' if result['target']['speed_met'] else 'MISSED'}); "
           f"tokens/s {r['tokens_per_s']}x; peak RSS {a['emotune']['peak_rss_mb']} vs {a['notebook']['peak_rss_mb']} MB; "

@@ -84,6 +84,16 @@ def test_train_vs_notebook_tiny(tmp_path):
     assert f"**{ratios['examples_per_s']}x**" in "\n".join(report.train_vs_notebook(result))  # the README table
 
 
+
+def test_train_vs_notebook_random_batches_arm(tmp_path):
+    """--mega-batch 1: emotune's loop on random batches (each padded to its own longest row), alone."""
+    result = bench_json("bench.train_vs_notebook", tmp_path, "--arms", "emotune", "--mega-batch", "1",
+                        "--profile-steps", "0")
+    assert [r["arm"] for r in result["runs"]] == ["emotune"] and result["ratios"] is None
+    assert result["setup"]["emotune_mega_batch"] == 1
+    # 64 rows in batches of 16: one length-sorted group by default (pad ~0), random batches pad far more
+    assert result["runs"][0]["pad_fraction"] > 0.1
+
 def test_inference_tiny(tmp_path):
     result = bench_json("bench.inference", tmp_path)
     variants = result["variants"]

@@ -31,12 +31,11 @@ import yaml
 
 from stages import model_registry as mr
 from stages import train as tr
-from stages.config import PARAMS_FILE, ROOT, EmotuneError, parse_params
-from test_pipeline_dvc import VENV_BIN, dvc_env, ran, sh, write_csv
-from toy_runs import LABELS, prepare_run, toy_frame, toy_params
+from stages.config import ROOT, EmotuneError, parse_params
+from toy_project import DVC, VENV_BIN, dvc_env, ran, sh, write_toy_project
+from toy_runs import prepare_run, toy_params
 
 pytestmark = pytest.mark.scale_out  # pytest.ini; `-m "not scale_out"` leaves these ~4 minutes out
-DVC = str(VENV_BIN / "dvc")
 QUIET = lambda message: None  # noqa: E731
 
 
@@ -290,27 +289,7 @@ def team_project(tmp_path_factory) -> Path:
     command `dvc exp run -S train.processes=2` and committed."""
     root = tmp_path_factory.mktemp("team") / "project"
     root.mkdir()
-    shutil.copytree(ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, root / name)
-    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
-    params["dataset_registry"]["toy"] = {
-        "task": "single_label", "labels": LABELS, "official_metric": "macro_f1", "label_column": "label",
-        "id_column": "id", "files": {"train": "raw/train.csv", "validation": "raw/dev.csv", "test": "raw/test.csv"}}
-    params.update(datasets=["toy"], models=["tiny-bert"], adapters=["lora"],
-                  large={"datasets": [], "models": [], "adapters": []},
-                  generative={"datasets": [], "models": [], "adapters": []})
-    params["audit"].update(model="tfidf", folds=2)
-    params["adapter"].update(r=4, alpha=8)
-    params["train"].update(epochs=1, batch_size=16, threads=1, lr=1e-2)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for k, (split, n, name) in enumerate([("train", 120, "train"), ("validation", 40, "dev"), ("test", 30, "test")]):
-        write_csv(root / "raw" / f"{name}.csv", toy_frame(n, "single_label", 100 + k, split))
-    mr.save_tiny_model("bert", root / "tiny-bert")
-    sh(root, "git", "init", "-q")
-    sh(root, DVC, "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "project")
+    write_toy_project(root, adapters=("lora",), epochs=1)
     out = sh(root, DVC, "exp", "run", "-S", "train.processes=2")
     assert "Running stage 'train@toy-tiny-bert-lora'" in out, out
     # The stage checks that its launcher started train.processes processes, so this ran as 2.

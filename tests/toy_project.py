@@ -47,22 +47,22 @@ def skipped(output: str) -> set[str]:
     return set(re.findall(r"Stage '([^']+)' didn't change, skipping", output))
 
 
-def build_toy_project(root: Path) -> Path:
+def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), epochs: int = 2) -> Path:
     """The project (stages/, dvc.yaml, params.yaml) with one tiny CSV dataset `toy` and a tiny BERT in
-    the folder `tiny-bert`, as a git + DVC repository, fully reproduced once."""
+    the folder `tiny-bert`, as a git + DVC repository with one commit and nothing reproduced yet."""
     shutil.copytree(ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, root / name)
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     params["dataset_registry"]["toy"] = {
         "task": "single_label", "labels": LABELS, "official_metric": "macro_f1", "label_column": "label",
         "id_column": "id", "files": {"train": "raw/train.csv", "validation": "raw/dev.csv", "test": "raw/test.csv"}}
-    params.update(datasets=["toy"], models=["tiny-bert"], adapters=["lora", "ia3"],
+    params.update(datasets=["toy"], models=["tiny-bert"], adapters=list(adapters),
                   large={"datasets": [], "models": [], "adapters": []},
                   generative={"datasets": [], "models": [], "adapters": []})  # empty groups: no stages
     params["audit"].update(model="tfidf", folds=2)
     params["adapter"].update(r=4, alpha=8)
-    params["train"].update(epochs=2, batch_size=16, threads=1, lr=1e-2)
+    params["train"].update(epochs=epochs, batch_size=16, threads=1, lr=1e-2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for k, (split, n, name) in enumerate([("train", 120, "train"), ("validation", 40, "dev"), ("test", 30, "test")]):
         write_csv(root / "raw" / f"{name}.csv", toy_frame(n, "single_label", 100 + k, split))
@@ -71,6 +71,12 @@ def build_toy_project(root: Path) -> Path:
     sh(root, DVC, "init", "-q")
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "project")  # DVCLive inside a stage needs a repository with a commit
+    return root
+
+
+def build_toy_project(root: Path) -> Path:
+    """`write_toy_project` (lora and ia3, 2 epochs), fully reproduced once and committed."""
+    write_toy_project(root)
     out = sh(root, DVC, "repro")
     expected = {"fetch@toy", "clean@toy", "audit@toy", "plan", "tokenize@toy-tiny-bert",
                 "train@toy-tiny-bert-lora", "train@toy-tiny-bert-ia3", "evaluate@toy-tiny-bert-lora",
