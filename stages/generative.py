@@ -107,7 +107,7 @@ def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, d
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from stages.model_registry import arch_defaults, bnb_4bit_config, resolve_model
+    from stages.model_registry import arch_defaults, bnb_4bit_config, keep_4bit_layout_trainable, resolve_model
 
     check_generative_adapter(adapter)
     resolved = resolve_model(model, registry, cache_dir)
@@ -128,6 +128,8 @@ def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, d
         kwargs["device_map"] = {"": device}
     net = AutoModelForCausalLM.from_pretrained(resolved.location, **kwargs)
     net.config.pad_token_id = tokenizer.pad_token_id
+    if quantized:
+        keep_4bit_layout_trainable(net)
     provenance = dict(resolved.provenance, model_type=config.model_type)
     return LoadedGenerative(net, tokenizer, model, config.model_type, arch, tuple(labels), task, quantized,
                             provenance)

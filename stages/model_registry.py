@@ -589,6 +589,29 @@ def bnb_4bit_config(skip_modules: Sequence[str], device: str | None = None):
     )
 
 
+def keep_4bit_layout_trainable(model) -> int:
+    """Keep every bitsandbytes 4-bit layer of `model` in the layout that has a backward; returns how many.
+
+    On a CPU with AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later) bitsandbytes 0.50
+    repacks a `Linear4bit`'s weight into a CPU-only layout on its first forward in eval mode without grad
+    (`Linear4bit.forward`, `quant_state.packing_format_for_cpu`), and from then on `matmul_4bit` takes the
+    fused `gemv_4bit` kernel, which has no backward: one validation pass broke every later QLoRA training
+    step ("a view of a leaf Variable that requires grad is being used in an in-place operation"). That
+    kernel also computes in bfloat16, so the run's evaluated numbers drifted ~2e-3 from the float32 path
+    it trained on and from its export. It stays off everywhere (train, validation, evaluate, predict,
+    export): it is an inference speed-up we could not measure (no AVX512-BF16 CPU here, and its fast
+    variant loads a kernel from the Hub), and one numeric path keeps a run, its evaluation and its export
+    equal to float32 rounding. On a CPU without AVX512-BF16 bitsandbytes registers no CPU `gemv_4bit`
+    at all: a packed weight would go to the default kernel, which reads it in the unpacked layout and
+    returns wrong numbers silently, so the flag bitsandbytes checks is the only switch."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False  # read by Linear4bit.forward before repacking
+    return len(layers)
+
+
 def _owner(key: str) -> str:
     """`bert.pooler.dense.weight` -> `bert.pooler.dense` (the module owning a parameter)."""
     return key.rsplit(".", 1)[0] if "." in key else key
@@ -681,6 +704,7 @@ def load_for_classification(model: str, labels: Sequence[str],
         bad = [n for n, m in net.named_modules() if isinstance(m, bnb.nn.Linear4bit) and _covered(n, head_modules)]
         if bad:
             raise EmotuneError(f"model {model!r}: head modules {bad} were quantised")
+        keep_4bit_layout_trainable(net)
 
     provenance = dict(resolved.provenance)
     provenance.update(model_type=model_type, newly_initialised=list(fresh))
