@@ -60,7 +60,7 @@ def test_multi_label_tsv_with_01_columns(tmp_path, make_spec):
                "t3\tso sad\t0\t0\t1\n")
     files = {s: write(tmp_path, f"{s}.tsv", content) for s in SPLITS}
     spec = make_spec(task="multi_label", official_metric="jaccard", files=files, text_column="Tweet",
-                     id_column="ID", label_columns=["joy", "anger", "sadness"])
+                     id_column="ID", label_columns=["joy", "anger", "sadness"], allow_empty_labels=True)
     fetched = fetch(spec)
     assert as_records(fetched.splits["test"]) == [("t1", "great and awful", ["joy", "anger"]),
                                                   ("t2", "nothing at all", []),
@@ -74,7 +74,7 @@ def test_jsonl_with_delimited_label_list(tmp_path, make_spec):
     content = "".join(json.dumps(r) + "\n" for r in rows)
     files = {s: write(tmp_path, f"{s}.jsonl", content) for s in SPLITS}
     spec = make_spec(task="multi_label", official_metric="micro_f1", files=files, text_column="body",
-                     id_column="uid", label_column="emotions", label_delimiter="|")
+                     id_column="uid", label_column="emotions", label_delimiter="|", allow_empty_labels=True)
     fetched = fetch(spec)
     assert as_records(fetched.splits["train"]) == [("7", "mixed feelings", ["joy", "sadness"]),
                                                    ("8", "meh", []),
@@ -320,7 +320,7 @@ def test_read_hub_bool_label_columns_and_ids(make_spec):
         for s in ("train", "test")})  # no validation split: fetch carves one
     spec = make_spec(task="multi_label", official_metric="jaccard", labels=HUB_LABELS,
                      hub={"path": "someone/ec", "text_column": "Tweet", "id_column": "ID",
-                          "label_columns": HUB_LABELS})
+                          "label_columns": HUB_LABELS}, allow_empty_labels=True)
     fetched = read_hub(spec, load_dataset=lambda *a, **k: dsd)
     assert set(fetched.splits) == {"train", "test"}
     assert as_records(fetched.splits["test"]) == [("10", "both", ["sadness", "love"]), ("11", "none", [])]
