@@ -191,7 +191,10 @@ def sniff_not_utf8_text(data: bytes) -> str | None:
             encoding = "UTF-16-BE" if even > odd else "UTF-16-LE"
             return (f"looks like {encoding} text without a byte-order mark (every other byte is 0). Re-save "
                     f"it as UTF-8 (e.g. `iconv -f {encoding} -t UTF-8`).")
-        return "is a binary file, not text (NUL bytes throughout): point the dataset at the CSV/TSV/JSONL file."
+    control = sum(1 for b in head if b < 32 and b not in b"\t\n\r\f")
+    if head.count(b"\x00") > len(head) // 8 or control > len(head) // 20:
+        # Text holds no control characters beyond tab and line breaks; 5% of them is no text file.
+        return "is a binary file, not text: point the dataset at the CSV/TSV/JSONL file."
     return None
 
 
