@@ -101,14 +101,14 @@ def make_project(root: Path, tiny: bool, rows: dict[str, int], adapters: list[st
     frames, labels = slice_frames(tiny, rows, work)
     names = {"train": "train", "validation": "dev", "test": "test"}
     for split, frame in frames.items():
-        path = root / "raw" / f"{names[split]}.csv"
+        path = root / "data/user" / DATASET / f"{names[split]}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.assign(label=frame["labels"].str[0])[["id", "text", "label"]].to_csv(path, index=False)
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     params["dataset_registry"][DATASET] = {
         "description": "a seeded slice of dair-ai/emotion (bench.pipeline_overhead)" if not tiny else "toy",
         "task": "single_label", "labels": labels, "official_metric": "accuracy", "label_column": "label",
-        "id_column": "id", "files": {"train": "raw/train.csv", "validation": "raw/dev.csv", "test": "raw/test.csv"}}
+        "id_column": "id", "files": {split: f"data/user/{DATASET}/{name}.csv" for split, name in names.items()}}
     model = "minilm"
     if tiny:
         from stages.model_registry import save_tiny_model

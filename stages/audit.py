@@ -116,6 +116,10 @@ def find_issues(y: np.ndarray, probs: np.ndarray, classes: list[str], multi_labe
         class_noise = {c: float(per_class[:, i].mean()) for i, c in enumerate(classes)}
         health = float(dataset.overall_multilabel_health_score(labels, probs))
         suggested = [[classes[i] for i in np.flatnonzero(p >= 0.5)] for p in probs]
+        if not (y.sum(1) == 0).any():
+            # The data never has an empty label set (dataset_registry allow_empty_labels is off, or no row
+            # uses it), so "no label" is no suggestion: offer the most probable label instead.
+            suggested = [names or [classes[int(p.argmax())]] for names, p in zip(suggested, probs)]
     else:
         from cleanlab import dataset, filter, rank
 

@@ -8,12 +8,13 @@ validation). The test split keeps every row: its problems are counted in the rep
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import pandas as pd
 
 from stages.artifacts import atomic_dir, data_dir, load_splits, metrics_path, read_json, run_stage, save_splits, write_json
-from stages.config import SPLITS, CleanConfig, DatasetSpec, params_and_dataset
+from stages.config import ROOT, SPLITS, CleanConfig, DatasetSpec, EmotuneError, params_and_dataset
 from stages.text import dedupe_key, is_spreadsheet_error, normalise
 
 
@@ -80,7 +81,35 @@ def clean_splits(raw: dict[str, pd.DataFrame], spec: DatasetSpec, cfg: CleanConf
     for split in SPLITS:
         counts = Counter(label for labels in splits[split]["labels"] for label in labels)
         report["label_counts"][split] = {label: counts[label] for label in spec.labels}
+    if spec.multi_label:  # rows with no label (allowed by dataset_registry.<name>.allow_empty_labels)
+        report["empty_label_sets"] = {s: int((splits[s]["labels"].map(len) == 0).sum()) for s in SPLITS}
+    check_rows_left(report, spec, cfg)
+    seen = {label for labels in splits["train"]["labels"] for label in labels}
+    report["test_labels_unseen_in_train"] = {
+        label: n for label, n in report["label_counts"]["test"].items() if n and label not in seen}
     return splits, report
+
+
+def check_rows_left(report: dict, spec: DatasetSpec, cfg: CleanConfig) -> None:
+    """A split that cleaning emptied cannot train or validate anything: stop, naming what removed it."""
+    for split in ("train", "validation"):
+        if report["rows_out"][split] or not report["rows_in"][split]:
+            continue
+        reasons = {r: n for r, n in report["dropped"][split].items() if n}
+        top = max(reasons, key=reasons.get)
+        fix = {
+            "empty": f"every text is blank or shorter than clean.min_chars = {cfg.min_chars}: check "
+                     f"dataset_registry.{spec.name}.text_column (it reads {spec.text_column!r})",
+            "spreadsheet_error": "every text is a spreadsheet error (#NAME? ...): re-export the file with "
+                                 "the texts as text, not formulas",
+            "conflicting_labels": "every text carries conflicting labels: check the label column",
+            "leak_test": "its texts are the test texts: is the test file also declared as "
+                         f"{split}? Check dataset_registry.{spec.name}.files",
+            "leak_validation": "its texts are the validation texts: is the validation file also declared "
+                               f"as train? Check dataset_registry.{spec.name}.files",
+        }.get(top, "check the file")
+        raise EmotuneError(f"dataset {spec.name!r}: cleaning left no {split} rows (of {report['rows_in'][split]}; "
+                           f"dropped: {', '.join(f'{r} {n}' for r, n in reasons.items())}); {fix}")
 
 
 def main(argv: list[str]) -> None:
@@ -94,6 +123,12 @@ def main(argv: list[str]) -> None:
         write_json(out / "meta.json", meta)
     write_json(metrics_path("clean", spec.name), {"dataset": spec.name, **report})
     print(f"clean {spec.name}: {report['rows_in']} -> {report['rows_out']}")
+    if report["test_labels_unseen_in_train"]:
+        unseen = report["test_labels_unseen_in_train"]
+        print(f"warning: {spec.name}: test labels never seen in train: "
+              f"{', '.join(f'{label} ({n} test rows)' for label, n in unseen.items())}; no model can learn them, "
+              f"so their test F1 will be 0 (counted in {metrics_path('clean', spec.name).relative_to(ROOT)})",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +21,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS_FILE = ROOT / "params.yaml"
 SPLITS = ("train", "validation", "test")
+# Where a user's own dataset files live (relative to the repository). Every fetch stage depends on this
+# folder in dvc.yaml: DVC cannot look up `dataset_registry.<name>.files` inside a `foreach` (no nested
+# interpolation, treeverse/dvc#5167), so one folder it can name is what makes edits to those files rerun
+# the fetch.
+USER_DATA = "data/user"
 
 
 class EmotuneError(Exception):
@@ -86,6 +93,9 @@ class DatasetSpec:
     label_delimiter: str | None = None  # label_column holds a delimited list (multi-label)
     label_ids: bool = False  # labels are integer indices into `labels`
     id_column: str | None = None
+    # Multi-label: a row with no label at all (a neutral text) is valid data. Off by default, since an
+    # empty label set is more often a broken row (all 0 columns, an empty cell) than a real "none".
+    allow_empty_labels: bool = False
     sha256: dict[str, str] = field(default_factory=dict)
     split_sizes: dict[str, int] = field(default_factory=dict)
     hub: HubSpec | None = None
@@ -251,6 +261,9 @@ GROUPS = ("large", "generative")
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
+FLOAT_NOTATION = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
+
+
 def _did_you_mean(word: str, options) -> str:
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -301,6 +314,12 @@ def _coerce(value: Any, tp, where: str):
         return build(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and FLOAT_NOTATION.match(value.strip()):
+        # YAML 1.1 (PyYAML) reads `2e-5`, and DVC's `-S train.lr=2e-5` writes `2e-05`, as strings: an
+        # exponent without a dot is not a float there, but it is one in every other reader.
+        number = float(value)
+        if math.isfinite(number):
+            return number
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise EmotuneError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     return value
@@ -341,6 +360,9 @@ def _check_dataset(spec: DatasetSpec, where: str) -> None:
     if spec.label_columns and sorted(spec.label_columns) != sorted(spec.labels):
         raise EmotuneError(f"{where}: label_columns {spec.label_columns} must name the same labels as "
                            f"labels {spec.labels}")
+    if spec.allow_empty_labels and not spec.multi_label:
+        raise EmotuneError(f"{where}.allow_empty_labels: only multi-label datasets have label sets; a "
+                           f"single-label row always has one label")
     if spec.label_delimiter and not spec.multi_label:
         raise EmotuneError(f"{where}: label_delimiter means multi-label; set task: multi_label")
     if spec.official_metric == "jaccard" and not spec.multi_label:
@@ -420,6 +442,9 @@ def _parse(raw: dict) -> Params:
 
     check_hparams(params.adapter, "adapter")
     check_train(params.train, "train")
+    if not 0 < params.fetch.validation_fraction < 1:
+        raise EmotuneError(f"fetch.validation_fraction: the share of train carved out as validation when a "
+                           f"dataset has none, in (0, 1) (e.g. 0.1), got {params.fetch.validation_fraction}")
     for prefix in ("", *GROUPS):
         section = getattr(params, prefix) if prefix else params
         for i, name in enumerate(section.datasets):
@@ -435,6 +460,7 @@ def _parse(raw: dict) -> Params:
             values = getattr(section, key)
             if len(set(values)) != len(values):
                 raise EmotuneError(f"{_key(prefix, key)}: lists {values} with a repeat; list each once")
+    _check_groups_use_selected_datasets(params)
     if params.eval.threshold != "tuned" and not 0 < params.eval.threshold < 1:
         raise EmotuneError(f"eval.threshold: a probability in (0, 1) or 'tuned', got {params.eval.threshold}")
     if params.eval.latency_samples < 0:
@@ -446,6 +472,26 @@ def _parse(raw: dict) -> Params:
     if params.tokenize.max_length < 8:
         raise EmotuneError(f"tokenize.max_length: must be >= 8, got {params.tokenize.max_length}")
     return params
+
+
+def _check_groups_use_selected_datasets(params: Params) -> None:
+    """A group trains on data/audited/<dataset>, which only the fetch/clean/audit stages of `datasets`
+    write (dvc.yaml foreach), so a group dataset outside `datasets` would fail in DVC after hours of
+    training with `No such file or directory: data/audited/<dataset>`."""
+    for name in GROUPS:
+        group = getattr(params, name)
+        stray = [d for d in group.datasets if d not in params.datasets]
+        if stray and group.models and group.adapters:
+            kept = [d for d in group.datasets if d in params.datasets]
+            raise EmotuneError(
+                f"{name}.datasets: {stray} {'is' if len(stray) == 1 else 'are'} not in datasets {params.datasets}; "
+                f"the {name} runs train on data/audited/<dataset>, which only the datasets in `datasets` get. "
+                f"Add {stray} to datasets, or set {name}.datasets to {kept} "
+                f"(`dvc exp run -S '{name}.datasets={_yaml_list(kept)}'`; [] switches the group off)")
+
+
+def _yaml_list(values: list[str]) -> str:
+    return "[" + ",".join(values) + "]"
 
 
 def _check_matrices_disjoint(matrices: list[Matrix]) -> None:

@@ -63,6 +63,12 @@ def fetch_dataset(spec: DatasetSpec, cfg: FetchConfig, seed: int) -> Fetched:
     if cfg.source in ("auto", "mirror") and spec.files:
         root = local_root(spec, cfg)
         missing = [p for p in _split_paths(spec, root) if not p.exists()]
+        for path in _split_paths(spec, root):
+            if path.is_dir():
+                inside = sorted(p.name for p in path.iterdir() if p.is_file())[:5]
+                raise EmotuneError(f"dataset {spec.name!r}: {path} is a folder, not a file; point "
+                                   f"dataset_registry.{spec.name}.files at one file per split"
+                                   + (f" (it holds {', '.join(inside)})" if inside else " (it is empty)"))
         if not missing:
             fetched = read_local(spec, root)
         else:
@@ -153,14 +159,63 @@ def file_columns(spec: DatasetSpec) -> Columns:
                    spec.label_delimiter, spec.label_ids)
 
 
+# What a file that is not text usually is, by its first bytes: the fix is different for each.
+MAGIC = [(b"PK\x03\x04", "a ZIP archive (or an .xlsx/.docx, which are ZIP files)",
+          "unzip it, or save the sheet as CSV (UTF-8)"),
+         (b"\x1f\x8b", "gzip-compressed", "decompress it first (`gunzip`)"),
+         (b"BZh", "bzip2-compressed", "decompress it first (`bunzip2`)"),
+         (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (`unxz`)"),
+         (b"PAR1", "a Parquet file", "export it as CSV or JSONL (pandas: read_parquet(...).to_csv(...))"),
+         (b"\xd0\xcf\x11\xe0", "an old Excel/Word file (OLE2)", "save the sheet as CSV (UTF-8)"),
+         (b"%PDF", "a PDF", "export the table as CSV (UTF-8)"),
+         (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV (`sqlite3 -csv`)")]
+# UTF-32 before UTF-16: the UTF-32-LE mark starts with the UTF-16-LE one.
+BOMS = [(b"\xff\xfe\x00\x00", "UTF-32-LE"), (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+        (b"\xff\xfe", "UTF-16-LE"), (b"\xfe\xff", "UTF-16-BE")]
+
+
+def sniff_not_utf8_text(data: bytes) -> str | None:
+    """What the file is when it is not UTF-8 text (with the fix), or None when it may well be."""
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            return (f"is {encoding} text (it starts with a {encoding} byte-order mark). Re-save it as UTF-8 "
+                    f"(e.g. `iconv -f {encoding} -t UTF-8`, or \"UTF-8\" in the editor's save dialog).")
+    for magic, what, fix in MAGIC:
+        if data.startswith(magic):
+            return f"is {what}, not a text file: {fix}."
+    head = data[:4096]
+    if head.count(b"\x00") > len(head) // 8:
+        # UTF-16 without a byte-order mark: every other byte of ASCII text is NUL.
+        even, odd = head[0::2].count(b"\x00"), head[1::2].count(b"\x00")
+        if max(even, odd) > 0.4 * (len(head) // 2) and min(even, odd) < 0.05 * (len(head) // 2):
+            encoding = "UTF-16-BE" if even > odd else "UTF-16-LE"
+            return (f"looks like {encoding} text without a byte-order mark (every other byte is 0). Re-save "
+                    f"it as UTF-8 (e.g. `iconv -f {encoding} -t UTF-8`).")
+    control = sum(1 for b in head if b < 32 and b not in b"\t\n\r\f")
+    if head.count(b"\x00") > len(head) // 8 or control > len(head) // 20:
+        # Text holds no control characters beyond tab and line breaks; 5% of them is no text file.
+        return "is a binary file, not text: point the dataset at the CSV/TSV/JSONL file."
+    return None
+
+
 def decode(path: Path, key: str = "") -> str:
     data = path.read_bytes()
+    not_text = sniff_not_utf8_text(data)
+    if not_text:
+        raise EmotuneError(f"{path}: {not_text}")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise EmotuneError(f"{path}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8. "
-                           f"Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).") from None
+                           f"Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8` if it came from "
+                           f"a Western-European Windows or Excel export).") from None
+    if "\x00" in text:
+        lines = [n for n, line in enumerate(text.split("\n"), 1) if "\x00" in line]
+        shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+        raise EmotuneError(f"{path}: NUL bytes (\\x00) on line(s) {shown}; text never holds them (a broken "
+                           f"export or a binary column pasted in). Remove them (e.g. `tr -d '\\000' < in > out`) "
+                           f"or fix the rows.")
     if not text.strip():
         raise EmotuneError(f"{path}: the file is empty; point {key or 'the dataset files'} at the right file")
     return text
@@ -187,6 +242,10 @@ def read_table(spec: DatasetSpec, path: Path, key: str = "") -> tuple[pd.DataFra
     quoting = csv.QUOTE_NONE if spec.quoting == "none" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     rows, lines, start = [], [], 1
+    # csv's default field limit (131072 characters) rejects valid long texts (the tokenizer truncates
+    # them later); no field can be longer than the file, so that bound never rejects one and caps nothing
+    # the file does not already hold in memory.
+    previous_limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     try:
         for row in reader:
             if row:  # blank lines carry no row
@@ -195,6 +254,8 @@ def read_table(spec: DatasetSpec, path: Path, key: str = "") -> tuple[pd.DataFra
             start = reader.line_num + 1
     except csv.Error as exc:
         raise EmotuneError(f"{path}: line {reader.line_num}: {exc}") from None
+    finally:
+        csv.field_size_limit(previous_limit)
     header = spec.columns or []
     if spec.header:
         header, rows, lines = rows[0], rows[1:], lines[1:]
@@ -267,9 +328,12 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
             raise EmotuneError(f"{where}: no column {column!r}{_did_you_mean(column, table.columns)}; "
                                f"columns are {list(table.columns)}. Fix dataset_registry.{spec.name} in params.yaml")
     if table.empty:
-        raise EmotuneError(f"{where}: no data rows")
+        raise EmotuneError(f"{where}: no data rows (only a header line {list(table.columns)}); add the examples "
+                           f"below the header, or point dataset_registry.{spec.name}.files.{split} at the file "
+                           f"that has them")
     known = set(spec.labels)
     problems = []
+    hints = set()
 
     def bad(i, message):
         problems.append(f"line {lines[i]}: {message}" if lines else f"row {i}: {message}")
@@ -300,15 +364,39 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
                 names = [v.strip() for v in value.split(cols.delimiter) if v.strip()]
             else:
                 names = [value]
-            for name in names:
-                if name not in known:
-                    bad(i, f"unknown label {name!r}{_did_you_mean(name, known)}")
+            unknown = [name for name in names if name not in known]
+            separator = other_separator(unknown, known, cols.delimiter)
+            numeric = not cols.ids_are_indices and unknown and all(n.lstrip("-").isdigit() for n in unknown)
+            for name in unknown:
+                if separator:
+                    bad(i, f"label {name!r} looks like labels joined by {separator!r}, not the "
+                           f"label_delimiter {cols.delimiter!r}" if cols.delimiter else
+                           f"label {name!r} looks like several labels joined by {separator!r}")
+                else:
+                    bad(i, f"unknown label {name!r}{'' if numeric else _did_you_mean(name, known)}")
+            if separator:
+                hints.add(f"the label column seems to use {separator!r} between labels: set "
+                          f"dataset_registry.{spec.name}.label_delimiter: {separator!r}"
+                          + ("" if spec.multi_label else " (and task: multi_label)"))
+            if numeric:
+                hints.add(f"the labels are numbers: if they are positions in labels (0 = {spec.labels[0]!r}), "
+                          f"set dataset_registry.{spec.name}.label_ids: true")
             labels.append(names)
     if problems:
         shown = "\n  ".join(problems[:5]) + (f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+        fixes = "".join(f"\nHint: {h}." for h in sorted(hints))
         raise EmotuneError(f"{where}: {len(problems)} bad label value(s):\n  {shown}\n"
                            f"Labels of {spec.name!r} are {spec.labels}: correct the rows, or add the "
-                           f"label to dataset_registry.{spec.name}.labels in params.yaml.")
+                           f"label to dataset_registry.{spec.name}.labels in params.yaml.{fixes}")
+    if spec.multi_label and not spec.allow_empty_labels:
+        empty = [i for i, names in enumerate(labels) if not names]
+        if empty:
+            rows = ", ".join(str(lines[i]) if lines else str(i) for i in empty[:10])
+            more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+            raise EmotuneError(
+                f"{where}: {len(empty)} row(s) with no label at all ({'line' if lines else 'row'}s {rows}{more}). "
+                f"Give each row at least one label; or, if a row with no emotion is valid in this dataset "
+                f"(a neutral text), set dataset_registry.{spec.name}.allow_empty_labels: true")
     texts = ["" if t is None else str(t) for t in table[cols.text]]
     ids = ([str(v) for v in table[cols.id]] if cols.id
            else [f"{spec.name}-{split}-{i:06d}" for i in range(len(table))])
@@ -317,6 +405,17 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
         raise EmotuneError(f"{where}: id {dup!r} occurs more than once in column {cols.id!r}; ids must "
                            f"be unique (or drop id_column to number rows)")
     return pd.DataFrame({"id": ids, "text": texts, "labels": labels})
+
+
+def other_separator(unknown: list[str], known: set[str], delimiter: str | None) -> str | None:
+    """The separator that splits the unknown values into known labels (`joy;;fear` in a `|` column: `;`)."""
+    for separator in ("|", ";", ",", "/", "+", " "):
+        if separator == delimiter:
+            continue
+        parts = [[p.strip() for p in name.split(separator) if p.strip()] for name in unknown]
+        if unknown and all(len(p) > 1 and set(p) <= known for p in parts):
+            return separator
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

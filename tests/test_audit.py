@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from stages.audit import audit_splits, plant_label_noise, planted_noise_recovery
+from stages.audit import audit_splits, plant_label_noise, planted_noise_recovery, review_markdown
 from stages.clean import clean_splits
 from stages.data_registry import fetch_dataset
 
@@ -95,3 +95,25 @@ def test_multi_label_noise_rate_is_per_class(make_spec, params):
     noise = report["class_noise_rate"]
     assert set(noise) == {"clear", "random"}
     assert noise["clear"] < 0.05 < noise["random"]
+
+
+def test_no_empty_suggestion_for_a_dataset_that_never_has_an_empty_label_set(make_spec, params):
+    """Every row has exactly one of three labels and the text says nothing, so every probability is
+    about 1/3: thresholding at 0.5 suggested "(none)" for all rows, a label set this data never has."""
+    spec = make_spec(task="multi_label", labels=["a", "b", "c"], label_columns=None, label_column="labels",
+                     label_delimiter="|", official_metric="jaccard", hub={"path": "unused/toy"})
+    rng = np.random.default_rng(1)
+    train = pd.DataFrame({"id": [str(i) for i in range(300)],
+                          "text": [f"word{rng.integers(50)} word{rng.integers(50)} row {i}" for i in range(300)],
+                          "labels": [[str(rng.choice(["a", "b", "c"]))] for _ in range(300)]})
+    cfg = dataclasses.replace(params.audit, model="tfidf", folds=3)
+    audited, _, review = audit_splits({"train": train, "validation": train.iloc[:0], "test": train.iloc[:0]},
+                                      spec, cfg, params.seed)
+    suggested = audited["train"]["suggested_labels"]
+    assert all(len(s) >= 1 for s in suggested)
+    assert "(none)" not in review_markdown(review, spec)
+    # where empty sets occur in the data, "no label" stays a possible suggestion
+    with_empty = train.assign(labels=[[] if i % 3 == 0 else ls for i, ls in enumerate(train["labels"])])
+    audited, _, _ = audit_splits({"train": with_empty, "validation": train.iloc[:0], "test": train.iloc[:0]},
+                                 spec, cfg, params.seed)
+    assert any(len(s) == 0 for s in audited["train"]["suggested_labels"])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from stages.clean import clean_splits
-from stages.config import CleanConfig
+from stages.config import CleanConfig, EmotuneError
 from stages.text import normalise
 
 DEFAULT = CleanConfig()
@@ -222,3 +222,49 @@ def test_report_counts_add_up(spec):
         assert report["rows_in"][split] - rows_dropped(report, split) == report["rows_out"][split]
     assert report["rows_out"]["test"] == report["rows_in"]["test"]
     assert report["label_counts"]["train"] == {"joy": 3, "anger": 0, "sadness": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing silent (issue 15)
+# ---------------------------------------------------------------------------------------------
+def test_all_blank_training_texts_stop_with_the_cause(spec):
+    raw = {"train": frame("train", ("", "joy"), ("   ", "anger"), ("\u00a0", "joy")),
+           "validation": frame("validation", ("fine", "joy")), "test": frame("test", ("t", "joy"))}
+    with pytest.raises(EmotuneError) as info:
+        clean_splits(raw, spec, DEFAULT)
+    message = str(info.value)
+    for part in ("left no train rows (of 3", "empty 3", "blank", "text_column"):
+        assert part in message, f"{part!r} missing from: {message}"
+
+
+def test_the_test_file_declared_as_train_too_stops_with_the_cause(spec):
+    """Every train row is leakage: clean used to exit 0 with zero training rows."""
+    test = frame("test", ("one", "joy"), ("two", "anger"), ("three", "sadness"))
+    raw = {"train": test.assign(id=["a", "b", "c"]), "validation": frame("validation", ("v", "joy")), "test": test}
+    with pytest.raises(EmotuneError) as info:
+        clean_splits(raw, spec, DEFAULT)
+    message = str(info.value)
+    for part in ("left no train rows", "leak_test 3", "test file also declared as train", "files"):
+        assert part in message, f"{part!r} missing from: {message}"
+
+
+def test_the_test_file_declared_as_validation_stops_too(spec):
+    test = frame("test", ("one", "joy"), ("two", "anger"))
+    raw = {"train": frame("train", ("a train text", "joy")), "validation": test, "test": test}
+    with pytest.raises(EmotuneError, match="left no validation rows.*leak_test 2"):
+        clean_splits(raw, spec, DEFAULT)
+
+
+def test_test_labels_never_seen_in_train_are_counted(spec):
+    raw = splits(train=[("happy", "joy")], test=[("so sad", "sadness"), ("tears", "sadness")])
+    _, report = clean_splits(raw, spec, DEFAULT)
+    assert report["test_labels_unseen_in_train"] == {"sadness": 2}
+    _, report = clean_splits(splits(train=[("sad", "sadness")], test=[("tears", "sadness")]), spec, DEFAULT)
+    assert report["test_labels_unseen_in_train"] == {}
+
+
+def test_empty_label_sets_are_counted_per_split(make_spec):
+    spec = make_spec(hub=HUB, task="multi_label", official_metric="jaccard", allow_empty_labels=True)
+    raw = splits(train=[("nothing", []), ("also nothing", []), ("happy", ["joy"])], test=[("meh", [])])
+    _, report = clean_splits(raw, spec, DEFAULT)
+    assert report["empty_label_sets"] == {"train": 2, "validation": 0, "test": 1}

@@ -103,3 +103,82 @@ def test_params_dataset_lookup_suggests_name(make_params):
                                       "official_metric": "accuracy", "hub": {"path": "x/y"}}})
     with pytest.raises(EmotuneError, match=r"unknown dataset 'emotoin' \(did you mean 'emotion'\?\)"):
         params.dataset("emotoin")
+
+
+# ---------------------------------------------------------------------------------------------
+# Float notation (issue 15): YAML 1.1 reads `2e-5` as a string, and `dvc exp run -S train.lr=2e-5`
+# writes `2e-05`; every float key takes every float notation.
+# ---------------------------------------------------------------------------------------------
+def float_keys() -> list[tuple[str, str]]:
+    """(section, key) of every float-typed key of the sections parse_params builds."""
+    import dataclasses
+    import typing
+
+    keys = []
+    for section in dataclasses.fields(Params):
+        cls = typing.get_type_hints(Params)[section.name]
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for name, hint in typing.get_type_hints(cls).items():
+            if hint is float or float in typing.get_args(hint):
+                keys.append((section.name, name))
+    return keys
+
+
+def test_every_float_key_is_found():
+    assert {("train", "lr"), ("fetch", "validation_fraction"), ("adapter", "dropout"),
+            ("eval", "threshold"), ("audit", "max_drop_fraction")} <= set(float_keys())
+
+
+@pytest.mark.parametrize("section, key", float_keys(), ids=[f"{s}.{k}" for s, k in float_keys()])
+@pytest.mark.parametrize("notation", ["1e-1", "1e-01", "1E-1", "1.0e-1", "+1e-1", ".1", "0.1"])
+def test_every_float_key_accepts_every_float_notation(shipped_params, section, key, notation):
+    shipped_params[section][key] = notation
+    assert getattr(getattr(parse_params(shipped_params), section), key) == 0.1
+
+
+def test_lr_written_as_in_papers_loads_from_yaml(tmp_path, shipped_params):
+    import yaml
+
+    text = yaml.safe_dump(shipped_params, sort_keys=False).replace("  lr: null", "  lr: 2e-5")
+    assert yaml.safe_load(text)["train"]["lr"] == "2e-5", "PyYAML still reads it as a string"
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert load_params(path).train.lr == 2e-5
+    shipped_params["train"]["lr"] = "2e-05"  # what `dvc exp run -S train.lr=2e-5` writes
+    assert parse_params(shipped_params).train.lr == 2e-5
+
+
+@pytest.mark.parametrize("value", ["ten percent", "nan", "inf", "1e", "0x10", "1_0"])
+def test_strings_that_are_not_plain_numbers_stay_errors(shipped_params, value):
+    shipped_params["train"]["lr"] = value
+    assert "train.lr" in error_for(shipped_params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Range checks and run groups (issue 15)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0, -0.1, 1, 1.5])
+def test_validation_fraction_outside_0_1_is_named(shipped_params, value):
+    shipped_params["fetch"]["validation_fraction"] = value
+    message = error_for(shipped_params)
+    assert "fetch.validation_fraction" in message and "in (0, 1)" in message, message
+
+
+def test_a_group_on_a_dataset_outside_datasets_is_caught_with_the_fix(shipped_params):
+    """It used to pass validation and fail in DVC after training: No such file or directory:
+    data/audited/tweet_eval_emotion."""
+    shipped_params["datasets"] = ["emotion"]
+    message = error_for(shipped_params)
+    for part in ("large.datasets", "['tweet_eval_emotion'] is not in datasets ['emotion']",
+                 "data/audited/<dataset>", "-S 'large.datasets=[]'"):
+        assert part in message, f"{part!r} missing from: {message}"
+    shipped_params["large"]["datasets"] = []
+    assert "generative.datasets" in error_for(shipped_params)
+    shipped_params["generative"]["datasets"] = []
+    assert parse_params(shipped_params).datasets == ["emotion"]
+
+
+def test_allow_empty_labels_is_for_multi_label_only(make_spec):
+    with pytest.raises(EmotuneError, match="allow_empty_labels: only multi-label"):
+        make_spec(files={"train": "a.csv", "test": "b.csv"}, label_column="label", allow_empty_labels=True)

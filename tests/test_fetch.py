@@ -5,8 +5,11 @@ message that names the file, the line (or the key) and a fix.
 """
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import json
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
@@ -60,7 +63,7 @@ def test_multi_label_tsv_with_01_columns(tmp_path, make_spec):
                "t3\tso sad\t0\t0\t1\n")
     files = {s: write(tmp_path, f"{s}.tsv", content) for s in SPLITS}
     spec = make_spec(task="multi_label", official_metric="jaccard", files=files, text_column="Tweet",
-                     id_column="ID", label_columns=["joy", "anger", "sadness"])
+                     id_column="ID", label_columns=["joy", "anger", "sadness"], allow_empty_labels=True)
     fetched = fetch(spec)
     assert as_records(fetched.splits["test"]) == [("t1", "great and awful", ["joy", "anger"]),
                                                   ("t2", "nothing at all", []),
@@ -74,7 +77,7 @@ def test_jsonl_with_delimited_label_list(tmp_path, make_spec):
     content = "".join(json.dumps(r) + "\n" for r in rows)
     files = {s: write(tmp_path, f"{s}.jsonl", content) for s in SPLITS}
     spec = make_spec(task="multi_label", official_metric="micro_f1", files=files, text_column="body",
-                     id_column="uid", label_column="emotions", label_delimiter="|")
+                     id_column="uid", label_column="emotions", label_delimiter="|", allow_empty_labels=True)
     fetched = fetch(spec)
     assert as_records(fetched.splits["train"]) == [("7", "mixed feelings", ["joy", "sadness"]),
                                                    ("8", "meh", []),
@@ -165,7 +168,29 @@ BAD_INPUTS = [
     ("non_utf8", b"text,label\nhello,joy\ncaf\xe9,anger\n", TOY_SPEC,
      ["train.csv", "line 3", "0xe9", "UTF-8", "iconv"]),
     ("empty_file", "\n  \n", TOY_SPEC, ["train.csv", "empty"]),
-    ("header_only", "text,label\n", TOY_SPEC, ["train.csv", "no data rows"]),
+    ("header_only", "text,label\n", TOY_SPEC,
+     ["train.csv", "no data rows", "only a header", "add the examples below the header",
+      "dataset_registry.toy.files.train"]),
+    ("nul_byte_in_text", "text,label\nhello,joy\nhel\x00lo world,anger\nbye,joy\n", TOY_SPEC,
+     ["train.csv", "NUL bytes", "line(s) 3", "Remove them"]),
+    ("utf16_with_bom", "text,label\nhello,joy\n".encode("utf-16"), TOY_SPEC,
+     ["train.csv", "UTF-16-LE text", "byte-order mark", "iconv -f UTF-16-LE -t UTF-8"]),
+    ("utf16_without_bom", "text,label\nhello,joy\nhi,anger\n".encode("utf-16-be"), TOY_SPEC,
+     ["train.csv", "UTF-16-BE text without a byte-order mark", "iconv -f UTF-16-BE"]),
+    ("gzip_file", gzip.compress(b"text,label\nhello,joy\n"), TOY_SPEC,
+     ["train.csv", "gzip-compressed", "gunzip"]),
+    ("xlsx_file", b"PK\x03\x04\x14\x00\x06\x00" + bytes(200), TOY_SPEC,
+     ["train.csv", "ZIP archive", ".xlsx", "save the sheet as CSV"]),
+    ("binary_file", bytes(range(256)) * 8, TOY_SPEC, ["train.csv", "binary file, not text"]),
+    ("numeric_labels_without_label_ids", "text,label\nhello,0\nhi,2\n", TOY_SPEC,
+     ["train.csv", "line 2", "unknown label '0'", "line 3", "label_ids: true", "0 = 'joy'"]),
+    ("wrong_label_separator", "text,labels\nhello,joy;;anger\nhi,sadness\n",
+     {"task": "multi_label", "official_metric": "jaccard", "label_column": "labels", "label_delimiter": "|"},
+     ["train.csv", "line 2", "'joy;;anger' looks like labels joined by ';'", "label_delimiter: ';'"]),
+    ("several_labels_in_a_single_label_column", "text,label\nhello,joy|anger\n", TOY_SPEC,
+     ["train.csv", "line 2", "several labels joined by '|'", "label_delimiter: '|'", "task: multi_label"]),
+    ("empty_label_set", "text,joy,anger,sadness\nhello,1,0,0\nhi,0,0,0\nho,0,1,0\nhu,0,0,0\n", EC_SPEC,
+     ["train.csv", "2 row(s) with no label at all", "lines 3, 5", "allow_empty_labels: true"]),
     ("flag_column_holds_2", "text,joy,anger,sadness\nhello,1,0,0\nhi,0,2,0\n", EC_SPEC,
      ["train.csv", "line 3", "column 'anger' is '2', expected 0 or 1"]),
     ("duplicate_id", "id,text,label\na,hello,joy\na,hi,joy\n", {**TOY_SPEC, "id_column": "id"},
@@ -184,6 +209,54 @@ def test_bad_input_message(tmp_path, make_spec, content, overrides, expected):
     message = str(info.value)
     for part in expected:
         assert part in message, f"{part!r} missing from: {message}"
+
+
+def test_a_wrong_separator_never_gets_a_did_you_mean(tmp_path, make_spec):
+    """`joy;;fear` is close to no label name on its own; "did you mean 'fear'?" sent the user the wrong way."""
+    files = {"train": write(tmp_path, "train.csv", "text,labels\nhello,joy;;anger\n"),
+             "test": write(tmp_path, "test.csv", "text,labels\nhello,joy\n")}
+    with pytest.raises(EmotuneError) as info:
+        fetch(make_spec(files=files, task="multi_label", official_metric="jaccard", label_column="labels",
+                        label_delimiter="|"))
+    assert "did you mean" not in str(info.value)
+
+
+def test_empty_label_sets_are_kept_where_the_dataset_allows_them(tmp_path, make_spec):
+    content = "text,joy,anger,sadness\nhello,1,0,0\nnothing to feel,0,0,0\n"
+    files = {s: write(tmp_path, f"{s}.csv", content) for s in ("train", "test")}
+    fetched = fetch(make_spec(files=files, **EC_SPEC, allow_empty_labels=True))
+    assert list(fetched.splits["test"]["labels"]) == [["joy"], []]
+
+
+def test_a_folder_given_as_a_file_is_named(tmp_path, make_spec):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "part-0.csv").write_text(GOOD_CSV)
+    files = {"train": str(tmp_path / "train"), "test": write(tmp_path, "test.csv", GOOD_CSV)}
+    with pytest.raises(EmotuneError) as info:
+        fetch(make_spec(files=files, label_column="label"))
+    message = str(info.value)
+    for part in ("is a folder, not a file", "dataset_registry.toy.files", "part-0.csv"):
+        assert part in message, f"{part!r} missing from: {message}"
+
+
+def test_a_1_2_mb_text_field_loads_without_a_memory_blow_up(tmp_path, make_spec):
+    """csv's default limit (131072 characters per field) rejected it; the limit is restored after."""
+    long_text = "so much dread " * 90_000  # 1.26 MB
+    content = f'text,label\n"{long_text}",fear\nshort one,joy\n'
+    files = {s: write(tmp_path, f"{s}.csv", content) for s in ("train", "validation", "test")}
+    spec = make_spec(files=files, label_column="label", labels=["joy", "fear"])
+    limit_before = csv.field_size_limit()
+    tracemalloc.start()
+    try:
+        fetched = fetch(spec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fetched.splits["train"]["text"][0] == long_text
+    assert csv.field_size_limit() == limit_before
+    # 1.26 MB files (bytes, decoded text, the csv buffer and the field): measured peak 18.7 MB; a reader
+    # copying the file per row, or a limit raised by building huge buffers, would be far above.
+    assert peak < 40e6, f"peak {peak / 1e6:.1f} MB"
 
 
 def test_invalid_jsonl_line(tmp_path, make_spec):
@@ -320,7 +393,7 @@ def test_read_hub_bool_label_columns_and_ids(make_spec):
         for s in ("train", "test")})  # no validation split: fetch carves one
     spec = make_spec(task="multi_label", official_metric="jaccard", labels=HUB_LABELS,
                      hub={"path": "someone/ec", "text_column": "Tweet", "id_column": "ID",
-                          "label_columns": HUB_LABELS})
+                          "label_columns": HUB_LABELS}, allow_empty_labels=True)
     fetched = read_hub(spec, load_dataset=lambda *a, **k: dsd)
     assert set(fetched.splits) == {"train", "test"}
     assert as_records(fetched.splits["test"]) == [("10", "both", ["sadness", "love"]), ("11", "none", [])]

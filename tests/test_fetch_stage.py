@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -146,3 +147,108 @@ def test_tweet_eval_sentiment_offline_explains_the_missing_training_texts(projec
     for other in ("val_text.txt", "test_text.txt", "labels.txt"):  # only the really missing file
         assert other not in message
     assert not (root / "data/raw/tweet_eval_sentiment").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing stale, nothing silent (issue 15)
+# ---------------------------------------------------------------------------------------------
+def test_a_user_file_outside_data_user_is_refused(project, run_stage):
+    """DVC sees a dataset's own files only under data/user/ (dvc.yaml: every fetch depends on it)."""
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    params["dataset_registry"]["elsewhere"] = {**USER_ENTRY, "files": {"train": "mydata/train.csv",
+                                                                       "test": "data/user/test.csv"}}
+    root = project(params)
+    for path, content in (("mydata/train.csv", USER_FILES["train"][1]), USER_FILES["test"]):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content)
+    message = assert_one_line_error(run_stage(root, "fetch", "elsewhere"))
+    for part in ("dataset_registry.elsewhere.files.train", "mydata/train.csv is outside data/user/",
+                 "data/user/elsewhere/train.csv"):
+        assert part in message, f"{part!r} missing from: {message}"
+    assert not (root / "data/raw/elsewhere").exists()
+
+
+def test_clean_warns_of_test_labels_never_seen_in_train(user_project, run_stage):
+    (user_project / "data/user/train.csv").write_text("id,text,label\nu1,what a lovely day,joy\nu2,grr,anger\n")
+    assert run_stage(user_project, "fetch", "mine").returncode == 0
+    result = run_stage(user_project, "clean", "mine")
+    assert result.returncode == 0, result.stderr
+    assert "warning: mine: test labels never seen in train: sadness (1 test rows)" in result.stderr
+    report = json.loads((user_project / "metrics/clean/mine.json").read_text())
+    assert report["test_labels_unseen_in_train"] == {"sadness": 1}
+
+
+def test_clean_with_no_training_rows_left_stops_and_writes_nothing(project, run_stage):
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    params["dataset_registry"]["same"] = {**USER_ENTRY, "files": {"train": "data/user/test.csv",
+                                                                  "test": "data/user/test.csv"}}
+    root = project(params)
+    (root / "data/user").mkdir(parents=True)
+    (root / "data/user/test.csv").write_text(USER_FILES["test"][1] + "t4,so happy,joy\nt5,tearful,sadness\n")
+    assert run_stage(root, "fetch", "same").returncode == 0
+    message = assert_one_line_error(run_stage(root, "clean", "same"))
+    assert "left no train rows" in message and "test file also declared as train" in message
+    assert not (root / "data/clean/same").exists() and not (root / "metrics/clean/same.json").exists()
+
+
+def readme_add_a_dataset_example() -> dict:
+    """The params.yaml snippet of README "Add a dataset", as YAML."""
+    readme = (PARAMS_FILE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Add a dataset"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    return yaml.safe_load(block[: block.index("```")])
+
+
+def test_the_readme_add_a_dataset_example_works_as_written(project, run_stage):
+    example = readme_add_a_dataset_example()
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    for key, value in example.items():
+        params[key] = {**params[key], **value} if key == "dataset_registry" else value
+    entry = example["dataset_registry"]["my_reviews"]
+    contents = {split: "review,anger,joy,sadness\n" + "".join(
+        f"{split} review number {i} {word},{int(word == 'grr')},{int(word == 'yay')},{int(word == 'sob')}\n"
+        for i, word in enumerate(["grr", "yay", "sob"] * 10)) for split in entry["files"]}
+    by_path = {path: contents[split] for split, path in entry["files"].items()}
+    entry["sha256"] = {path: hashlib.sha256(by_path[path].encode()).hexdigest() for path in entry["sha256"]}
+    root = project(params)
+    for path, content in by_path.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content)
+    for stage in ("fetch", "clean"):
+        result = run_stage(root, stage, "my_reviews")
+        assert result.returncode == 0, result.stderr
+    report = json.loads((root / "metrics/clean/my_reviews.json").read_text())
+    assert report["rows_in"]["validation"] > 0, "validation is carved from train"
+
+
+def test_editing_a_user_file_reruns_its_fetch_under_dvc(tmp_path):
+    """In a real git + DVC project: an edited user file shows in `dvc status` and `dvc repro` reruns the
+    fetch; with its sha256 pinned, the rerun stops with the mismatch message (it used to be skipped:
+    "Stage 'fetch@toy' didn't change, skipping")."""
+    from toy_project import DVC, dvc_env, ran, sh, write_toy_project
+
+    root = write_toy_project(tmp_path / "project")
+    assert ran(sh(root, DVC, "repro", "clean@toy")) == {"fetch@toy", "clean@toy"}
+    assert "fetch@toy" not in sh(root, DVC, "status", "fetch@toy")
+
+    train = root / "data/user/toy/train.csv"
+    with open(train, "a", newline="") as fh:
+        fh.write('extra-1,"so much dread, sad and lonely",sadness\r\n')
+    status = sh(root, DVC, "status", "fetch@toy")
+    assert "fetch@toy" in status and "data/user" in status, status
+    out = sh(root, DVC, "repro", "clean@toy")
+    assert ran(out) == {"fetch@toy", "clean@toy"}, out
+    assert "extra-1" in set(pd.read_parquet(root / "data/raw/toy/train.parquet")["id"])
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["dataset_registry"]["toy"]["sha256"] = {"data/user/toy/train.csv": hashlib.sha256(train.read_bytes()).hexdigest()}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, DVC, "repro", "clean@toy")
+    with open(train, "a", newline="") as fh:
+        fh.write('extra-2,"even more dread",sadness\r\n')
+    assert "fetch@toy" in sh(root, DVC, "status", "fetch@toy")
+    result = subprocess.run([DVC, "repro", "clean@toy"], cwd=root, env=dvc_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0
+    assert "checksum mismatch" in result.stdout + result.stderr
+    assert "sha256.data/user/toy/train.csv" in result.stdout + result.stderr

@@ -56,7 +56,8 @@ def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), e
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     params["dataset_registry"]["toy"] = {
         "task": "single_label", "labels": LABELS, "official_metric": "macro_f1", "label_column": "label",
-        "id_column": "id", "files": {"train": "raw/train.csv", "validation": "raw/dev.csv", "test": "raw/test.csv"}}
+        "id_column": "id", "files": {"train": "data/user/toy/train.csv", "validation": "data/user/toy/dev.csv",
+                  "test": "data/user/toy/test.csv"}}
     params.update(datasets=["toy"], models=["tiny-bert"], adapters=list(adapters),
                   large={"datasets": [], "models": [], "adapters": []},
                   generative={"datasets": [], "models": [], "adapters": []})  # empty groups: no stages
@@ -65,7 +66,7 @@ def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), e
     params["train"].update(epochs=epochs, batch_size=16, threads=1, lr=1e-2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for k, (split, n, name) in enumerate([("train", 120, "train"), ("validation", 40, "dev"), ("test", 30, "test")]):
-        write_csv(root / "raw" / f"{name}.csv", toy_frame(n, "single_label", 100 + k, split))
+        write_csv(root / "data/user/toy" / f"{name}.csv", toy_frame(n, "single_label", 100 + k, split))
     mr.save_tiny_model("bert", root / "tiny-bert")
     sh(root, "git", "init", "-q")
     sh(root, DVC, "init", "-q")
