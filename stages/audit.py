@@ -11,6 +11,7 @@ test split is copied through untouched.
 """
 from __future__ import annotations
 
+import sys
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,10 @@ def embed_texts(texts: list[str], model_name: str, batch_size: int) -> np.ndarra
 def out_of_fold_probs(texts: list[str], y: np.ndarray, multi_label: bool, cfg: AuditConfig,
                       seed: int) -> np.ndarray:
     """Predicted probabilities for every row from a model that never saw that row."""
+    # The cost grows with the rows (bench/data_scale.py): say up front what runs, the bars give the ETA.
+    print(f"audit: {len(texts)} rows, audit.model={cfg.model}: "
+          + (f"embedding every text with {cfg.embedding_model}, then " if cfg.model != "tfidf" else "")
+          + f"{cfg.folds} cross-validation folds", file=sys.stderr, flush=True)
     embeddings = (embed_texts(texts, cfg.embedding_model, cfg.batch_size)
                   if cfg.model in ("embeddings", "both") else None)
     texts = np.asarray(texts, dtype=object)
