@@ -48,6 +48,9 @@ class GenerativeBatches:
     def __len__(self):
         return len(self.prompts)
 
+    def __getitem__(self, i: int) -> int:  # a Trainer dataset of row indices; `collate` builds the batch
+        return int(i)
+
     def _left_padded(self, seqs: list[list[int]]) -> dict:
         import torch
 
