@@ -291,3 +291,100 @@ def test_generative_recipe_trains_and_parses_answers(model_type, adapter, tiny, 
 def test_generative_adapters_need_a_decoder(tiny, tmp_path):
     with pytest.raises(EmotuneError, match="needs a decoder language model.*'bert'"):
         gen.load_causal(str(tiny("bert")), "gen_lora", LABELS, "single_label")
+
+
+# ---------------------------------------------------------------------------------------------
+# Params users recognise: train.* -> TrainingArguments
+# ---------------------------------------------------------------------------------------------
+def test_training_arguments_follow_the_plan(tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", lr=3e-3, epochs=4, grad_accum=2, optim="adamw_torch",
+                              lr_scheduler_type="cosine", warmup_steps=5, weight_decay=0.1, max_grad_norm=0.5,
+                              early_stopping_patience=3)
+    args = tr.training_arguments(plan, paths, "cpu", QUIET)
+    assert (args.optim, args.lr_scheduler_type, args.warmup_steps) == ("adamw_torch", "cosine", 5)
+    assert (args.learning_rate, args.num_train_epochs, args.gradient_accumulation_steps) == (3e-3, 4, 2)
+    assert (args.weight_decay, args.max_grad_norm, args.per_device_train_batch_size) == (0.1, 0.5, 16)
+    assert args.metric_for_best_model == "accuracy" and args.load_best_model_at_end and args.greater_is_better
+    assert args.train_sampling_strategy == "group_by_length" and args.output_dir == str(paths.checkpoints)
+    assert args.bf16 is False and args.seed == plan["seed"] and args.report_to == []
+    # warmup_ratio stands in when warmup_steps is null (TrainingArguments reads a float < 1 as a ratio)
+    plan, paths = prepare_run(tmp_path / "ratio", tiny("bert"), "lora", warmup_ratio=0.1)
+    assert tr.training_arguments(plan, paths, "cpu", QUIET).warmup_steps == 0.1
+
+
+def test_optim_and_bf16_auto_resolve_by_device():
+    messages = []
+    assert tr.resolve_optim("auto", "lora", "cpu") == "adamw_torch_fused"
+    assert tr.resolve_optim("auto", "qlora", "cpu") == "adamw_torch_fused"
+    assert tr.resolve_optim("auto", "qlora", "cuda") == "paged_adamw_8bit"
+    assert tr.resolve_optim("auto", "gen_qlora", "cuda:1") == "paged_adamw_8bit"
+    assert tr.resolve_optim("auto", "lora", "cuda") == "adamw_torch_fused"
+    assert tr.resolve_optim("paged_adamw_8bit", "qlora", "cpu", messages.append) == "adamw_torch_fused"
+    assert "needs a GPU" in messages[0]
+    assert tr.resolve_optim("adafactor", "full", "cpu") == "adafactor"
+    assert tr.resolve_bf16("auto", "cpu") is False and tr.resolve_bf16(True, "cpu") is True
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("optim", "adamw_fused", r"train\.optim: 'adamw_fused' is not a transformers optim"),
+    ("lr_scheduler_type", "cosin", r"train\.lr_scheduler_type: 'cosin' .*did you mean 'cosine'"),
+])
+def test_unknown_optimizer_or_scheduler_fails_before_the_model_loads(key, value, message, tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora")
+    plan["train"][key] = value
+    with pytest.raises(EmotuneError, match=message):
+        tr.train(plan, paths, log=QUIET)
+    assert not paths.model.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(report_to=["wanbd"]), r"train\.report_to: \['wanbd'\] unknown \(did you mean 'wandb'\?\)"),
+    (dict(warmup_steps=-1), r"train\.warmup_steps: must be >= 0"),
+    (dict(bf16="yes"), r"train\.bf16"),
+])
+def test_train_params_are_validated(change, message):
+    with pytest.raises(EmotuneError, match=message):
+        toy_params(**change)
+
+
+def test_scheduler_warmup_and_bf16_reach_the_run(tiny, tmp_path):
+    """constant_with_warmup over 4 absolute warmup steps: the learning rate climbs by lr / 4 a step, then
+    stays at lr (Trainer logs the rate the logged step used: step k ran at k - 1 warmup steps); bf16
+    autocast on the CPU (asked for explicitly) trains too."""
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", lr=1e-2, epochs=1, checkpoint_every=2,
+                              lr_scheduler_type="constant_with_warmup", warmup_steps=4, bf16=True)
+    result = tr.train(plan, paths, log=QUIET)
+    rows = (paths.live / "plots/metrics/train/learning_rate.tsv").read_text().splitlines()[1:]
+    lr = {int(r.split("\t")[0]): float(r.split("\t")[1]) for r in rows}
+    assert lr[2] == pytest.approx(1e-2 * 1 / 4) and lr[4] == pytest.approx(1e-2 * 3 / 4), lr
+    assert lr[6] == lr[8] == lr[10] == pytest.approx(1e-2), lr
+    card = json.loads((paths.model / "run.json").read_text())
+    assert card["training_arguments"]["bf16"] is True
+    assert card["training_arguments"]["lr_scheduler_type"] == "constant_with_warmup"
+    assert np.isfinite(result["history"][0]["train_loss"])
+
+
+def wandb_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
+
+
+@pytest.mark.skipif(not wandb_installed(), reason="wandb is an optional extra (requirements-wandb.txt)")
+def test_report_to_wandb_logs_an_offline_run(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "wandb-dir").mkdir()
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", lr=1e-2, epochs=1, report_to=["wandb"])
+    tr.train(plan, paths, log=QUIET)
+    runs = list((tmp_path / "wandb-dir").rglob("offline-run-*"))
+    assert runs and list(runs[0].glob("*.wandb")), list((tmp_path / "wandb-dir").rglob("*"))
+    assert (paths.live / "plots/metrics/train/loss.tsv").exists(), "DVCLive logs beside wandb"
+
+
+@pytest.mark.skipif(wandb_installed(), reason="checks the message for a machine without wandb")
+def test_report_to_wandb_without_wandb_says_how_to_install_it(tiny, tmp_path):
+    plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", report_to=["wandb"])
+    with pytest.raises(EmotuneError, match=r"train\.report_to: wandb is not installed; `pip install -r requirements-wandb.txt`"):
+        tr.train(plan, paths, log=QUIET)
