@@ -337,6 +337,9 @@ def training_arguments(plan: dict, paths: RunPaths, device: str, log=print):
         disable_tqdm=True,
         ddp_timeout=3600,  # rank 0 alone writes the model while the others wait: far more than 30 min
         dataloader_num_workers=0,
+        # Every trainable parameter gets a gradient in every step (the head and the adapter are on the
+        # forward path), so DDP need not search the graph for unused ones each step.
+        ddp_find_unused_parameters=False,
     )
 
 
