@@ -320,7 +320,7 @@ def test_optim_and_bf16_auto_resolve_by_device():
     assert tr.resolve_optim("auto", "gen_qlora", "cuda:1") == "paged_adamw_8bit"
     assert tr.resolve_optim("auto", "lora", "cuda") == "adamw_torch_fused"
     assert tr.resolve_optim("paged_adamw_8bit", "qlora", "cpu", messages.append) == "adamw_torch_fused"
-    assert "needs a GPU" in messages[0]
+    assert "nothing to page" in messages[0] and "adamw_torch_fused" in messages[0]
     assert tr.resolve_optim("adafactor", "full", "cpu") == "adafactor"
     assert tr.resolve_bf16("auto", "cpu") is False and tr.resolve_bf16(True, "cpu") is True
 
