@@ -355,10 +355,32 @@ def no_decay(name: str, param) -> bool:
     return param.dim() < 2 or any(k in name for k in ("bias", "norm", "ia3_l", "lora_magnitude"))
 
 
+def length_groups_in_random_order(indices: list[int], group: int) -> list[int]:
+    """Trainer's length-grouped order, with its groups of `group` rows (one optimizer step's global
+    batch) shuffled. Trainer sorts each mega-batch by length and keeps the batches in that order, so an
+    epoch sweeps from long rows to short ones 50 batches at a time. In a short run that sweep costs the
+    model its learning: MiniLM LoRA, 600 dair-ai/emotion rows, 38 steps, lr 5e-3, validation accuracy
+    0.303 (the majority class, 0.307) in Trainer's order vs 0.553 in shuffled order (measured
+    2026-12-01). The first group (it holds the longest row: out-of-memory errors show at once) stays first
+    and a short last group stays last (so N processes still split every step the way one process does);
+    the torch generator is the one Trainer seeds and restores on resume."""
+    import torch
+
+    groups = [indices[i:i + group] for i in range(0, len(indices), group)]
+    full = [g for g in groups[1:] if len(g) == group]
+    short = [g for g in groups[1:] if len(g) < group]
+    order = torch.randperm(len(full)).tolist()
+    return [i for g in [groups[0], *[full[k] for k in order], *short] for i in g]
+
+
 def make_trainer(recipe, model, args, callbacks):
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from transformers.trainer_utils import EvalLoopOutput
+
+    class ShuffledLengthGroups(LengthGroupedSampler):
+        def __iter__(self):
+            return iter(length_groups_in_random_order(list(super().__iter__()), self.batch_size))
 
     class EmotuneTrainer(Trainer):
         loss_is_scaled_for_ga = False  # the recipe's loss is a per-batch mean; Trainer divides by grad_accum
@@ -376,7 +398,7 @@ def make_trainer(recipe, model, args, callbacks):
             # instead, so N processes split exactly the batches one process trains on (accelerate hands
             # process r the r-th per-process slice of each) and a 2-process run matches a 1-process one.
             size = self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
-            return LengthGroupedSampler(size, lengths=recipe.train.lengths.tolist())
+            return ShuffledLengthGroups(size, lengths=recipe.train.lengths.tolist())
 
         def _get_eval_sampler(self, eval_dataset):
             import torch
