@@ -15,7 +15,7 @@ defaults of stages/model_registry.py).
 
 Batches are tweet-length: token lengths drawn from a seeded log-normal (median 30, p95 about 70 tokens,
 capped at 128). Recipes:
-* `emotune`: stages.train.length_grouped_batches over one mega-batch, each batch padded to its longest row;
+* `emotune`: Trainer's length grouping (`train_sampling_strategy="group_by_length"`) over one mega-batch, each batch padded to its longest row;
 * `notebook`: random rows, every row padded to max_length 128.
 
 Figures per run: real (non-pad) tokens/s, peak GPU memory (torch.cuda.max_memory_allocated over the timed
@@ -138,12 +138,14 @@ def make_batches(recipe: str, batch_size: int, count: int, vocab: int, max_lengt
     """`count` batches of `batch_size` rows: (input_ids, attention_mask, labels) CPU tensors."""
     import torch
 
-    from stages.train import MEGA_BATCH, length_grouped_batches
+    from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    pool = batch_size * max(MEGA_BATCH, count)
+    pool = batch_size * max(50, count)  # 50: Trainer's length-grouping mega-batch
     lengths = tweet_lengths(pool, seed, max_length)
-    if recipe == "emotune":
-        groups = length_grouped_batches(lengths, batch_size, seed, 0)
+    if recipe == "emotune":  # the train stage's batches: Trainer's group_by_length sampler
+        order = np.asarray(get_length_grouped_indices(lengths.tolist(), batch_size, mega_batch_mult=50,
+                                                      generator=torch.Generator().manual_seed(seed)))
+        groups = [order[i:i + batch_size] for i in range(0, pool, batch_size)]
     else:
         order = np.random.default_rng(seed + 1).permutation(pool)
         groups = [order[i:i + batch_size] for i in range(0, pool, batch_size)]

@@ -182,6 +182,13 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; null: torch's default
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (also at each epoch end)
     processes: int = 1  # data-parallel processes (one per GPU); batch_size is the global batch they share
+    # TrainingArguments names (README "Training" maps them all):
+    optim: str = "auto"  # any transformers optim; auto: adamw_torch_fused, paged_adamw_8bit for QLoRA on a GPU
+    lr_scheduler_type: str = "linear"  # any transformers scheduler: linear, cosine, constant_with_warmup, ...
+    warmup_steps: int | None = None  # absolute warmup steps; null: warmup_ratio of all steps
+    bf16: Union[bool, Literal["auto"]] = "auto"  # auto: on a GPU with bf16; off on the CPU (stages/train.py)
+    torch_compile: bool = False
+    report_to: list[str] = field(default_factory=list)  # besides DVCLive (always): wandb, tensorboard, mlflow, ...
 
 
 @dataclass(frozen=True)
@@ -397,6 +404,11 @@ def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
     return hp
 
 
+# Trainer's report_to integrations a user may add (transformers/integrations); dvclive is always on.
+REPORT_TO = ("dvclive", "wandb", "tensorboard", "mlflow", "comet_ml", "neptune", "clearml", "aim", "trackio",
+             "swanlab")
+
+
 def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "checkpoint_every", "processes"):
         if getattr(cfg, key) < 1:
@@ -404,10 +416,16 @@ def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
     for key in ("max_train_examples", "threads"):
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise EmotuneError(f"{where}.{key}: must be >= 1 or null, got {getattr(cfg, key)}")
-    if cfg.batch_size < cfg.processes:
+    if cfg.batch_size % cfg.processes:
         raise EmotuneError(f"{where}.batch_size: {cfg.batch_size} rows cannot be shared by {where}.processes = "
-                           f"{cfg.processes} processes (batch_size is the global batch, split between them); "
-                           f"raise batch_size to at least {cfg.processes} or lower processes")
+                           f"{cfg.processes} processes (batch_size is the global batch, split evenly between "
+                           f"them); make batch_size a multiple of {cfg.processes}")
+    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
+        raise EmotuneError(f"{where}.warmup_steps: must be >= 0 or null (warmup_ratio), got {cfg.warmup_steps}")
+    stray = [r for r in cfg.report_to if r not in REPORT_TO]
+    if stray:
+        raise EmotuneError(f"{where}.report_to: {stray} unknown{_did_you_mean(stray[0], REPORT_TO)}; choose from "
+                           f"{', '.join(REPORT_TO)} (DVCLive always logs)")
     if cfg.lr is not None and not cfg.lr > 0:
         raise EmotuneError(f"{where}.lr: must be > 0 or null (the adapter's default), got {cfg.lr}")
     if not 0 <= cfg.warmup_ratio < 1:

@@ -6,8 +6,12 @@ labels are -100). Predictions are generated greedily and parsed back to labels w
 stages/prompts.py `parse_answer`; an answer that is not a label (or, multi-label, a list of labels, or
 "none") is INVALID: counted and reported, scored as wrong, never mapped to a nearby label.
 
-stages/train.py runs this recipe through the same loop as the classifiers (GenerativeRecipe below:
-batches, loss, predictions, saving).
+stages/train.py runs this recipe through the same transformers.Trainer as the classifiers
+(GenerativeRecipe below: batches, loss, predictions, saving). Why not TRL's SFTTrainer yet: the batches
+here are left-padded with explicit position ids (the layout generate() uses, so training and validation
+see the same positions) and the loss takes the LM head at the answer positions only (`logits_to_keep`);
+TRL 1.16's fused LM head gives the same saving, but moving the prompt building (and a system prompt from
+params) into its dataset format is not done yet (issue 16).
 """
 from __future__ import annotations
 
@@ -47,6 +51,9 @@ class GenerativeBatches:
 
     def __len__(self):
         return len(self.prompts)
+
+    def __getitem__(self, i: int) -> int:  # a Trainer dataset of row indices; `collate` builds the batch
+        return int(i)
 
     def _left_padded(self, seqs: list[list[int]]) -> dict:
         import torch
@@ -192,7 +199,7 @@ def decode_predictions(texts: list[str], classes: list[str], multi_label: bool) 
 
 
 class GenerativeRecipe:
-    """The generative recipe for stages/train.py's loop (same interface as its ClassifierRecipe)."""
+    """The generative recipe for stages/train.py's Trainer (same interface as its ClassifierRecipe)."""
 
     generative = True
 

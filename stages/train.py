@@ -1,4 +1,4 @@
-"""train: one dataset x model x adapter run.
+"""train: one dataset x model x adapter run, trained by transformers' Trainer.
 
     python -m stages.train <dataset> <model> <adapter>
 
@@ -7,25 +7,28 @@ stage) and data/tokenized/<dataset>/<model>/. Writes
   models/<dataset>/<model>/<adapter>/              the trained adapter or weights (stages/adapters.py
                                                    save_trained) and run.json, the run card
   metrics/train/<dataset>/<model>/<adapter>.json   the small summary that git tracks
-  metrics/train/<dataset>/<model>/<adapter>/       DVCLive: per-epoch train loss and validation metrics
-  models/checkpoints/<dataset>/<model>/<adapter>/  resumable state while the run is in progress
+  metrics/train/<dataset>/<model>/<adapter>/       DVCLive: train loss per log step, validation per epoch
+  models/checkpoints/<dataset>/<model>/<adapter>/  Trainer's checkpoint-<step>/ folders while the run is
+                                                   in progress (resumable; emptied when it ends)
 
-The loop is ours, top to bottom, in `train()`: length-grouped batches with dynamic padding, AdamW over
-the trainable parameters with linear warmup and decay, gradient accumulation and clipping, one
-validation pass per epoch with the dataset's official metric, early stopping, and the best epoch's
-weights kept. A checkpoint every `train.checkpoint_every` optimizer steps and at each epoch end holds
-everything the loop's future depends on (trainable weights, optimizer, scheduler, RNG states, position,
-best-so-far), so a killed run restarts where it stopped and finishes with exactly the metrics an
-uninterrupted run gets.
+The loop is `transformers.Trainer` with `TrainingArguments` built from the plan (`training_arguments`,
+the README's "Training" table maps every `train:` param to its TrainingArguments name): length-grouped
+batches with dynamic padding (`train_sampling_strategy="group_by_length"`), the `optim` and
+`lr_scheduler_type` of the plan, one validation pass per epoch on the dataset's official metric,
+`EarlyStoppingCallback`, `load_best_model_at_end`, checkpoints at each epoch end and every
+`train.checkpoint_every` optimizer steps, resumed with `resume_from_checkpoint`. What emotune adds is
+small and lives in `EmotuneTrainer`: the recipe's loss (class weights / BCE pos_weight, the generative
+answer-token loss), the validation pass through the recipe (so the generative recipe is scored on its
+generated answers), and length groups cut from the global batch (so N processes see the batches one
+does).
 
-The generative recipe (adapters gen_lora / gen_qlora, decoders only) runs through the same loop with
+The generative recipe (adapters gen_lora / gen_qlora, decoders only) runs through the same Trainer with
 the batches, loss and predictions of stages/generative.py.
 
-Data parallel: with `train.processes: N` the stage runs itself under torchrun as N processes, one per
-GPU (gloo on the CPU); `torchrun` or `accelerate launch` can also start it. Each process takes every
-N-th row of each global batch (batch_size rows, length-grouped as above), DistributedDataParallel
-averages their gradients, so the run matches a single-process one up to float rounding. Only rank 0
-writes outputs; the others wait for it.
+Data parallel: with `train.processes: N` the stage runs itself under torchrun as N processes; Trainer
+(through accelerate) runs DistributedDataParallel, each process taking batch_size / N rows of each
+global batch. `torchrun` or `accelerate launch` (with an FSDP config too) can also start it. Only rank 0
+writes outputs (Trainer writes each process's RNG state into the checkpoint).
 """
 from __future__ import annotations
 
@@ -34,13 +37,11 @@ import hashlib
 import json
 import math
 import os
-import random
 import resource
 import shutil
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,8 @@ from stages.config import ROOT, AdapterHParams, EmotuneError  # noqa: E402
 from stages.metrics import majority_rate, scores  # noqa: E402
 from stages.plan import GENERATIVE, plan_path  # noqa: E402
 
-MEGA_BATCH = 50  # batches per length-sorted group: long enough to sort well, short enough to stay random
-CHECKPOINT_FILE = "checkpoint.pt"
+FINGERPRINT_FILE = "emotune_fingerprint.txt"  # in the checkpoints folder: which plan + data it belongs to
+RESUMES_FILE = "emotune_resumes.json"  # where earlier attempts of this run were resumed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +86,6 @@ def run_paths(dataset: str, model: str, adapter: str, root: Path = ROOT) -> RunP
     )
 
 
-
 def run_args(argv: list[str], description: str) -> argparse.Namespace:
     """The `<dataset> <model> <adapter>` command line of the per-run stages (train, evaluate)."""
     parser = argparse.ArgumentParser(description=description)
@@ -93,8 +93,9 @@ def run_args(argv: list[str], description: str) -> argparse.Namespace:
         parser.add_argument(name)
     return parser.parse_args(argv)
 
+
 # ---------------------------------------------------------------------------------------------
-# Data: rows, the seeded training sample, length-grouped batches
+# Data: rows, the seeded training sample
 # ---------------------------------------------------------------------------------------------
 def load_rows(data_dir: Path, split: str, generative: bool = False) -> pd.DataFrame:
     path = Path(data_dir) / (f"gen_{split}.parquet" if generative else f"{split}.parquet")
@@ -112,25 +113,6 @@ def sample_rows(frame: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame
     return frame.iloc[keep].reset_index(drop=True)
 
 
-def length_grouped_batches(lengths, batch_size: int, seed: int, epoch: int,
-                           mega_batch: int = MEGA_BATCH) -> list[np.ndarray]:
-    """Batches of row indices whose rows have similar lengths, so dynamic padding pads little.
-
-    Shuffle all rows, cut them into mega-batches of `mega_batch` batches, sort each mega-batch by
-    length, cut it into batches, then shuffle the batch order. The generator is seeded by (seed, epoch):
-    every epoch differs, and a resumed run recomputes exactly the batches it was working through."""
-    lengths = np.asarray(lengths)
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    size = batch_size * mega_batch
-    batches = []
-    for start in range(0, len(order), size):
-        chunk = order[start:start + size]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
 def eval_batches(lengths, batch_size: int) -> list[np.ndarray]:
     """Evaluation needs no randomness: sort by length once, cut into batches."""
     order = np.argsort(np.asarray(lengths), kind="stable")
@@ -139,7 +121,8 @@ def eval_batches(lengths, batch_size: int) -> list[np.ndarray]:
 
 class ClassificationBatches:
     """Rows of a tokenized split -> padded tensors. DataCollatorWithPadding pads each batch to its own
-    longest row (never to max_length)."""
+    longest row (never to max_length). As a Trainer dataset, item i is the row index i and `collate`
+    is the data collator, so Trainer's sampler picks rows and this class builds their batch."""
 
     def __init__(self, frame: pd.DataFrame, tokenizer, multi_label: bool):
         from transformers import DataCollatorWithPadding
@@ -156,13 +139,14 @@ class ClassificationBatches:
     def __len__(self):
         return len(self.rows)
 
+    def __getitem__(self, i: int) -> int:
+        return int(i)
+
     def collate(self, idx) -> dict:
         batch = self.collator([self.rows[i] for i in idx])
         if self.multi_label:
             batch["labels"] = batch["labels"].float()
         return batch
-
-
 # ---------------------------------------------------------------------------------------------
 # The classification recipe: a sequence-classification model, cross-entropy or BCE-with-logits
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +198,8 @@ class ClassifierRecipe:
         return self.train.collate(idx)
 
     def loss_of(self, logits, labels):
+        """The loss hook (EmotuneTrainer.compute_loss calls it through `loss`): cross-entropy or
+        BCE-with-logits, with the class weights / pos_weight of `train.class_weights`."""
         import torch.nn.functional as F
 
         logits = logits.float()
@@ -260,7 +246,108 @@ def make_recipe(plan: dict, data_dir: Path, device: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# Optimiser and checkpoints
+# TrainingArguments from the plan
+# ---------------------------------------------------------------------------------------------
+PAGED_OPTIMIZERS = ("paged_adamw_8bit", "paged_adamw_32bit", "paged_adamw", "paged_lion_8bit",
+                    "paged_lion_32bit", "paged_lion", "paged_ademamix_8bit", "paged_ademamix_32bit")
+
+
+def resolve_optim(optim: str, adapter: str, device: str, log=print) -> str:
+    """`train.optim` -> a TrainingArguments `optim`. `auto`: fused AdamW (Trainer's default on torch
+    >= 2.8: 0.030 s per MiniLM full fine-tuning step on 2 CPU cores against 0.186 s for the unfused
+    torch.optim.AdamW), and for QLoRA on a GPU bitsandbytes' paged 8-bit AdamW, whose state pages to CPU
+    memory when the GPU runs short. Paged optimizers are for GPUs: bitsandbytes 0.50 runs them on the
+    CPU, but there is nothing to page there and the step is far slower (PagedAdamW8bit 7.9 s vs 0.36-0.77 s
+    for fused AdamW over 22M weights, 2 threads, measured 2026-12-01), so on the CPU a run asked for one
+    uses fused AdamW and says so."""
+    on_gpu = device.startswith("cuda")
+    if optim == "auto":
+        return "paged_adamw_8bit" if on_gpu and adapter in ("qlora", "gen_qlora") else "adamw_torch_fused"
+    if optim in PAGED_OPTIMIZERS and not on_gpu:
+        log(f"train.optim: {optim} pages optimizer state out of GPU memory; on the CPU there is nothing to "
+            f"page and bitsandbytes' CPU step measured 10x slower than fused AdamW, so this run uses "
+            f"adamw_torch_fused (README \"Training\")")
+        return "adamw_torch_fused"
+    return optim
+
+
+def resolve_bf16(bf16, device: str) -> bool:
+    """`train.bf16`: true / false, or `auto`: bf16 mixed precision on a GPU that has it, float32 on the
+    CPU. CPUs with AMX or AVX512-BF16 can run bf16 matmuls fast, but auto stays off there until measured
+    faster at equal accuracy (this project's machine, an AMD EPYC Zen 3, has neither); set `bf16: true`
+    to use it on such a CPU."""
+    import torch
+
+    if bf16 != "auto":
+        return bool(bf16)
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
+def training_arguments(plan: dict, paths: RunPaths, device: str, log=print):
+    """The run's TrainingArguments. Built (and so validated by transformers) before any model loads: a bad
+    optim or scheduler name fails in a second, naming the params key."""
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    cfg = plan["train"]
+    key = "train" if plan["matrix"] == "main" else f"{plan['matrix']}.train"
+    for name, allowed in (("optim", [o.value for o in OptimizerNames] + ["auto"]),
+                          ("lr_scheduler_type", [s.value for s in SchedulerType])):
+        if cfg[name] not in allowed:
+            from stages.config import _did_you_mean
+
+            raise EmotuneError(f"{key}.{name}: {cfg[name]!r} is not a transformers {name}"
+                               f"{_did_you_mean(cfg[name], allowed)}; choose one of {', '.join(allowed)}")
+    for name in cfg["report_to"]:
+        if name == "wandb":
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise EmotuneError(f"{key}.report_to: wandb is not installed; `pip install -r "
+                                   f"requirements-wandb.txt` (and `wandb login`, or WANDB_MODE=offline)")
+    world = cfg["processes"]
+    warmup = cfg["warmup_steps"] if cfg["warmup_steps"] is not None else cfg["warmup_ratio"]
+    return TrainingArguments(
+        output_dir=str(paths.checkpoints),
+        seed=plan["seed"],
+        num_train_epochs=cfg["epochs"],
+        per_device_train_batch_size=cfg["batch_size"] // world,  # batch_size is the global batch
+        per_device_eval_batch_size=cfg["eval_batch_size"],
+        gradient_accumulation_steps=cfg["grad_accum"],
+        learning_rate=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        max_grad_norm=cfg["max_grad_norm"],
+        lr_scheduler_type=cfg["lr_scheduler_type"],
+        warmup_steps=warmup,  # an int: steps; a float in [0, 1): a share of all steps (warmup_ratio)
+        optim=resolve_optim(cfg["optim"], plan["adapter"]["name"], device, log),
+        bf16=resolve_bf16(cfg["bf16"], device),
+        torch_compile=cfg["torch_compile"],
+        use_cpu=not device.startswith("cuda"),
+        train_sampling_strategy="group_by_length",
+        eval_strategy="epoch",
+        save_strategy="epoch",  # and every checkpoint_every steps (CheckpointEvery)
+        logging_strategy="steps",
+        logging_steps=cfg["checkpoint_every"],  # the train loss is logged where checkpoints are taken
+        load_best_model_at_end=True,
+        metric_for_best_model=plan["dataset"]["official_metric"],
+        greater_is_better=True,
+        save_total_limit=2,  # the newest checkpoint and the best one (Trainer never deletes the best)
+        report_to=[r for r in cfg["report_to"] if r != "dvclive"],  # DVCLive: LiveCurves, always
+        run_name="/".join((plan["dataset"]["name"], plan["model"]["name"], plan["adapter"]["name"])),
+        remove_unused_columns=False,  # dataset items are row indices; the recipe's collator builds batches
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        ddp_timeout=3600,  # rank 0 alone writes the model while the others wait: far more than 30 min
+        dataloader_num_workers=0,
+        # Every trainable parameter gets a gradient in every step (the head and the adapter are on the
+        # forward path), so DDP need not search the graph for unused ones each step.
+        ddp_find_unused_parameters=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer: what emotune adds to it
 # ---------------------------------------------------------------------------------------------
 def no_decay(name: str, param) -> bool:
     # Weight decay pulls a weight towards zero. That is a sane prior for matrices (and LoRA's A/B), not
@@ -268,69 +355,202 @@ def no_decay(name: str, param) -> bool:
     return param.dim() < 2 or any(k in name for k in ("bias", "norm", "ia3_l", "lora_magnitude"))
 
 
-def make_optimizer(model, lr: float, weight_decay: float):
+def length_groups_in_random_order(indices: list[int], group: int) -> list[int]:
+    """Trainer's length-grouped order, with its groups of `group` rows (one optimizer step's global
+    batch) shuffled. Trainer sorts each mega-batch by length and keeps the batches in that order, so an
+    epoch sweeps from long rows to short ones 50 batches at a time. In a short run that sweep costs the
+    model its learning: MiniLM LoRA, 600 dair-ai/emotion rows, 38 steps, lr 5e-3, validation accuracy
+    0.303 (the majority class, 0.307) in Trainer's order vs 0.553 in shuffled order (measured
+    2026-12-01). The first group (it holds the longest row: out-of-memory errors show at once) stays first
+    and a short last group stays last (so N processes still split every step the way one process does);
+    the torch generator is the one Trainer seeds and restores on resume."""
     import torch
 
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": weight_decay},
-              {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    groups = [indices[i:i + group] for i in range(0, len(indices), group)]
+    full = [g for g in groups[1:] if len(g) == group]
+    short = [g for g in groups[1:] if len(g) < group]
+    order = torch.randperm(len(full)).tolist()
+    return [i for g in [groups[0], *[full[k] for k in order], *short] for i in g]
 
 
-def trainable_state(model) -> dict:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+def make_trainer(recipe, model, args, callbacks):
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from transformers.trainer_utils import EvalLoopOutput
+
+    class ShuffledLengthGroups(LengthGroupedSampler):
+        def __iter__(self):
+            return iter(length_groups_in_random_order(list(super().__iter__()), self.batch_size))
+
+    class EmotuneTrainer(Trainer):
+        loss_is_scaled_for_ga = False  # the recipe's loss is a per-batch mean; Trainer divides by grad_accum
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # The hook for loss changes (class weights, pos_weight, the generative answer-token loss).
+            loss = recipe.loss(model, inputs)
+            return (loss, None) if return_outputs else loss
+
+        def get_decay_parameter_names(self, model) -> list[str]:
+            return [n for n, p in model.named_parameters() if not no_decay(n, p)]
+
+        def _get_train_sampler(self, train_dataset=None):
+            # Trainer cuts length groups from the per-process batch; cut them from the global batch
+            # instead, so N processes split exactly the batches one process trains on (accelerate hands
+            # process r the r-th per-process slice of each) and a 2-process run matches a 1-process one.
+            size = self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+            return ShuffledLengthGroups(size, lengths=recipe.train.lengths.tolist())
+
+        def _get_eval_sampler(self, eval_dataset):
+            import torch
+
+            return torch.utils.data.SequentialSampler(eval_dataset)  # unused: evaluation_loop predicts itself
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            # The recipe predicts the whole validation split in every process (so all take the same
+            # early-stopping decision): logits for a classifier, generated answers for the generative
+            # recipe, scored on the dataset's official metric by stages/metrics.py.
+            result = recipe.predict(self.model, recipe.val, self.args.per_device_eval_batch_size, self.autocast)
+            val = scores(recipe.val.targets, result["pred"], recipe.multi_label, len(recipe.labels), result["invalid"])
+            metrics = {"loss": result["loss"], **val}
+            if recipe.generative:
+                metrics["invalid_rate"] = float(result["invalid"].mean())
+            self.predictions[self.state.global_step] = {k: v for k, v in result.items() if k != "logits"}
+            return EvalLoopOutput(predictions=None, label_ids=None, num_samples=len(recipe.val),
+                                  metrics={f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
+
+        def autocast(self):
+            import contextlib
+
+            import torch
+
+            if not self.args.bf16:
+                return contextlib.nullcontext()
+            return torch.autocast(self.args.device.type, dtype=torch.bfloat16)
+
+    trainer = EmotuneTrainer(model=model, args=args, train_dataset=recipe.train, eval_dataset=recipe.val,
+                             data_collator=recipe.collate_train, callbacks=callbacks)
+    trainer.predictions = {}  # global step of each validation pass -> its predictions
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # train() logs one line per epoch instead of raw dicts
+    return trainer
 
 
-def load_trainable(model, state: dict) -> None:
-    import torch
+def trainer_callbacks(plan: dict, paths: RunPaths, steps_per_epoch: int, rows: int, log, rank: int,
+                      stop_after_steps: int | None):
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers.integrations import DVCLiveCallback
 
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value.to(params[name].device))
+    cfg = plan["train"]
+    metric = plan["dataset"]["official_metric"]
+
+    class CheckpointEvery(TrainerCallback):
+        """A checkpoint every `train.checkpoint_every` optimizer steps, beside the one Trainer takes at each
+        epoch end; and a train-loss log at each epoch end beside the one every checkpoint_every steps. Logs
+        and checkpoints fall on the same steps, so a resumed run's loss averages cover exactly the steps of
+        an uninterrupted run's."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % cfg["checkpoint_every"] == 0:
+                control.should_save = True
+            if stop_after_steps is not None and state.global_step - self.first >= stop_after_steps:
+                raise StopRun  # tests: stop the way a kill would, without outputs
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.first = state.global_step
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            control.should_log = True
+
+    class Throughput(TrainerCallback):
+        """Seconds inside optimizer steps (no validation, no saving), rows and real tokens in them."""
+
+        def __init__(self):
+            self.seconds, self.examples, self.tokens = 0.0, 0, 0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.tick, self.tokens_before = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds += time.perf_counter() - self.tick
+            self.tokens += state.num_input_tokens_seen - self.tokens_before
+            in_epoch = (state.global_step - 1) % steps_per_epoch + 1
+            full = cfg["batch_size"] * cfg["grad_accum"]
+            self.examples += full if in_epoch < steps_per_epoch else rows - (steps_per_epoch - 1) * full
+
+    class EpochLog(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            entry = history_of(state.log_history, steps_per_epoch)[-1]
+            log(f"epoch {entry['epoch']}/{cfg['epochs']}: train loss {entry['train_loss']:.4f}, val loss "
+                f"{entry['val_loss']:.4f}, val {metric} {entry[f'val_{metric}']:.4f}"
+                + (f", invalid {entry['val_invalid_rate']:.1%}" if "val_invalid_rate" in entry else ""))
+
+    class LiveCurves(DVCLiveCallback):
+        """transformers' DVCLive callback, into this run's folder, with the names and steps of dvc.yaml's
+        plots: train/loss and train/learning_rate at each log step, val/<metric> at each epoch, all at
+        x = the optimizer step. On a resumed run it first replays the log history the checkpoint holds, so
+        the curves have no gap and no duplicate. Inside a DVC stage dvc.yaml declares the metrics and
+        plots: DVCLive writes no dvc.yaml of its own and saves no experiment."""
+
+        def setup(self, args, state, model):
+            from dvclive import Live
+
+            self._initialized = True
+            if state.is_world_process_zero:
+                shutil.rmtree(paths.live, ignore_errors=True)
+                self.live = Live(str(paths.live), dvcyaml=False, save_dvc_exp=False, report=None)
+                for logs in state.log_history:
+                    self.write(state, logs)
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            if not self._initialized:
+                self.setup(args, state, model)
+            if state.is_world_process_zero:
+                self.write(state, {**logs, "step": state.global_step})
+
+        def write(self, state, logs: dict) -> None:
+            names = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm"}
+            self.live.step = logs["step"]
+            for key, value in logs.items():
+                name = names.get(key) or (f"val/{key[5:]}" if key.startswith("eval_") else None)
+                if name and not key.endswith(("_runtime", "_per_second")):
+                    self.live.log_metric(name, value)
+            self.live.make_summary()
+
+    throughput = Throughput()
+    callbacks = [CheckpointEvery(), throughput, EarlyStoppingCallback(cfg["early_stopping_patience"])]
+    if rank == 0:
+        callbacks += [EpochLog(), LiveCurves()]
+    return callbacks, throughput
 
 
-def rng_state() -> dict:
-    import torch
-
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+class StopRun(Exception):
+    pass
 
 
-def set_rng_state(state: dict) -> None:
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(folder: Path, state: dict) -> None:
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{CHECKPOINT_FILE}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, folder / CHECKPOINT_FILE)  # a kill mid-write leaves the previous checkpoint intact
-
-
-def load_checkpoint(folder: Path, fingerprint: str, log) -> dict | None:
-    import torch
-
-    path = folder / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    # Our own file, written by save_checkpoint; it holds Python RNG tuples, hence weights_only=False.
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != fingerprint:
-        # Left in place: the fresh run's first checkpoint replaces it (and other processes may be reading it).
-        log(f"checkpoint {path} belongs to other settings or data; starting fresh")
-        return None
-    return state
+def history_of(log_history: list[dict], steps_per_epoch: int) -> list[dict]:
+    """Trainer's log history -> one entry per epoch: the mean train loss over its optimizer steps (the
+    logs every checkpoint_every steps, weighted by their steps) and the validation scores."""
+    out, last_step, losses = [], 0, []
+    for logs in log_history:
+        if "loss" in logs:
+            losses.append((logs["loss"], logs["step"] - last_step))
+            last_step = logs["step"]
+        elif "eval_loss" in logs:
+            steps = sum(n for _, n in losses)
+            entry = {"epoch": round(logs["step"] / steps_per_epoch),
+                     "train_loss": sum(v * n for v, n in losses) / max(steps, 1), "val_loss": logs["eval_loss"]}
+            entry.update({f"val_{k[5:]}": v for k, v in logs.items()
+                          if k.startswith("eval_") and k != "eval_loss" and not k.endswith(("_runtime", "_per_second"))})
+            out.append(entry)
+            losses = []
+    return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Resume
+# ---------------------------------------------------------------------------------------------
 def run_fingerprint(plan: dict, data_dir: Path) -> str:
     """What a checkpoint must match to be resumed: the plan and the tokenized files."""
     meta = read_json(Path(data_dir) / "meta.json")
@@ -338,90 +558,42 @@ def run_fingerprint(plan: dict, data_dir: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-# ---------------------------------------------------------------------------------------------
-# Data parallel: train.processes copies of this stage, one per GPU, sharing every global batch
-# ---------------------------------------------------------------------------------------------
-def launch(plan: dict, argv: list[str]) -> None:
-    """With train.processes > 1, replace this process by torchrun running that many copies of it. Under a
-    launcher already (torchrun and accelerate launch set WORLD_SIZE), check that it started as many."""
-    processes = plan["train"]["processes"]
-    if processes > 1 and "WORLD_SIZE" not in os.environ:
-        # --standalone: a rendezvous on a free port, so runs side by side (a `dvc queue`) do not collide
-        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                  f"--nproc-per-node={processes}", "-m", "stages.train", *argv])
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world != processes:
-        key = "train.processes" if plan["matrix"] == "main" else f"{plan['matrix']}.train.processes"
-        raise EmotuneError(f"the launcher started {world} processes but {key} is {processes}: set {key} to "
-                           f"{world} in params.yaml and run `dvc repro plan`")
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint-<step>/ (Trainer writes trainer_state.json last, so a folder a
+    kill interrupted has none and is passed over)."""
+    done = [p for p in Path(folder).glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def init_processes() -> int:
-    """Join the launcher's process group (nccl between GPUs, gloo on the CPU); returns this process's
-    rank, 0 when it runs alone."""
-    import torch
+def find_resume(paths: RunPaths, fingerprint: str, rank: int, log) -> Path | None:
+    """The checkpoint to resume from, or None; a checkpoint of other settings or data is removed."""
     import torch.distributed as dist
 
-    if int(os.environ.get("WORLD_SIZE", 1)) == 1:
-        return 0
-    if torch.cuda.is_available():
-        local_rank = int(os.environ["LOCAL_RANK"])
-        if local_rank >= torch.cuda.device_count():
-            raise EmotuneError(f"{os.environ['LOCAL_WORLD_SIZE']} processes on this machine but only "
-                               f"{torch.cuda.device_count()} GPU(s) visible: lower train.processes or widen "
-                               f"CUDA_VISIBLE_DEVICES")
-        torch.cuda.set_device(local_rank)
-    # Rank 0 alone writes checkpoints and the model while the others wait at their next collective: allow
-    # far more than the 10-minute NCCL default for a large model.
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=1))
-    return dist.get_rank()
-
-
-def shard(idx: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, float]:
-    """This process's rows of a global batch, every world-th one (a batch is sorted by length, so each
-    process gets the same mix), and the weight of their mean loss: n_rows * world / batch rows, since DDP
-    averages the processes' gradients. A process left without rows (a last batch smaller than the process
-    count) runs one with weight 0: every process must take part in each gradient all-reduce."""
-    rows = idx[rank::world]
-    return (rows, len(rows) * world / len(idx)) if len(rows) else (idx[:1], 0.0)
-
-
-def all_sum(values: list[float], device: str) -> list[float]:
-    """Each value summed over the processes (as given in a single process)."""
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        return values
-    total = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.tolist()
-
-
-def all_gather(obj) -> list:
-    """[rank 0's obj, rank 1's, ...]; [obj] in a single process."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
+    folder = paths.checkpoints
+    found = last_checkpoint(folder)
+    mark = folder / FINGERPRINT_FILE
+    if found is not None and (not mark.exists() or mark.read_text() != fingerprint):
+        log(f"checkpoint {found} belongs to other settings or data; starting fresh")
+        found = None
+    if dist.is_initialized():
+        steps = [None] * dist.get_world_size()
+        dist.all_gather_object(steps, found.name if found else None)
+        if len(set(steps)) > 1:
+            raise EmotuneError(f"{folder}: only some processes found the checkpoint; with several machines it "
+                               f"must be on a shared filesystem (or delete it to start afresh)")
+        dist.barrier()  # every process has looked before rank 0 clears a stale folder
+    if found is None and rank == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        mark.write_text(fingerprint)
+    if dist.is_initialized():
+        dist.barrier()
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
-# The loop
+# The run
 # ---------------------------------------------------------------------------------------------
-def improves(entry: dict, best: dict | None, metric: str) -> bool:
-    """Is this epoch's validation better than the best so far? Ties on the official metric go to the
-    lower validation loss: a multi-label run that predicts nothing at the 0.5 threshold scores the same
-    jaccard every epoch, and the later, better-calibrated epoch is the one threshold tuning can use."""
-    if best is None:
-        return True
-    key = f"val_{metric}"
-    return entry[key] > best[key] or (entry[key] == best[key] and entry["val_loss"] < best["val_loss"])
-
-
 def pick_device() -> str:
     import torch
 
@@ -442,183 +614,112 @@ def weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
 
 
+ARGS_IN_CARD = ("optim", "lr_scheduler_type", "warmup_steps", "bf16", "torch_compile", "report_to",
+                "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
+                "train_sampling_strategy", "metric_for_best_model")
+
+
 def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
-    """Train one run and write its outputs; returns a dict with the metrics summary and the final
+    """Train one run and write its outputs; returns a dict with the metrics summary and the best epoch's
     validation predictions. `stop_after_steps` (tests) stops the process-free way a kill would: after
     that many optimizer steps in this call, without writing outputs. Data parallel: the processes other
-    than rank 0 write nothing and return None."""
-    import contextlib
-
+    than rank 0 write nothing (but their RNG states into checkpoints) and return None."""
     import torch
     import torch.distributed as dist
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import set_seed
 
     cfg = plan["train"]
     seed = plan["seed"]
     device = device or pick_device()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)  # see main()
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
-    # bf16 autocast on a GPU (the loss is taken in float32), plain float32 on the CPU.
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.startswith("cuda") \
-        else contextlib.nullcontext
     torch.use_deterministic_algorithms(True, warn_only=True)
     started = time.perf_counter()
+    args = training_arguments(plan, paths, device, log)
+    _ = args.device  # joins the launcher's process group (gloo on the CPU, nccl between GPUs)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise EmotuneError("started by a launcher but no process group formed")
 
     # Model first, from a fixed seed: the head's and the adapter's random init are the same every time,
     # in a fresh run and in a resumed one.
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    set_seed(seed)
     recipe = make_recipe(plan, paths.data, device)
     loaded, model = recipe.build()
-    # Several processes: training steps run through DDP, which averages the gradients; evaluation,
-    # checkpoints and saving use the model itself.
-    forward = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=None if device == "cpu" else [device]) if world > 1 else model
     recipe.data(loaded.tokenizer, cfg["max_train_examples"], seed)
-    train_data, val_data = recipe.train, recipe.val
     metric = plan["dataset"]["official_metric"]
+    steps_per_epoch = math.ceil(math.ceil(len(recipe.train) / cfg["batch_size"]) / cfg["grad_accum"])
 
-    batches_per_epoch = math.ceil(len(train_data) / cfg["batch_size"])
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg["grad_accum"])
-    total_steps = cfg["epochs"] * steps_per_epoch
-    optimizer = make_optimizer(model, cfg["lr"], cfg["weight_decay"])
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg["warmup_ratio"] * total_steps), total_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    # Everything below `state` is what the rest of the run depends on; it is what a checkpoint saves.
     fingerprint = run_fingerprint(plan, paths.data)
-    state = {"fingerprint": fingerprint, "epoch": 0, "step_in_epoch": 0, "global_step": 0,
-             "best_metric": -math.inf, "best_epoch": 0, "best_state": None, "best_predictions": None,
-             "bad_epochs": 0, "history": [],
-             "epoch_sums": {"loss": 0.0, "batches": 0}, "counters": {"examples": 0, "tokens": 0, "seconds": 0.0}}
-    resumed = load_checkpoint(paths.checkpoints, fingerprint, log)
-    if resumed is not None:
-        load_trainable(model, resumed.pop("trainable"))
-        optimizer.load_state_dict(resumed.pop("optimizer"))
-        scheduler.load_state_dict(resumed.pop("scheduler"))
-        set_rng_state(resumed.pop("rng")[rank])
-        state.update(resumed)
-        log(f"resumed from checkpoint: epoch {state['epoch'] + 1}, step {state['step_in_epoch']} of "
-            f"{steps_per_epoch} (global step {state['global_step']})")
-    if len(set(all_gather(state["global_step"]))) > 1:
-        raise EmotuneError(f"{paths.checkpoints}: only some processes found the checkpoint; with several "
-                           f"machines it must be on a shared filesystem (or delete it to start afresh)")
-    resumes = state.setdefault("resumes", [])
-    if resumed is not None:
-        resumes.append({"epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"]})
-    live = start_live(paths.live, state["history"]) if rank == 0 else None
-
-    def checkpoint():
-        rngs = all_gather(rng_state())  # every process's: each drew its own dropout masks
+    resume = find_resume(paths, fingerprint, rank, log)
+    resumes = read_json(paths.checkpoints / RESUMES_FILE) if resume and (paths.checkpoints / RESUMES_FILE).exists() else []
+    if resume is not None:
+        step = read_json(resume / "trainer_state.json")["global_step"]
+        resumes.append({"epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch})
+        log(f"resumed from checkpoint: epoch {step // steps_per_epoch + 1}, step {step % steps_per_epoch} of "
+            f"{steps_per_epoch} (global step {step})")
         if rank == 0:
-            save_checkpoint(paths.checkpoints, {**state, "trainable": trainable_state(model),
-                                                "optimizer": optimizer.state_dict(),
-                                                "scheduler": scheduler.state_dict(), "rng": rngs})
+            write_json(paths.checkpoints / RESUMES_FILE, resumes)
 
-    steps_this_call = 0
-    while state["epoch"] < cfg["epochs"] and state["bad_epochs"] < cfg["early_stopping_patience"]:
-        epoch = state["epoch"]
-        batches = length_grouped_batches(train_data.lengths, cfg["batch_size"], seed, epoch)
-        groups = [batches[i:i + cfg["grad_accum"]] for i in range(0, len(batches), cfg["grad_accum"])]
-        model.train()
-        # A resumed epoch skips the optimizer steps its checkpoint already holds.
-        for step in range(state["step_in_epoch"], len(groups)):
-            tick = time.perf_counter()
-            for idx in groups[step]:
-                rows, weight = shard(idx, rank, world)  # all of idx, weight 1, in a single process
-                batch = {k: v.to(device) for k, v in recipe.collate_train(rows).items()}
-                tokens = int(batch["attention_mask"].sum()) if weight else 0  # real tokens, padding excluded
-                with autocast():
-                    loss = recipe.loss(forward, batch) * weight
-                # Each step averages its micro-batches, whether accumulation ran 1 or grad_accum of them.
-                (loss / len(groups[step])).backward()
-                batch_loss, tokens = all_sum([loss.item() / world, tokens], device)  # the whole batch's
-                state["epoch_sums"]["loss"] += batch_loss
-                state["epoch_sums"]["batches"] += 1
-                state["counters"]["examples"] += len(idx)
-                state["counters"]["tokens"] += int(tokens)
-            torch.nn.utils.clip_grad_norm_(trainable, cfg["max_grad_norm"])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["counters"]["seconds"] += time.perf_counter() - tick
-            state["step_in_epoch"] = step + 1
-            state["global_step"] += 1
-            steps_this_call += 1
-            if state["global_step"] % cfg["checkpoint_every"] == 0 and step + 1 < len(groups):
-                checkpoint()
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                return None
-
-        result = recipe.predict(model, val_data, cfg["eval_batch_size"], autocast)
-        result = all_gather(result)[0]  # rank 0's: every process takes the same early-stopping decision
-        val = scores(val_data.targets, result["pred"], recipe.multi_label, len(recipe.labels), result["invalid"])
-        entry = {"epoch": epoch + 1, "train_loss": state["epoch_sums"]["loss"] / max(state["epoch_sums"]["batches"], 1),
-                 "val_loss": result["loss"], **{f"val_{k}": v for k, v in val.items()}}
-        if recipe.generative:
-            entry["val_invalid_rate"] = float(result["invalid"].mean())
-        state["history"].append(entry)
-        if rank == 0:
-            log_epoch(live, entry)
-        if improves(entry, state["history"][state["best_epoch"] - 1] if state["best_epoch"] else None, metric):
-            state.update(best_metric=val[metric], best_epoch=epoch + 1, best_state=trainable_state(model),
-                         best_predictions={k: v for k, v in result.items() if k != "logits"}, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        log(f"epoch {epoch + 1}/{cfg['epochs']}: train loss {entry['train_loss']:.4f}, val loss "
-            f"{entry['val_loss']:.4f}, val {metric} {val[metric]:.4f}"
-            + (f", invalid {entry['val_invalid_rate']:.1%}" if recipe.generative else ""))
-        state.update(epoch=epoch + 1, step_in_epoch=0, epoch_sums={"loss": 0.0, "batches": 0})
-        checkpoint()
-
+    callbacks, throughput = trainer_callbacks(plan, paths, steps_per_epoch, len(recipe.train), log, rank,
+                                              stop_after_steps)
+    trainer = make_trainer(recipe, model, args, callbacks)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except StopRun:
+        return None
     if rank > 0:  # rank 0 alone writes the outputs; main() holds the others at a barrier meanwhile
         return None
-    # The best epoch's weights are the result (its validation predictions were kept with them).
-    load_trainable(model, state["best_state"])
-    final = state["best_predictions"]
-    best = state["history"][state["best_epoch"] - 1]
-    counters = state["counters"]
+
+    history = history_of(trainer.state.log_history, steps_per_epoch)
+    best_step = int(Path(trainer.state.best_model_checkpoint).name.split("-")[1])
+    best_epoch = round(best_step / steps_per_epoch)
+    best = history[best_epoch - 1]
+    final = trainer.predictions.get(best_step) or recipe.predict(model, recipe.val, cfg["eval_batch_size"],
+                                                                 trainer.autocast)
     summary = {
         "dataset": plan["dataset"]["name"], "model": plan["model"]["name"], "adapter": plan["adapter"]["name"],
-        "official_metric": metric, "best_val": best[f"val_{metric}"], "best_epoch": state["best_epoch"],
-        "epochs_run": len(state["history"]),
+        "official_metric": metric, "best_val": best[f"val_{metric}"], "best_epoch": best_epoch,
+        "epochs_run": len(history),
         "val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
-        "majority_class_rate": majority_rate(val_data.targets, recipe.multi_label),
-        "train_examples": len(train_data), "lr": cfg["lr"],
+        "majority_class_rate": majority_rate(recipe.val.targets, recipe.multi_label),
+        "train_examples": len(recipe.train), "lr": cfg["lr"],
     }
+    extra_card = {}
     if recipe.generative:  # answers that named no valid label: counted, and shown in the run card
         summary["invalid_answers"] = int(final["invalid"].sum())
-        state["invalid_examples"] = [final["texts"][i] for i in np.flatnonzero(final["invalid"])[:20]]
+        extra_card["invalid_examples"] = [final["texts"][i] for i in np.flatnonzero(final["invalid"])[:20]]
     from stages.adapters import parameter_counts
 
     summary["params"] = parameter_counts(model)
+    arguments = {k: getattr(args, k) for k in ARGS_IN_CARD}
+    arguments["optim"] = str(getattr(args.optim, "value", args.optim))
+    arguments["lr_scheduler_type"] = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
     extra = {"plan": plan, "summary": summary}
     with atomic_dir(paths.model) as out:
         recipe.save(model, out, loaded, extra)
         summary["adapter_bytes"] = weights_bytes(out)
         summary.update({
             "wall_time_s": round(time.perf_counter() - started, 1),
-            "train_time_s": round(counters["seconds"], 1),
-            "train_examples_per_s": round(counters["examples"] / max(counters["seconds"], 1e-9), 2),
-            "tokens_per_s": round(counters["tokens"] / max(counters["seconds"], 1e-9), 1),
+            "train_time_s": round(throughput.seconds, 1),
+            "train_examples_per_s": round(throughput.examples / max(throughput.seconds, 1e-9), 2),
+            "tokens_per_s": round(throughput.tokens / max(throughput.seconds, 1e-9), 1),
             "peak_memory_mb": peak_memory_mb(device), "device": device,
             "threads": torch.get_num_threads(),
         })
-        write_json(out / "run.json", run_card(plan, paths, loaded, summary, state))
+        card = run_card(plan, paths, loaded, summary, history, resumes)
+        write_json(out / "run.json", {**card, "training_arguments": arguments, **extra_card})
     write_json(paths.metrics, summary)
-    live.end()
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)  # empty: nothing to resume
     log(f"train {summary['dataset']}/{summary['model']}/{summary['adapter']}: best val {metric} "
         f"{summary['best_val']:.4f} (epoch {summary['best_epoch']}), {summary['train_examples_per_s']} "
         f"examples/s, {summary['tokens_per_s']} tokens/s -> {paths.model}")
     return {"summary": summary, "pred": final["pred"], "invalid": final["invalid"], "model": model,
-            "history": state["history"]}
+            "history": history}
 
 
-def run_card(plan: dict, paths: RunPaths, loaded, summary: dict, state: dict) -> dict:
+def run_card(plan: dict, paths: RunPaths, loaded, summary: dict, history: list[dict], resumes: list[dict]) -> dict:
     import importlib.metadata as md
 
     meta = read_json(paths.data / "meta.json")
@@ -629,36 +730,29 @@ def run_card(plan: dict, paths: RunPaths, loaded, summary: dict, state: dict) ->
                  "source_rows": meta.get("source", {}).get("rows")},
         "model_provenance": loaded.provenance,
         "metrics": summary,
-        "history": state["history"],
-        "resumed_from": state.get("resumes", []),
-        **({"invalid_examples": state["invalid_examples"]} if "invalid_examples" in state else {}),
-        "versions": {p: md.version(p) for p in ("torch", "transformers", "peft", "bitsandbytes")},
+        "history": history,
+        "resumed_from": resumes,
+        "versions": {p: md.version(p) for p in ("torch", "transformers", "accelerate", "peft", "bitsandbytes")},
         "python": sys.version.split()[0],
     }
 
 
 # ---------------------------------------------------------------------------------------------
-# DVCLive
+# Data parallel: train.processes copies of this stage, one per GPU
 # ---------------------------------------------------------------------------------------------
-def start_live(folder: Path, history: list[dict]):
-    """A DVCLive logger over `folder`, replaying the epochs a checkpoint already holds (so a resumed
-    run's curves have no gap and no duplicate). Inside a DVC stage dvc.yaml declares the metrics and
-    plots, so DVCLive must not write a dvc.yaml of its own (dvcyaml=False) nor save an experiment."""
-    from dvclive import Live
-
-    shutil.rmtree(folder, ignore_errors=True)
-    live = Live(str(folder), dvcyaml=False, save_dvc_exp=False, report=None)
-    for entry in history:
-        log_epoch(live, entry)
-    return live
-
-
-def log_epoch(live, entry: dict) -> None:
-    live.step = entry["epoch"]
-    for key, value in entry.items():
-        if key != "epoch":
-            live.log_metric(key.replace("_", "/", 1), value)
-    live.make_summary()
+def launch(plan: dict, argv: list[str]) -> None:
+    """With train.processes > 1, replace this process by torchrun running that many copies of it. Under a
+    launcher already (torchrun and accelerate launch set WORLD_SIZE), check that it started as many."""
+    processes = plan["train"]["processes"]
+    if processes > 1 and "WORLD_SIZE" not in os.environ:
+        # --standalone: a rendezvous on a free port, so runs side by side (a `dvc queue`) do not collide
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  f"--nproc-per-node={processes}", "-m", "stages.train", *argv])
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world != processes:
+        key = "train.processes" if plan["matrix"] == "main" else f"{plan['matrix']}.train.processes"
+        raise EmotuneError(f"the launcher started {world} processes but {key} is {processes}: set {key} to "
+                           f"{world} in params.yaml and run `dvc repro plan`")
 
 
 def main(argv: list[str]) -> None:
@@ -670,7 +764,7 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     plan = read_json(paths.plan)
     launch(plan, argv)  # train.processes > 1: becomes torchrun, which runs this main() in each process
-    rank = init_processes()
+    rank = int(os.environ.get("RANK", 0))
     train(plan, paths, log=(lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None))
     import torch.distributed as dist
 

@@ -58,51 +58,51 @@ def bench_json(module: str, tmp_path, *args: str) -> dict:
 
 
 def test_train_vs_notebook_tiny(tmp_path):
-    # a seed other than params.yaml's: the rows of a pair must follow the pair's seed in both arms
+    # a seed other than params.yaml's: the rows of a pair must follow the pair's seed in every arm
     result = bench_json("bench.train_vs_notebook", tmp_path, "--seeds", "7")
     runs = result["runs"]
-    assert [r["arm"] for r in runs] == ["emotune", "notebook"], "both arms ran, alternating"
-    assert [r["seed"] for r in runs] == [7, 7]
-    emotune, notebook = runs
+    assert [r["arm"] for r in runs] == ["emotune", "peer", "notebook"], "all three arms ran, alternating"
+    assert [r["seed"] for r in runs] == [7, 7, 7]
+    emotune, peer, notebook = runs
     # the same rows, the same model and adapter (same number of trainable weights), the same test split
-    assert emotune["train_rows"] == notebook["train_rows"] == result["setup"]["train_rows"] == 64
-    assert emotune["train_ids_sha256"] == notebook["train_ids_sha256"]
-    assert emotune["real_tokens_per_epoch"] == notebook["real_tokens_per_epoch"] > 0
-    assert emotune["trainable_params"] == notebook["trainable_params"]
-    assert emotune["test_rows"] == notebook["test_rows"] > 0
-    # the notebook pads every row to 128; emotune pads each batch to its longest row
+    assert emotune["train_rows"] == peer["train_rows"] == notebook["train_rows"] == result["setup"]["train_rows"] == 64
+    assert emotune["train_ids_sha256"] == peer["train_ids_sha256"] == notebook["train_ids_sha256"]
+    assert emotune["real_tokens_per_epoch"] == peer["real_tokens_per_epoch"] == notebook["real_tokens_per_epoch"] > 0
+    assert emotune["trainable_params"] == peer["trainable_params"] == notebook["trainable_params"]
+    assert emotune["test_rows"] == peer["test_rows"] == notebook["test_rows"] > 0
+    # the notebook pads every row to 128; emotune and the peer pad each length-grouped batch to its longest row
     assert notebook["padded_tokens_per_epoch"] == notebook["train_rows"] * 128
-    assert notebook["pad_fraction"] > 0.5 > emotune["pad_fraction"] >= 0
+    assert notebook["pad_fraction"] > 0.5 > peer["pad_fraction"] >= 0 and 0.5 > emotune["pad_fraction"] >= 0
+    assert peer["optim"] == "adamw_torch_fused"
     for run in runs:
         assert run["examples_per_s"] > 0 and run["tokens_per_s"] > 0 and run["peak_rss_mb"] > 100
         assert 0 <= run["test_accuracy"] <= 1
         assert math.isclose(run["tokens_per_s"] / run["examples_per_s"],
                             run["real_tokens_per_epoch"] / run["train_rows"], rel_tol=0.02)
     # ratios come from the measured numbers
-    arms, ratios = result["arms"], result["ratios"]
+    arms = result["arms"]
+    for key, other in (("ratios", "notebook"), ("ratios_vs_peer", "peer")):
+        ratios = result[key]
+        assert ratios["examples_per_s"] == round(arms["emotune"]["examples_per_s"] / arms[other]["examples_per_s"], 2)
+        assert ratios["peak_rss"] == round(arms["emotune"]["peak_rss_mb"] / arms[other]["peak_rss_mb"], 2)
+        assert ratios["test_accuracy_difference_points"] == pytest.approx(
+            100 * (arms["emotune"]["test_accuracy"] - arms[other]["test_accuracy"]), abs=0.01)
     assert arms["emotune"]["examples_per_s"] == pytest.approx(emotune["examples_per_s"], abs=0.1)
-    assert ratios["examples_per_s"] == round(arms["emotune"]["examples_per_s"] / arms["notebook"]["examples_per_s"], 2)
-    assert ratios["peak_rss"] == round(arms["emotune"]["peak_rss_mb"] / arms["notebook"]["peak_rss_mb"], 2)
-    assert ratios["test_accuracy_difference_points"] == pytest.approx(
-        100 * (arms["emotune"]["test_accuracy"] - arms["notebook"]["test_accuracy"]), abs=0.01)
-    assert result["target"]["speed_met"] == (ratios["examples_per_s"] >= 3)
-    # the profile measured both batch shapes
+    assert result["target"]["peer_speed_met"] == (result["ratios_vs_peer"]["examples_per_s"] >= 1.0)
+    # the profile measured both batch shapes, and the step's FLOP/s against the machine's matmul peak
     profile = result["profile"]
     assert profile["notebook"]["pad_fraction"] > profile["emotune"]["pad_fraction"]
     assert profile["notebook"]["gflops_per_real_token"] > profile["emotune"]["gflops_per_real_token"] > 0
-    assert profile["emotune"]["top_ops_self_cpu"]
-    assert f"**{ratios['examples_per_s']}x**" in "\n".join(report.train_vs_notebook(result))  # the README table
+    for dtype in ("float32", "bfloat16"):
+        peak = profile["matmul_peak"][dtype]
+        assert peak["gflops_per_s"] == max(peak["each_shape"].values()) > 0
+        assert profile["emotune"][f"fraction_of_{dtype}_matmul_peak"] == round(
+            profile["emotune"]["achieved_gflops_per_s"] / peak["gflops_per_s"], 3) > 0
+    from bench import report
 
+    table = "\n".join(report.train_vs_notebook(result))
+    assert f"**{result['ratios_vs_peer']['examples_per_s']}x**" in table and "peer" in table  # the README table
 
-
-def test_train_vs_notebook_random_batches_arm(tmp_path):
-    """--mega-batch 1: emotune's loop on random batches (each padded to its own longest row), alone."""
-    result = bench_json("bench.train_vs_notebook", tmp_path, "--arms", "emotune", "--mega-batch", "1",
-                        "--profile-steps", "0")
-    assert [r["arm"] for r in result["runs"]] == ["emotune"] and result["ratios"] is None
-    assert result["setup"]["emotune_mega_batch"] == 1
-    # 64 rows in batches of 16: one length-sorted group by default (pad ~0), random batches pad far more
-    assert result["runs"][0]["pad_fraction"] > 0.1
 
 def test_inference_tiny(tmp_path):
     result = bench_json("bench.inference", tmp_path)
