@@ -140,15 +140,20 @@ class HubModel:
 @dataclass(frozen=True)
 class AdapterHParams:
     """Shared adapter hyper-parameters (params.yaml `adapter:`). `target_modules` None: the
-    architecture's defaults (stages/model_registry.py ARCHITECTURES); for IA3 the feed-forward modules must
-    be a subset of the targets."""
+    architecture's defaults (stages/model_registry.py ARCHITECTURES); "all-linear": peft's own shorthand
+    for every Linear/Conv1D layer outside the classification head; for IA3 the feed-forward modules must
+    be a subset of the targets. `model_config` overrides keys of the pretrained model's config when it is
+    loaded (any adapter), e.g. {hidden_dropout_prob: 0.2}."""
 
     r: int = 16
     alpha: int = 32
     dropout: float = 0.1
-    target_modules: list[str] | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = None
     ia3_feedforward_modules: list[str] | None = None
     gradient_checkpointing: bool = False  # trade compute for memory (any adapter)
+    bias: Literal["none", "all", "lora_only"] = "none"  # LoRA family: which biases train (peft LoraConfig.bias)
+    use_rslora: bool = False  # LoRA family: scale the update by alpha/sqrt(r) instead of alpha/r (rsLoRA)
+    model_config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,12 @@ def _key(where: str, name) -> str:
 
 
 def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(map(repr, typing.get_args(tp)))
+    if typing.get_origin(tp) in (list, dict):
+        return str(tp).replace("typing.", "")
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -283,7 +294,9 @@ def _coerce(value: Any, tp, where: str):
         for arg, exc in errors.items():
             if isinstance(value, dict) and dataclasses.is_dataclass(arg) or len(errors) == 1:
                 raise exc
-        raise EmotuneError(f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}")
+        words = [w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        hint = _did_you_mean(value, words) if isinstance(value, str) else ""
+        raise EmotuneError(f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}{hint}")
     if origin is Literal:
         if value not in args:
             raise EmotuneError(f"{where}: {value!r} is not allowed{_did_you_mean(value, args)}; "
@@ -365,14 +378,42 @@ def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
         raise EmotuneError(f"{where}.dropout: must be in [0, 1), got {hp.dropout}")
     for key in ("target_modules", "ia3_feedforward_modules"):
         value = getattr(hp, key)
-        if value is not None and (not value or not all(isinstance(v, str) and v for v in value)):
-            raise EmotuneError(f"{where}.{key}: a non-empty list of module names, or null for the defaults")
-    if hp.ia3_feedforward_modules and hp.target_modules:
+        if value == ALL_LINEAR and key == "target_modules":
+            continue
+        if value is not None and (isinstance(value, str) or not value
+                                  or not all(isinstance(v, str) and v for v in value)):
+            also = f"{ALL_LINEAR!r}, " if key == "target_modules" else ""
+            raise EmotuneError(f"{where}.{key}: a non-empty list of module names, {also}or null for the defaults")
+    if hp.bias not in ("none", "all", "lora_only"):
+        raise EmotuneError(f"{where}.bias: {hp.bias!r}{_did_you_mean(hp.bias, ('none', 'all', 'lora_only'))}; "
+                           f"choose none, all or lora_only")
+    check_model_config_values(hp.model_config, f"{where}.model_config")
+    if hp.ia3_feedforward_modules and isinstance(hp.target_modules, list):
         stray = [m for m in hp.ia3_feedforward_modules if m not in hp.target_modules]
         if stray:
             raise EmotuneError(f"{where}.ia3_feedforward_modules: {stray} are not in target_modules "
                                f"{hp.target_modules}")
     return hp
+
+
+ALL_LINEAR = "all-linear"
+# Config keys emotune sets itself from the dataset and the adapter; an override would silently break them.
+RESERVED_MODEL_CONFIG = ("num_labels", "id2label", "label2id", "problem_type", "pad_token_id",
+                         "quantization_config", "model_type", "architectures", "torch_dtype", "dtype")
+
+
+def check_model_config_values(overrides: dict, where: str = "adapter.model_config") -> dict:
+    """Shape of `adapter.model_config`: plain scalar values, none of the keys emotune owns. Whether each key
+    exists in the model's config is checked against the config itself (model_registry.check_model_config)."""
+    if not isinstance(overrides, dict):
+        raise EmotuneError(f"{where}: a mapping of config key -> value, got {overrides!r}")
+    for key, value in overrides.items():
+        if key in RESERVED_MODEL_CONFIG:
+            raise EmotuneError(f"{where}.{key}: set by emotune from the dataset and adapter; remove it "
+                               f"(labels come from dataset_registry, quantisation from the adapter)")
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise EmotuneError(f"{where}.{key}: a number, string, boolean or null, got {value!r}")
+    return overrides
 
 
 def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:

@@ -35,12 +35,13 @@ def test_a_plan_holds_only_what_its_run_reads():
     params = parse_params(shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"]))
     plans = plan_stage.make_plans(params)
     lora = plans[Path("emotion/minilm/lora.json")]
-    assert lora["adapter"] == {"name": "lora", "hparams": {"r": 16, "alpha": 32, "dropout": 0.1,
-                                                           "target_modules": None, "gradient_checkpointing": False}}
+    assert lora["adapter"] == {"name": "lora", "hparams": {
+        "r": 16, "alpha": 32, "dropout": 0.1, "target_modules": None, "bias": "none", "use_rslora": False,
+        "gradient_checkpointing": False, "model_config": {}}}
     assert set(plans[Path("emotion/minilm/ia3.json")]["adapter"]["hparams"]) == \
-        {"target_modules", "ia3_feedforward_modules", "gradient_checkpointing"}
-    assert plans[Path("emotion/minilm/full.json")]["adapter"]["hparams"] == {}
-    assert plans[Path("emotion/minilm/head.json")]["adapter"]["hparams"] == {}
+        {"target_modules", "ia3_feedforward_modules", "gradient_checkpointing", "model_config"}
+    assert plans[Path("emotion/minilm/full.json")]["adapter"]["hparams"] == {"model_config": {}}
+    assert plans[Path("emotion/minilm/head.json")]["adapter"]["hparams"] == {"model_config": {}}
     assert lora["dataset"] == {"name": "emotion", "task": "single_label",
                                "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"],
                                "official_metric": "accuracy"}
