@@ -67,6 +67,24 @@ def test_changing_adapter_r_changes_only_the_lora_family_plans():
     assert set(lrs.values()) == {1e-4}
 
 
+def test_model_config_reaches_every_plan_and_is_checked_before_training():
+    raw = shipped(adapters=["full", "lora", "ia3"], large={}, generative={})  # BERT-only: MiniLM
+    raw["adapter"]["model_config"] = {"hidden_dropout_prob": 0.2}
+    plans = plan_stage.make_plans(parse_params(raw))
+    for adapter in ("full", "lora", "ia3"):
+        assert plans[Path(f"emotion/minilm/{adapter}.json")]["adapter"]["hparams"]["model_config"] == \
+            {"hidden_dropout_prob": 0.2}
+    raw["adapter"]["model_config"] = {"hiden_dropout_prob": 0.2}
+    with pytest.raises(EmotuneError, match=r"model 'minilm' \(bert\) has no config key 'hiden_dropout_prob' "
+                                           r"\(did you mean 'hidden_dropout_prob'\?\)"):
+        plan_stage.make_plans(parse_params(raw))
+    # one override for every model of the matrices: a decoder in the large group has no such key
+    raw = shipped()
+    raw["adapter"]["model_config"] = {"hidden_dropout_prob": 0.2}
+    with pytest.raises(EmotuneError, match="model 'smollm2' \\(llama\\).*dropout keys: attention_dropout"):
+        plan_stage.make_plans(parse_params(raw))
+
+
 def test_groups_train_their_own_matrix_with_their_train_overrides():
     plans = plan_stage.make_plans(parse_params(shipped()))
     main = plans[Path("tweet_eval_emotion/minilm/lora.json")]
