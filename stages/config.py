@@ -157,6 +157,40 @@ class AdapterHParams:
 
 
 @dataclass(frozen=True)
+class RnnBaseline:
+    """The from-scratch recurrent baseline (params `baseline.rnn`): token embeddings + a bidirectional
+    LSTM/GRU + max and mean pooling + a linear layer, on the word pieces of `tokenizer`."""
+
+    cell: Literal["lstm", "gru"] = "lstm"
+    tokenizer: str = "minilm"  # a model name whose tokenizer splits the texts (its vocabulary, not its weights)
+    embedding_dim: int = 128
+    hidden_size: int = 128
+    layers: int = 1
+    dropout: float = 0.3
+    epochs: int = 10
+    lr: float = 3e-3
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class ZeroShotBaseline:
+    """Instruction-tuned decoders prompted with the label names, no training (params `baseline.zero_shot`):
+    every dataset x model listed, each dataset also in `datasets`."""
+
+    datasets: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    embedding_model: str = "minilm"  # sentence encoder of embed_lr (stages/audit.py embed_texts)
+    embedding_batch_size: int = 128
+    rnn: RnnBaseline = field(default_factory=lambda: RnnBaseline())
+    zero_shot: ZeroShotBaseline = field(default_factory=lambda: ZeroShotBaseline())
+
+
+@dataclass(frozen=True)
 class TokenizeConfig:
     max_length: int = 128
 
@@ -233,6 +267,7 @@ class Params:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig())
     large: RunGroup = field(default_factory=lambda: RunGroup())
     generative: RunGroup = field(default_factory=lambda: RunGroup())
+    baseline: BaselineConfig = field(default_factory=lambda: BaselineConfig())
 
     def matrices(self) -> list[Matrix]:
         """The main matrix (always first, even when empty), then the groups that have runs."""
@@ -486,7 +521,41 @@ def _parse(raw: dict) -> Params:
     _check_matrices_disjoint(matrices)
     if params.tokenize.max_length < 8:
         raise EmotuneError(f"tokenize.max_length: must be >= 8, got {params.tokenize.max_length}")
+    check_baseline(params)
     return params
+
+
+def check_baseline(params: Params) -> None:
+    cfg = params.baseline
+    rnn = cfg.rnn
+    for key in ("embedding_dim", "hidden_size", "layers", "epochs", "batch_size"):
+        if getattr(rnn, key) < 1:
+            raise EmotuneError(f"baseline.rnn.{key}: must be >= 1, got {getattr(rnn, key)}")
+    if not 0 <= rnn.dropout < 1 or not rnn.lr > 0:
+        raise EmotuneError(f"baseline.rnn: dropout in [0, 1) and lr > 0, got {rnn.dropout} and {rnn.lr}")
+    if cfg.embedding_batch_size < 1 or cfg.zero_shot.batch_size < 1:
+        raise EmotuneError("baseline.embedding_batch_size and baseline.zero_shot.batch_size: must be >= 1")
+    from stages.model_registry import model_kind
+
+    for key, name in (("baseline.embedding_model", cfg.embedding_model), ("baseline.rnn.tokenizer", rnn.tokenizer)):
+        try:
+            model_kind(name, params.model_registry)
+        except EmotuneError as exc:
+            raise EmotuneError(f"{key}: {exc}") from None
+    for i, name in enumerate(cfg.zero_shot.datasets):
+        if name not in params.datasets:
+            raise EmotuneError(f"baseline.zero_shot.datasets[{i}] = {name!r} is not in datasets "
+                               f"{params.datasets}{_did_you_mean(name, params.datasets)}: the baseline reads the "
+                               f"audited data of the pipeline's datasets")
+    for i, name in enumerate(cfg.zero_shot.models):
+        try:
+            model_kind(name, params.model_registry)
+        except EmotuneError as exc:
+            raise EmotuneError(f"baseline.zero_shot.models[{i}]: {exc}") from None
+    for key in ("datasets", "models"):
+        values = getattr(cfg.zero_shot, key)
+        if len(set(values)) != len(values):
+            raise EmotuneError(f"baseline.zero_shot.{key}: lists {values} with a repeat; list each once")
 
 
 def _check_matrices_disjoint(matrices: list[Matrix]) -> None:

@@ -161,7 +161,7 @@ def test_repro_writes_every_output(dvc_project):
     board = json.loads((root / "metrics/leaderboard.json").read_text())["rows"]
     assert {(r["model"], r["adapter"]) for r in board} == {
         ("tiny-bert", "lora"), ("tiny-bert", "ia3"), ("baseline", "majority"), ("baseline", "tfidf_lr"),
-        ("baseline", "tfidf_lr_all")}
+        ("baseline", "tfidf_lr_all"), ("baseline", "embed_lr"), ("baseline", "bilstm")}
     assert sum(r["best"] for r in board) == 1
 
 
