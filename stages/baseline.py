@@ -29,7 +29,7 @@ import numpy as np
 
 from stages import metrics
 from stages.artifacts import load_splits, run_stage
-from stages.config import ROOT, EmotuneError, RnnBaseline, load_params
+from stages.config import ROOT, EmotuneError, RnnBaseline, _did_you_mean, load_params
 from stages.evaluate import eval_paths, scored, write_report
 from stages.tokenize import label_targets
 from stages.train import sample_rows
@@ -283,11 +283,98 @@ def run_baseline(name: str, splits: dict, spec, cap: int | None, seed: int, thre
 # ---------------------------------------------------------------------------------------------
 # Zero-shot: an instruction-tuned decoder and the label names, no training
 # ---------------------------------------------------------------------------------------------
+def check_label_map(label_map: dict, theirs: list[str], ours: list[str], where: str) -> np.ndarray:
+    """(their labels, our labels) 0/1 matrix from `label_map`; every label of the classifier must be listed
+    (null for none of ours), so that no prediction is dropped silently."""
+    unknown = [k for k in label_map if k not in theirs]
+    if unknown:
+        raise EmotuneError(f"{where}: {unknown} are not labels of the classifier"
+                           f"{_did_you_mean(unknown[0], theirs)}; its labels: {theirs}")
+    missing = [t for t in theirs if t not in label_map]
+    if missing:
+        raise EmotuneError(f"{where}: the classifier's labels {missing} are not mapped; map each to one of "
+                           f"{ours} or to null (no counterpart)")
+    matrix = np.zeros((len(theirs), len(ours)), dtype=np.float32)
+    for j, their in enumerate(theirs):
+        target = label_map[their]
+        if target is None:
+            continue
+        if target not in ours:
+            raise EmotuneError(f"{where}.{their}: {target!r} is not a label of the dataset"
+                               f"{_did_you_mean(target, ours)}; its labels: {ours}")
+        matrix[j, ours.index(target)] = 1.0
+    return matrix
+
+
+def off_the_shelf(model: str, splits: dict, spec, max_length: int, batch_size: int, label_map: dict | None,
+                  registry=None, name: str | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A trained classifier with its own labels (e.g. an emotion classifier from the Hub), used as is:
+    its probabilities summed into the dataset's labels through `label_map`. Single-label: the dataset
+    label of its top class, invalid when that class maps to null; multi-label: every dataset label whose
+    summed probability reaches 0.5."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from stages.model_registry import resolve_model
+
+    where = f"baseline.zero_shot.label_maps.{name or model}"
+    resolved = resolve_model(model, registry)
+    kwargs = {"local_files_only": True} if resolved.local else {"revision": resolved.revision}
+    tick = time.perf_counter()
+    net = AutoModelForSequenceClassification.from_pretrained(resolved.location, use_safetensors=True,
+                                                             dtype=torch.float32, **kwargs).eval()
+    tokenizer = AutoTokenizer.from_pretrained(resolved.location, **kwargs)
+    load_time = time.perf_counter() - tick
+    theirs = [net.config.id2label[i] for i in range(net.config.num_labels)]
+    if not label_map:
+        raise EmotuneError(f"{where}: {model!r} is a classifier with its own labels {theirs}; map them to the "
+                           f"dataset's {list(spec.labels)} (params baseline.zero_shot.label_maps)")
+    labels, multi = list(spec.labels), spec.multi_label
+    matrix = check_label_map(label_map, theirs, labels, where)
+    texts = splits["test"]["text"].tolist()
+    probs = np.zeros((len(texts), len(theirs)), dtype=np.float32)
+    tick = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            logits = net(**enc).logits.float()
+            their_multi = net.config.problem_type == "multi_label_classification"
+            probs[start:start + batch_size] = (torch.sigmoid(logits) if their_multi else logits.softmax(-1)).numpy()
+    infer = len(texts) / max(time.perf_counter() - tick, 1e-9)
+    mapped = probs @ matrix
+    top_mapped = matrix[probs.argmax(1)].sum(1) > 0
+    invalid = ~top_mapped if not multi else np.zeros(len(texts), dtype=bool)
+    y_pred = (mapped >= 0.5).astype(np.float32) if multi else np.where(invalid, -1, mapped.argmax(1))
+    y_test = targets(splits["test"], labels, multi, f"{spec.name}/test")
+    cost = {"train_examples": 0, "train_time_s": 0.0, "load_time_s": round(load_time, 2),
+            "params": {"trainable": 0, "total": int(sum(p.numel() for p in net.parameters()))},
+            "inference": {"batched_examples_per_s": round(infer, 2), "batch_size": batch_size},
+            "zero_shot_model": name or model, "label_map": dict(label_map)}
+    report = scored("baseline", dataset_entry(spec), "baseline", zero_shot_name(name or model), y_test, y_pred,
+                    None, invalid, None, "label map" + (" + 0.5" if multi else ""), cost)
+    return report, y_test, y_pred
+
+
 def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, registry=None,
-              device: str | None = None, name: str | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+              device: str | None = None, name: str | None = None,
+              label_map: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Prompt `model` (a decoder: registry name, Hub id or folder) with the generative recipe's
     instruction listing the label names, generate greedily, parse the answers back to labels
-    (stages/prompts.py parse_answer); an answer that names no label is invalid and scored as wrong."""
+    (stages/prompts.py parse_answer); an answer that names no label is invalid and scored as wrong.
+    A classifier with its own labels (an encoder whose config has them, or any model given a
+    `label_map`) goes to `off_the_shelf` instead."""
+    from transformers import AutoConfig
+
+    from stages.model_registry import arch_defaults, resolve_model
+
+    resolved = resolve_model(model, registry)
+    config = AutoConfig.from_pretrained(resolved.location, **({"local_files_only": True} if resolved.local
+                                                              else {"revision": resolved.revision}))
+    arch = arch_defaults(config.model_type)
+    trained_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if label_map or (trained_head and not (arch and arch.decoder)):
+        return off_the_shelf(model, splits, spec, max_length, batch_size, label_map, registry, name)
     import contextlib
 
     import torch
@@ -344,10 +431,11 @@ def main(argv: list[str]) -> None:
         model = str(ROOT / args.zero_shot) if (ROOT / args.zero_shot).is_dir() else args.zero_shot
         report, y_true, y_pred = zero_shot(model, splits, spec, params.tokenize.max_length,
                                            params.baseline.zero_shot.batch_size, params.model_registry,
-                                           name=args.zero_shot)
+                                           name=args.zero_shot,
+                                           label_map=params.baseline.zero_shot.label_maps.get(args.zero_shot))
         write_report(report, y_true, y_pred, *eval_paths(args.dataset, "baseline", report["adapter"]))
         print(f"baseline {args.dataset}/{report['adapter']}: test {report['official_metric']} "
-              f"{report['official']:.4f}, invalid answers {report['test']['invalid_rate']:.1%}")
+              f"{report['official']:.4f}, invalid answers {report['test'].get('invalid_rate', 0):.1%}")
         return
     for name in BASELINES:
         report, y_true, y_pred = run_baseline(name, splits, spec, params.train.max_train_examples, params.seed,

@@ -180,6 +180,9 @@ class ZeroShotBaseline:
     datasets: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     batch_size: int = 16
+    # off-the-shelf classifiers among `models`: their label -> the dataset's label (null: no counterpart;
+    # predicting it is an invalid answer), every label of the classifier listed
+    label_maps: dict[str, dict[str, Union[str, None]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -552,6 +555,10 @@ def check_baseline(params: Params) -> None:
             model_kind(name, params.model_registry)
         except EmotuneError as exc:
             raise EmotuneError(f"baseline.zero_shot.models[{i}]: {exc}") from None
+    for name in cfg.zero_shot.label_maps:
+        if name not in cfg.zero_shot.models:
+            raise EmotuneError(f"baseline.zero_shot.label_maps.{name}: not in baseline.zero_shot.models "
+                               f"{cfg.zero_shot.models}{_did_you_mean(name, cfg.zero_shot.models)}")
     for key in ("datasets", "models"):
         values = getattr(cfg.zero_shot, key)
         if len(set(values)) != len(values):

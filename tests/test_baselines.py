@@ -128,6 +128,54 @@ def test_zero_shot_refuses_an_encoder(tiny):
         bl.zero_shot(str(tiny("bert")), toy_splits("single_label"), Spec("single_label"), 64, 16, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def emotion_classifier(tmp_path_factory, tiny):
+    """A tiny BERT saved as a trained classifier with labels of its own (as a Hub emotion classifier)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    theirs = ["anger", "happiness", "neutral", "sadness"]
+    torch.manual_seed(3)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(tiny("bert")), num_labels=4, id2label=dict(enumerate(theirs)), label2id={t: i for i, t in enumerate(theirs)})
+    folder = tmp_path_factory.mktemp("classifier") / "emotion-classifier"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(tiny("bert"))).save_pretrained(folder)
+    return folder, theirs
+
+
+@pytest.mark.parametrize("task", ["single_label", "multi_label"])
+def test_off_the_shelf_classifier_through_a_label_map(task, emotion_classifier):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder, theirs = emotion_classifier
+    label_map = {"anger": "anger", "happiness": "joy", "neutral": None, "sadness": "sadness"}
+    splits, spec = toy_splits(task), Spec(task)
+    report, y, pred = bl.zero_shot(str(folder), splits, spec, 64, 32, name="owner/emotion-classifier",
+                                   label_map=label_map)
+    assert report["adapter"] == "zero_shot_owner/emotion-classifier" and report["label_map"] == label_map
+    # independently: the classifier's own probabilities, summed into the dataset's labels
+    net = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    enc = AutoTokenizer.from_pretrained(folder)(splits["test"]["text"].tolist(), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        probs = net(**enc).logits.softmax(-1).numpy()
+    ours = np.stack([probs[:, 1], probs[:, 0], probs[:, 3]], 1)  # joy, anger, sadness
+    if task == "single_label":
+        expected = np.where(probs.argmax(1) == 2, -1, ours.argmax(1))  # top class "neutral": invalid
+        assert np.array_equal(pred, expected)
+        assert report["test"]["invalid_rate"] == pytest.approx(np.mean(probs.argmax(1) == 2))
+    else:
+        assert np.array_equal(pred, (ours >= 0.5).astype(np.float32))
+    assert report["params"]["total"] == sum(p.numel() for p in net.parameters())
+    with pytest.raises(EmotuneError, match=r"labels \['neutral'\] are not mapped"):
+        bl.zero_shot(str(folder), splits, spec, 64, 32, label_map={k: v for k, v in label_map.items() if v})
+    with pytest.raises(EmotuneError, match="'hapiness'.*did you mean 'happiness'"):
+        bl.zero_shot(str(folder), splits, spec, 64, 32, label_map={**label_map, "hapiness": "joy"})
+    with pytest.raises(EmotuneError, match="happiness: 'joyful' is not a label of the dataset.*did you mean 'joy'"):
+        bl.zero_shot(str(folder), splits, spec, 64, 32, label_map={**label_map, "happiness": "joyful"})
+    with pytest.raises(EmotuneError, match="a classifier with its own labels"):
+        bl.zero_shot(str(folder), splits, spec, 64, 32)
+
+
 def test_zero_shot_params_are_checked(shipped_params):
     shipped_params["baseline"]["zero_shot"]["datasets"] = ["tweet_eval_emotoin"]
     with pytest.raises(EmotuneError, match="baseline.zero_shot.datasets\\[0\\].*did you mean 'tweet_eval_emotion'"):
