@@ -358,9 +358,34 @@ def off_the_shelf(model: str, splits: dict, spec, max_length: int, batch_size: i
     return report, y_test, y_pred
 
 
+def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_size: int,
+                device: str) -> np.ndarray:
+    """(rows, labels) log-likelihood of each label's answer (its tokens and eos) after the prompt: the
+    generative recipe's prompts and answer-token loss (stages/generative.py), one pass per label."""
+    import torch
+
+    from stages.generative import GenerativeBatches
+    from stages.prompts import tokenize_prompts
+    from stages.train import eval_batches
+
+    scores = np.zeros((len(test), len(labels)), dtype=np.float64)
+    for j, label in enumerate(labels):
+        frame = test.assign(labels=[[label]] * len(test))
+        rows = GenerativeBatches(tokenize_prompts(frame, tokenizer, labels, False, max_length),
+                                 tokenizer.pad_token_id, False)
+        with torch.inference_mode():
+            for idx in eval_batches(rows.lengths, batch_size):
+                batch = {k: v.to(device) for k, v in rows.collate(idx).items()}
+                answer = batch.pop("targets")
+                logits = net(**batch, logits_to_keep=answer.shape[1] + 1).logits[:, :-1].float()
+                logp = torch.log_softmax(logits, -1).gather(-1, answer.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                scores[idx, j] = (logp * (answer != -100)).sum(1).cpu().numpy()
+    return scores
+
+
 def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, registry=None,
               device: str | None = None, name: str | None = None,
-              label_map: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+              label_map: dict | None = None, decode: str = "generate") -> tuple[dict, np.ndarray, np.ndarray]:
     """Prompt `model` (a decoder: registry name, Hub id or folder) with the generative recipe's
     instruction listing the label names, generate greedily, parse the answers back to labels
     (stages/prompts.py parse_answer); an answer that names no label is invalid and scored as wrong.
@@ -402,6 +427,24 @@ def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, 
     longest = answer_text(labels, True) if multi else max(labels, key=lambda lab: len(tokenizer(lab)["input_ids"]))
     max_new_tokens = len(tokenizer(" " + longest, add_special_tokens=False)["input_ids"]) + 2
     eos = eos_id(tokenizer)
+    if decode == "rank":
+        if multi:
+            raise EmotuneError(f"zero-shot decode rank scores one label per text; {spec.name} is multi-label "
+                               f"(use decode: generate)")
+        tick = time.perf_counter()
+        scores = rank_labels(net, tokenizer, test, labels, max_length, batch_size, device)
+        infer = len(test) / max(time.perf_counter() - tick, 1e-9)
+        probs = metrics.probabilities(scores, False)  # softmax over the labels' answer log-likelihoods
+        y_pred, texts = probs.argmax(1), []
+        cost = {"train_examples": 0, "train_time_s": 0.0, "load_time_s": round(load_time, 2),
+                "params": {"trainable": 0, "total": parameter_counts(net)["total"]},
+                "inference": {"batched_examples_per_s": round(infer, 2), "batch_size": batch_size,
+                              "device": device, "threads": torch.get_num_threads(),
+                              "note": "one scoring pass per label"},
+                "zero_shot_model": name or model, "decode": "rank"}
+        report = scored("baseline", dataset_entry(spec), "baseline", zero_shot_name(name or model), rows.targets,
+                        y_pred, probs, None, None, "ranked label likelihood", cost)
+        return report, rows.targets, y_pred
     texts = [""] * len(rows)
     tick = time.perf_counter()
     for idx in eval_batches(rows.prompt_lengths, batch_size):
@@ -414,7 +457,7 @@ def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, 
             "params": {"trainable": 0, "total": counts["total"]},
             "inference": {"batched_examples_per_s": round(infer, 2), "batch_size": batch_size, "device": device,
                           "threads": torch.get_num_threads(), "max_new_tokens": max_new_tokens},
-            "zero_shot_model": name or model, "answers_sample": texts[:20]}
+            "zero_shot_model": name or model, "decode": "generate", "answers_sample": texts[:20]}
     report = scored("baseline", dataset_entry(spec), "baseline", zero_shot_name(name or model), rows.targets, y_pred,
                     None, invalid, None, "generated", cost)
     return report, rows.targets, y_pred
@@ -434,7 +477,8 @@ def main(argv: list[str]) -> None:
         report, y_true, y_pred = zero_shot(model, splits, spec, params.tokenize.max_length,
                                            params.baseline.zero_shot.batch_size, params.model_registry,
                                            name=args.zero_shot,
-                                           label_map=params.baseline.zero_shot.label_maps.get(args.zero_shot))
+                                           label_map=params.baseline.zero_shot.label_maps.get(args.zero_shot),
+                                           decode=params.baseline.zero_shot.decode)
         write_report(report, y_true, y_pred, *eval_paths(args.dataset, "baseline", report["adapter"]))
         print(f"baseline {args.dataset}/{report['adapter']}: test {report['official_metric']} "
               f"{report['official']:.4f}, invalid answers {report['test'].get('invalid_rate', 0):.1%}")

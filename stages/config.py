@@ -180,6 +180,9 @@ class ZeroShotBaseline:
     datasets: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     batch_size: int = 16
+    # rank: the label whose answer the decoder finds most likely after the prompt (single-label datasets);
+    # generate: greedy answer parsed back to labels, anything else an invalid answer
+    decode: Literal["rank", "generate"] = "rank"
     # off-the-shelf classifiers among `models`: their label -> the dataset's label (null: no counterpart;
     # predicting it is an invalid answer), every label of the classifier listed
     label_maps: dict[str, dict[str, Union[str, None]]] = field(default_factory=dict)
@@ -555,6 +558,11 @@ def check_baseline(params: Params) -> None:
             model_kind(name, params.model_registry)
         except EmotuneError as exc:
             raise EmotuneError(f"baseline.zero_shot.models[{i}]: {exc}") from None
+    if cfg.zero_shot.decode == "rank":
+        multi = [d for d in cfg.zero_shot.datasets if params.dataset(d).multi_label]
+        if multi:
+            raise EmotuneError(f"baseline.zero_shot.decode: rank scores one label per text; {multi} are "
+                               f"multi-label: use decode: generate, or list single-label datasets only")
     for name in cfg.zero_shot.label_maps:
         if name not in cfg.zero_shot.models:
             raise EmotuneError(f"baseline.zero_shot.label_maps.{name}: not in baseline.zero_shot.models "

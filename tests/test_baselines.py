@@ -123,6 +123,35 @@ def test_zero_shot_prompts_a_decoder_with_the_label_names(task, tiny, monkeypatc
     assert report["threshold_mode"] == "generated" and report["thresholds"] is None
 
 
+def test_zero_shot_rank_picks_the_likeliest_label_answer(tiny):
+    """decode rank: each label's answer log-likelihood after the prompt, batched and left-padded; checked
+    row by row against an unpadded forward pass of prompt + answer."""
+    from stages.generative import load_causal
+    from stages.prompts import tokenize_prompts
+
+    splits, spec = toy_splits("single_label"), Spec("single_label")
+    folder = str(tiny("llama"))
+    report, y, pred = bl.zero_shot(folder, splits, spec, 64, 16, device="cpu", name="tiny-llama", decode="rank")
+    assert report["decode"] == "rank" and report["threshold_mode"] == "ranked label likelihood"
+    assert "invalid_rate" not in report["test"] and "roc_auc_macro" in report["test"]  # probabilities exist
+    loaded = load_causal(folder, "gen_lora", LABELS, "single_label")
+    net, tok = loaded.model.eval(), loaded.tokenizer
+    test = splits["test"]
+    scores = bl.rank_labels(net, tok, test, LABELS, 64, 16, "cpu")
+    assert np.array_equal(pred, scores.argmax(1))
+    for row in (0, 7, 33):
+        for j, label in enumerate(LABELS):
+            one = tokenize_prompts(test.iloc[[row]].assign(labels=[[label]]), tok, LABELS, False, 64).iloc[0]
+            ids = torch.tensor([list(one["prompt_ids"]) + list(one["answer_ids"])])
+            with torch.no_grad():
+                logp = torch.log_softmax(net(input_ids=ids).logits[0].float(), -1)
+            start = len(one["prompt_ids"])
+            expected = sum(logp[start + k - 1, t].item() for k, t in enumerate(one["answer_ids"]))
+            assert scores[row, j] == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(EmotuneError, match="rank scores one label per text"):
+        bl.zero_shot(folder, toy_splits("multi_label"), Spec("multi_label"), 64, 16, device="cpu", decode="rank")
+
+
 def test_zero_shot_refuses_an_encoder(tiny):
     with pytest.raises(EmotuneError, match="needs a decoder"):
         bl.zero_shot(str(tiny("bert")), toy_splits("single_label"), Spec("single_label"), 64, 16, device="cpu")
@@ -183,7 +212,10 @@ def test_zero_shot_params_are_checked(shipped_params):
     shipped_params["baseline"]["zero_shot"].update(datasets=["emotion"], models=["smolm2"])
     with pytest.raises(EmotuneError, match="baseline.zero_shot.models\\[0\\].*did you mean 'smollm2'"):
         parse_params(shipped_params)
-    shipped_params["baseline"]["zero_shot"]["models"] = ["smollm2"]
+    shipped_params["baseline"]["zero_shot"].update(models=["smollm2"], datasets=["semeval2018_ec"], decode="rank")
+    with pytest.raises(EmotuneError, match="\\['semeval2018_ec'\\] are multi-label: use decode: generate"):
+        parse_params(shipped_params)
+    shipped_params["baseline"]["zero_shot"].update(datasets=["emotion"])
     shipped_params["baseline"]["rnn"]["cell"] = "lstn"
     with pytest.raises(EmotuneError, match="baseline.rnn.cell.*did you mean 'lstm'"):
         parse_params(shipped_params)
