@@ -118,9 +118,12 @@ def make_project(root: Path, tiny: bool, rows: dict[str, int], adapters: list[st
         params["audit"].update(model="tfidf", folds=2)
         params["adapter"].update(r=4, alpha=8)
         params["train"].update(batch_size=16, threads=1)
+        params["baseline"]["embedding_model"] = "tiny-bert"  # the tiny run's baselines use the tiny BERT too
+        params["baseline"]["rnn"].update(tokenizer="tiny-bert", epochs=2)
     params.update(datasets=[DATASET], models=[model], adapters=adapters,
                   large={"datasets": [], "models": [], "adapters": []},
                   generative={"datasets": [], "models": [], "adapters": []})
+    params["baseline"]["zero_shot"].update(datasets=[], models=[])  # no zero-shot stage either
     params["train"].update(epochs=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return {"model": model, "labels": labels}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from stages.config import AdapterHParams, EmotuneError, HubModel, _did_you_mean, check_hparams
+from stages.config import ALL_LINEAR, AdapterHParams, EmotuneError, HubModel, _did_you_mean, check_hparams
 from stages.model_registry import (
     LoadedModel,
     _covered,
@@ -49,14 +49,27 @@ def needs_4bit(adapter: str) -> bool:
 
 
 def load_base(model: str, adapter: str, labels: Sequence[str], problem_type: str = "single_label_classification",
-              **kwargs) -> LoadedModel:
-    """`load_for_classification` with the quantisation the adapter needs."""
-    return load_for_classification(model, labels, problem_type, quantize_4bit=needs_4bit(adapter), **kwargs)
+              hp: AdapterHParams | None = None, **kwargs) -> LoadedModel:
+    """`load_for_classification` with the quantisation the adapter needs and the config overrides of
+    `hp.model_config` (e.g. dropout)."""
+    overrides = hp.model_config if hp is not None else {}
+    return load_for_classification(model, labels, problem_type, quantize_4bit=needs_4bit(adapter),
+                                   config_overrides=overrides, **kwargs)
 
 
-def _targets(loaded: LoadedModel, hp: AdapterHParams, adapter: str) -> tuple[list[str], list[str] | None]:
-    """(target modules, IA3 feed-forward modules) from the hyper-parameters or the architecture."""
+def _targets(loaded: LoadedModel, hp: AdapterHParams, adapter: str) -> tuple[list[str] | str, list[str] | None]:
+    """(target modules, IA3 feed-forward modules) from the hyper-parameters or the architecture.
+    "all-linear" is handed to peft as is: peft expands it to every Linear / Conv1D (4-bit ones included)
+    but the output layer, and `peft_config`'s exclude_modules keeps the rest of the head out."""
     ia3 = adapter == "ia3"
+    if hp.target_modules == ALL_LINEAR:
+        feedforward = None
+        if ia3:
+            arch = loaded.arch
+            feedforward = list(hp.ia3_feedforward_modules if hp.ia3_feedforward_modules is not None
+                               else (arch.ia3_feedforward if arch else ()))
+            _check_match(loaded, feedforward, "adapter.ia3_feedforward_modules")
+        return ALL_LINEAR, feedforward
     if hp.target_modules is not None:
         targets = list(hp.target_modules)
         if ia3 and hp.ia3_feedforward_modules is None:
@@ -73,12 +86,16 @@ def _targets(loaded: LoadedModel, hp: AdapterHParams, adapter: str) -> tuple[lis
         stray = [m for m in feedforward if m not in targets]
         if stray:
             raise EmotuneError(f"adapter.ia3_feedforward_modules: {stray} are not among the targets {targets}")
+    _check_match(loaded, targets, "adapter.target_modules")
+    return targets, feedforward
+
+
+def _check_match(loaded: LoadedModel, targets: Sequence[str], key: str) -> None:
     names = [n for n, _ in loaded.model.named_modules()]
     unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
     if unmatched:
-        raise EmotuneError(f"adapter.target_modules: {unmatched} match no module of {loaded.spec} "
+        raise EmotuneError(f"{key}: {unmatched} match no module of {loaded.spec} "
                            f"({loaded.model_type}); e.g. {_linear_names(loaded.model)[:8]}")
-    return targets, feedforward
 
 
 def _linear_names(model) -> list[str]:
@@ -104,8 +121,8 @@ def peft_config(loaded: LoadedModel, adapter: str, hp: AdapterHParams):
                   modules_to_save=list(loaded.head_modules), fan_in_fan_out=fan_in_fan_out)
     if adapter == "ia3":
         return IA3Config(feedforward_modules=feedforward, **common)
-    return LoraConfig(r=hp.r, lora_alpha=hp.alpha, lora_dropout=hp.dropout, bias="none",
-                      use_dora=adapter == "dora", **common)
+    return LoraConfig(r=hp.r, lora_alpha=hp.alpha, lora_dropout=hp.dropout, bias=hp.bias,
+                      use_rslora=hp.use_rslora, use_dora=adapter == "dora", **common)
 
 
 def apply_adapter(loaded: LoadedModel, adapter: str, hp: AdapterHParams | None = None):
@@ -261,7 +278,8 @@ def load_trained(folder: Path, *, registry: Mapping[str, HubModel] | None = None
 
     loaded = load_for_classification(metadata["base_model"], metadata["labels"], metadata["problem_type"],
                                      quantize_4bit=needs_4bit(adapter), registry=registry,
-                                     cache_dir=cache_dir, device=device)
+                                     cache_dir=cache_dir, device=device,
+                                     config_overrides=metadata["hparams"].get("model_config") or {})
     _check_base(metadata, loaded, folder)
     model = loaded.model
     model.config.pad_token_id = tokenizer.pad_token_id

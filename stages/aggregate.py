@@ -51,20 +51,36 @@ def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
             **({"invalid_rate": ev["test"]["invalid_rate"]} if "invalid_rate" in ev["test"] else {})}
 
 
-def baseline_row(dataset: str, name: str, root: Path) -> dict:
+def baseline_row(dataset: str, name: str, root: Path, stage: str | None = None) -> dict:
+    """A baseline's row, with its cost where the baseline recorded one (older reports have none)."""
     path, _ = eval_paths(dataset, "baseline", name, root)
     if not path.exists():
-        raise EmotuneError(f"{path}: missing; run `dvc repro baseline@{dataset}`")
+        raise EmotuneError(f"{path}: missing; run `dvc repro {stage or f'baseline@{dataset}'}`")
     ev = read_json(path)
+    params, inference = ev.get("params") or {}, ev.get("inference") or {}
+    cost = {"trainable_params": params.get("trainable"), "total_params": params.get("total"),
+            "train_time_s": ev.get("train_time_s"), "infer_examples_per_s": inference.get("batched_examples_per_s")}
     return {"dataset": dataset, "model": "baseline", "adapter": name, "kind": "baseline",
             "official_metric": ev["official_metric"], "official": ev["official"],
             "macro_f1": ev["test"]["macro_f1"], "micro_f1": ev["test"]["micro_f1"],
-            "train_examples": ev["train_examples"]}
+            "train_examples": ev["train_examples"], **{k: v for k, v in cost.items() if v is not None},
+            **({"invalid_rate": ev["test"]["invalid_rate"]} if "invalid_rate" in ev["test"] else {})}
+
+
+def baseline_rows(params: Params, root: Path) -> list[dict]:
+    """The trained baselines of every dataset, then the zero-shot rows (params baseline.zero_shot)."""
+    from stages.baseline import zero_shot_name
+
+    rows = [baseline_row(d, name, root) for d in params.datasets for name in BASELINES]
+    zero = params.baseline.zero_shot
+    rows += [baseline_row(d, zero_shot_name(m), root, f"baseline_zero_shot@{d}-{m}")
+             for d in zero.datasets for m in zero.models]
+    return rows
 
 
 def leaderboard(params: Params, root: Path = ROOT) -> list[dict]:
     rows = [run_row(*run, root) for matrix in params.matrices() for run in matrix.runs()]
-    rows += [baseline_row(d, name, root) for d in params.datasets for name in BASELINES]
+    rows += baseline_rows(params, root)
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
         runs = [r for r in mine if r["kind"] == "run"]

@@ -12,6 +12,7 @@ test split is copied through untouched.
 from __future__ import annotations
 
 import sys
+import functools
 
 import numpy as np
 import pandas as pd
@@ -51,16 +52,23 @@ def tfidf_features():
     return TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, strip_accents="unicode")
 
 
-def embed_texts(texts: list[str], model_name: str, batch_size: int) -> np.ndarray:
-    """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
-    import torch
+@functools.lru_cache(maxsize=2)
+def sentence_encoder(model_name: str):
+    """(tokenizer, model in eval mode) of an offline sentence encoder, loaded once per process (the
+    baseline stage embeds train, validation and test with it)."""
     from transformers import AutoModel, AutoTokenizer
 
     from stages.model_registry import resolve_model
 
     folder = resolve_model(model_name).folder
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
+    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+
+def embed_texts(texts: list[str], model_name: str, batch_size: int) -> np.ndarray:
+    """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
+    import torch
+
+    tokenizer, model = sentence_encoder(model_name)
     order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():

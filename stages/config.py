@@ -150,15 +150,61 @@ class HubModel:
 @dataclass(frozen=True)
 class AdapterHParams:
     """Shared adapter hyper-parameters (params.yaml `adapter:`). `target_modules` None: the
-    architecture's defaults (stages/model_registry.py ARCHITECTURES); for IA3 the feed-forward modules must
-    be a subset of the targets."""
+    architecture's defaults (stages/model_registry.py ARCHITECTURES); "all-linear": peft's own shorthand
+    for every Linear/Conv1D layer outside the classification head; for IA3 the feed-forward modules must
+    be a subset of the targets. `model_config` overrides keys of the pretrained model's config when it is
+    loaded (any adapter), e.g. {hidden_dropout_prob: 0.2}."""
 
     r: int = 16
     alpha: int = 32
     dropout: float = 0.1
-    target_modules: list[str] | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = None
     ia3_feedforward_modules: list[str] | None = None
     gradient_checkpointing: bool = False  # trade compute for memory (any adapter)
+    bias: Literal["none", "all", "lora_only"] = "none"  # LoRA family: which biases train (peft LoraConfig.bias)
+    use_rslora: bool = False  # LoRA family: scale the update by alpha/sqrt(r) instead of alpha/r (rsLoRA)
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RnnBaseline:
+    """The from-scratch recurrent baseline (params `baseline.rnn`): token embeddings + a bidirectional
+    LSTM/GRU + max and mean pooling + a linear layer, on the word pieces of `tokenizer`."""
+
+    cell: Literal["lstm", "gru"] = "lstm"
+    tokenizer: str = "minilm"  # a model name whose tokenizer splits the texts (its vocabulary, not its weights)
+    embedding_dim: int = 128
+    hidden_size: int = 128
+    layers: int = 1
+    dropout: float = 0.3
+    epochs: int = 10
+    lr: float = 3e-3
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class ZeroShotBaseline:
+    """Instruction-tuned decoders prompted with the label names, no training (params `baseline.zero_shot`):
+    every dataset x model listed (each stage reads data/audited/<dataset>: list datasets the pipeline
+    prepares, or empty the lists when `datasets` leaves them out, as for the large/generative groups)."""
+
+    datasets: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    batch_size: int = 16
+    # rank: the label whose answer the decoder finds most likely after the prompt (single-label datasets);
+    # generate: greedy answer parsed back to labels, anything else an invalid answer
+    decode: Literal["rank", "generate"] = "rank"
+    # off-the-shelf classifiers among `models`: their label -> the dataset's label (null: no counterpart;
+    # predicting it is an invalid answer), every label of the classifier listed
+    label_maps: dict[str, dict[str, Union[str, None]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    embedding_model: str = "minilm"  # sentence encoder of embed_lr (stages/audit.py embed_texts)
+    embedding_batch_size: int = 128
+    rnn: RnnBaseline = field(default_factory=lambda: RnnBaseline())
+    zero_shot: ZeroShotBaseline = field(default_factory=lambda: ZeroShotBaseline())
 
 
 @dataclass(frozen=True)
@@ -245,6 +291,7 @@ class Params:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig())
     large: RunGroup = field(default_factory=lambda: RunGroup())
     generative: RunGroup = field(default_factory=lambda: RunGroup())
+    baseline: BaselineConfig = field(default_factory=lambda: BaselineConfig())
 
     def matrices(self) -> list[Matrix]:
         """The main matrix (always first, even when empty), then the groups that have runs."""
@@ -281,6 +328,12 @@ def _key(where: str, name) -> str:
 
 
 def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(map(repr, typing.get_args(tp)))
+    if typing.get_origin(tp) in (list, dict):
+        return str(tp).replace("typing.", "")
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -303,7 +356,9 @@ def _coerce(value: Any, tp, where: str):
         for arg, exc in errors.items():
             if isinstance(value, dict) and dataclasses.is_dataclass(arg) or len(errors) == 1:
                 raise exc
-        raise EmotuneError(f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}")
+        words = [w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        hint = _did_you_mean(value, words) if isinstance(value, str) else ""
+        raise EmotuneError(f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}{hint}")
     if origin is Literal:
         if value not in args:
             raise EmotuneError(f"{where}: {value!r} is not allowed{_did_you_mean(value, args)}; "
@@ -394,9 +449,17 @@ def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
         raise EmotuneError(f"{where}.dropout: must be in [0, 1), got {hp.dropout}")
     for key in ("target_modules", "ia3_feedforward_modules"):
         value = getattr(hp, key)
-        if value is not None and (not value or not all(isinstance(v, str) and v for v in value)):
-            raise EmotuneError(f"{where}.{key}: a non-empty list of module names, or null for the defaults")
-    if hp.ia3_feedforward_modules and hp.target_modules:
+        if value == ALL_LINEAR and key == "target_modules":
+            continue
+        if value is not None and (isinstance(value, str) or not value
+                                  or not all(isinstance(v, str) and v for v in value)):
+            also = f"{ALL_LINEAR!r}, " if key == "target_modules" else ""
+            raise EmotuneError(f"{where}.{key}: a non-empty list of module names, {also}or null for the defaults")
+    if hp.bias not in ("none", "all", "lora_only"):
+        raise EmotuneError(f"{where}.bias: {hp.bias!r}{_did_you_mean(hp.bias, ('none', 'all', 'lora_only'))}; "
+                           f"choose none, all or lora_only")
+    check_model_config_values(hp.model_config, f"{where}.model_config")
+    if hp.ia3_feedforward_modules and isinstance(hp.target_modules, list):
         stray = [m for m in hp.ia3_feedforward_modules if m not in hp.target_modules]
         if stray:
             raise EmotuneError(f"{where}.ia3_feedforward_modules: {stray} are not in target_modules "
@@ -407,6 +470,26 @@ def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
 # Trainer's report_to integrations a user may add (transformers/integrations); dvclive is always on.
 REPORT_TO = ("dvclive", "wandb", "tensorboard", "mlflow", "comet_ml", "neptune", "clearml", "aim", "trackio",
              "swanlab")
+
+
+ALL_LINEAR = "all-linear"
+# Config keys emotune sets itself from the dataset and the adapter; an override would silently break them.
+RESERVED_MODEL_CONFIG = ("num_labels", "id2label", "label2id", "problem_type", "pad_token_id",
+                         "quantization_config", "model_type", "architectures", "torch_dtype", "dtype")
+
+
+def check_model_config_values(overrides: dict, where: str = "adapter.model_config") -> dict:
+    """Shape of `adapter.model_config`: plain scalar values, none of the keys emotune owns. Whether each key
+    exists in the model's config is checked against the config itself (model_registry.check_model_config)."""
+    if not isinstance(overrides, dict):
+        raise EmotuneError(f"{where}: a mapping of config key -> value, got {overrides!r}")
+    for key, value in overrides.items():
+        if key in RESERVED_MODEL_CONFIG:
+            raise EmotuneError(f"{where}.{key}: set by emotune from the dataset and adapter; remove it "
+                               f"(labels come from dataset_registry, quantisation from the adapter)")
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise EmotuneError(f"{where}.{key}: a number, string, boolean or null, got {value!r}")
+    return overrides
 
 
 def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
@@ -489,6 +572,7 @@ def _parse(raw: dict) -> Params:
     _check_matrices_disjoint(matrices)
     if params.tokenize.max_length < 8:
         raise EmotuneError(f"tokenize.max_length: must be >= 8, got {params.tokenize.max_length}")
+    check_baseline(params)
     return params
 
 
@@ -510,6 +594,48 @@ def _check_groups_use_selected_datasets(params: Params) -> None:
 
 def _yaml_list(values: list[str]) -> str:
     return "[" + ",".join(values) + "]"
+
+
+def check_baseline(params: Params) -> None:
+    cfg = params.baseline
+    rnn = cfg.rnn
+    for key in ("embedding_dim", "hidden_size", "layers", "epochs", "batch_size"):
+        if getattr(rnn, key) < 1:
+            raise EmotuneError(f"baseline.rnn.{key}: must be >= 1, got {getattr(rnn, key)}")
+    if not 0 <= rnn.dropout < 1 or not rnn.lr > 0:
+        raise EmotuneError(f"baseline.rnn: dropout in [0, 1) and lr > 0, got {rnn.dropout} and {rnn.lr}")
+    if cfg.embedding_batch_size < 1 or cfg.zero_shot.batch_size < 1:
+        raise EmotuneError("baseline.embedding_batch_size and baseline.zero_shot.batch_size: must be >= 1")
+    from stages.model_registry import model_kind
+
+    for key, name in (("baseline.embedding_model", cfg.embedding_model), ("baseline.rnn.tokenizer", rnn.tokenizer)):
+        try:
+            model_kind(name, params.model_registry)
+        except EmotuneError as exc:
+            raise EmotuneError(f"{key}: {exc}") from None
+    for i, name in enumerate(cfg.zero_shot.datasets):  # like the large/generative groups' datasets
+        if name not in params.dataset_registry:
+            raise EmotuneError(f"baseline.zero_shot.datasets[{i}] = {name!r} is not in dataset_registry"
+                               f"{_did_you_mean(name, params.dataset_registry)}; known: "
+                               f"{', '.join(sorted(params.dataset_registry))}")
+    for i, name in enumerate(cfg.zero_shot.models):
+        try:
+            model_kind(name, params.model_registry)
+        except EmotuneError as exc:
+            raise EmotuneError(f"baseline.zero_shot.models[{i}]: {exc}") from None
+    if cfg.zero_shot.decode == "rank":
+        multi = [d for d in cfg.zero_shot.datasets if params.dataset(d).multi_label]
+        if multi:
+            raise EmotuneError(f"baseline.zero_shot.decode: rank scores one label per text; {multi} are "
+                               f"multi-label: use decode: generate, or list single-label datasets only")
+    for name in cfg.zero_shot.label_maps:
+        if name not in cfg.zero_shot.models:
+            raise EmotuneError(f"baseline.zero_shot.label_maps.{name}: not in baseline.zero_shot.models "
+                               f"{cfg.zero_shot.models}{_did_you_mean(name, cfg.zero_shot.models)}")
+    for key in ("datasets", "models"):
+        values = getattr(cfg.zero_shot, key)
+        if len(set(values)) != len(values):
+            raise EmotuneError(f"baseline.zero_shot.{key}: lists {values} with a repeat; list each once")
 
 
 def _check_matrices_disjoint(matrices: list[Matrix]) -> None:

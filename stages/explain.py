@@ -19,6 +19,13 @@ and the gap (the convergence delta) is reported per example. The baseline replac
 by the pad token and keeps the special tokens ([CLS], [SEP], ...) in place, so attributions measure what
 the words contribute, not the sentence frame.
 
+SHAP (`--method shap`, or `both` for the two side by side on the same page): shap's partition explainer
+with its Text masker over the run's own prediction pipeline (stages/predict.py classifier_probabilities:
+the tokenization and batches the evaluate stage scored with), explaining the same probability. Its
+values add up to p(text) - p(every token masked) exactly (the gap is reported as the delta); it costs
+`--shap-evals` forward passes per example (300 by default) and, unlike integrated gradients, needs no
+gradients, so it explains any classifier run the same way.
+
 Examples come from the test split as the pipeline prepared it (data/audited/<dataset>/test.parquet,
 already normalised by clean): per class, `--per-class` rows carrying that gold label, picked with a seeded
 generator. Generative runs (gen_lora, gen_qlora) are refused: their output is a generated word sequence,
@@ -38,10 +45,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from stages.artifacts import atomic_dir, run_stage  # noqa: E402
-from stages.config import ROOT, EmotuneError  # noqa: E402
+from stages.config import ROOT, EmotuneError, _did_you_mean  # noqa: E402
 from stages.predict import Run, add_run_arguments, quiet_transformers, run_from_args, thresholds  # noqa: E402
 
 FILES = ("explanations.html", "attributions.png", "attributions.json")
+METHODS = ("ig", "shap", "both")
+METHOD_NAMES = {"ig": "integrated gradients (Captum)", "shap": "SHAP (partition explainer)"}
 
 
 @dataclass
@@ -55,6 +64,7 @@ class Explanation:
     tokens: list[str]  # the text span of each token ("" for special tokens)
     attributions: list[float]  # per token, summed over the embedding dimensions
     delta: float  # convergence delta: sum(attributions) - (p(input) - p(baseline))
+    method: str = "ig"  # ig (Captum integrated gradients) | shap
 
 
 def explain_dir(run: Run) -> Path:
@@ -114,6 +124,38 @@ def attribute(trained, run: Run, row: dict, target: str, steps: int, cut: np.nda
                        attributions.sum(-1)[0].detach().float().tolist(), float(delta.abs().item()))
 
 
+def shap_explainer(trained, run: Run, batch_size: int = 64):
+    """shap's text explainer over the run's prediction pipeline: texts -> class probabilities, tokenized
+    and batched exactly as the evaluate stage did (stages/predict.py classifier_probabilities)."""
+    import shap
+
+    from stages.predict import classifier_probabilities
+
+    def probabilities(texts) -> np.ndarray:
+        return classifier_probabilities(trained, run, [str(t) for t in texts], batch_size, show_progress=False)
+
+    return shap.Explainer(probabilities, shap.maskers.Text(trained.tokenizer), output_names=list(run.labels),
+                          algorithm="partition")
+
+
+def shap_attribute(explainer, trained, run: Run, row: dict, target: str, max_evals: int,
+                   cut: np.ndarray | None = None) -> Explanation:
+    """SHAP values of p(target) for each token of the text (masked tokens: the tokenizer's mask token, or
+    "..." when it has none). delta: |sum(values) + p(all masked) - p(text)|, zero up to float error."""
+    from stages.predict import classifier_probabilities
+
+    index = run.labels.index(target)
+    values = explainer([row["text"]], max_evals=max_evals, silent=True)
+    probs = classifier_probabilities(trained, run, [row["text"]], 1, show_progress=False)[0]
+    contributions = values.values[0][:, index].astype(float)
+    tokens = [str(t).strip() for t in values.data[0]]  # "" for the special tokens the masker keeps
+    total = float(contributions.sum() + np.asarray(values.base_values[0])[index])
+    multi = run.multi_label
+    predicted = [run.labels[j] for j in np.flatnonzero(probs > cut)] if multi else [run.labels[int(probs.argmax())]]
+    return Explanation(row["id"], row["text"], target, row["labels"], predicted, float(probs[index]), tokens,
+                       contributions.tolist(), abs(total - float(probs[index])), method="shap")
+
+
 # ---------------------------------------------------------------------------------------------
 # Pictures
 # ---------------------------------------------------------------------------------------------
@@ -146,22 +188,41 @@ def _pieces(e: Explanation) -> list[tuple[str, float]]:
     return pieces
 
 
-def render_html(run: Run, explanations: list[Explanation], steps: int) -> str:
+def _methods(explanations: list[Explanation]) -> list[str]:
+    return list(dict.fromkeys(e.method for e in explanations))
+
+
+def render_html(run: Run, explanations: list[Explanation], steps: int, shap_evals: int | None = None) -> str:
+    """Per class, per example: the header, then one coloured line per method (IG and/or SHAP)."""
+    methods = _methods(explanations)
     blocks = []
     for label in run.labels:
         items = [e for e in explanations if e.target == label]
         if not items:
             continue
         blocks.append(f"<h2>{html.escape(label)}</h2>")
-        for e in items:
-            spans = "".join(f'<span title="{value:+.4f}" style="background:{_css(value, _scale(e))}">'
-                            f'{html.escape(text)}</span>' for text, value in _pieces(e))
-            verdict = "right" if e.target in e.predicted else "wrong"
+        for key in dict.fromkeys(e.id for e in items):
+            same = [e for e in items if e.id == key]
+            first = same[0]
+            verdict = "right" if first.target in first.predicted else "wrong"
+            lines = []
+            for e in same:
+                spans = "".join(f'<span title="{value:+.4f}" style="background:{_css(value, _scale(e))}">'
+                                f'{html.escape(text)}</span>' for text, value in _pieces(e))
+                tag = f'<span class="method">{e.method.upper()}</span>' if len(methods) > 1 else ""
+                lines.append(f'<div class="text">{tag}{spans} <span class="delta">delta {e.delta:.1e}</span></div>')
             blocks.append(
-                f'<div class="ex"><div class="meta">{html.escape(e.id)} · gold: {html.escape(", ".join(e.gold))} · '
-                f'predicted: <b class="{verdict}">{html.escape(", ".join(e.predicted) or "(none)")}</b> · '
-                f'p({html.escape(label)}) = {e.probability:.3f} · delta {e.delta:.1e}</div>'
-                f'<div class="text">{spans}</div></div>')
+                f'<div class="ex"><div class="meta">{html.escape(first.id)} · gold: {html.escape(", ".join(first.gold))} · '
+                f'predicted: <b class="{verdict}">{html.escape(", ".join(first.predicted) or "(none)")}</b> · '
+                f'p({html.escape(label)}) = {first.probability:.3f}</div>{"".join(lines)}</div>')
+    how = []
+    if "ig" in methods:
+        how.append(f"IG: layer integrated gradients over the input embeddings, {steps} steps, baseline: pad "
+                   f"tokens; delta is the gap between the attributions' sum and p(text) - p(baseline)")
+    if "shap" in methods:
+        how.append(f"SHAP: shap's partition explainer with a text masker over the run's prediction pipeline, "
+                   f"{shap_evals} evaluations per text; its values add up to p(text) - p(all tokens masked), "
+                   f"delta is the gap")
     title = f"Token attributions: {run.name}"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -172,14 +233,14 @@ body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; color: #222;
 .text {{ font-size: 1.1em; line-height: 1.8; }}
 .text span {{ border-radius: 3px; padding: 1px 0; }}
 .right {{ color: #1a7f37; }} .wrong {{ color: #b42318; }}
+.method {{ font-size: 0.7em; color: #555; display: inline-block; width: 3.5em; }}
+.delta {{ font-size: 0.7em; color: #888; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Each text is coloured by how much each token moves the model's probability of the class above it
 (<span style="background:rgba(219,38,38,.8)">&nbsp;red&nbsp;</span>: towards the class,
 <span style="background:rgba(38,89,219,.8)">&nbsp;blue&nbsp;</span>: away from it; hover a token for its value).
-Layer integrated gradients over the input embeddings, {steps} steps, baseline: pad tokens; delta is the
-gap between the attributions' sum and p(text) - p(baseline) (small is good). Examples: test rows with the
-class as gold label.</p>
+{'. '.join(how)} (small is good). Examples: test rows with the class as gold label.</p>
 {''.join(blocks)}
 </body></html>
 """
@@ -197,7 +258,7 @@ def render_png(run: Run, explanations: list[Explanation], path: Path, width_char
     for e in explanations:
         scale = _scale(e)
         lines.append(f"[{e.target}] {e.id}  gold: {', '.join(e.gold)}  predicted: {', '.join(e.predicted) or '-'}"
-                     f"  p={e.probability:.2f}")
+                     f"  p={e.probability:.2f}  ({e.method.upper()})")
         row, used = [], 0
         for text, value in _pieces(e):
             if used + len(text) > width_chars and row:
@@ -230,27 +291,42 @@ def render_png(run: Run, explanations: list[Explanation], path: Path, width_char
 # Command
 # ---------------------------------------------------------------------------------------------
 def explain(run: Run, per_class: int = 2, steps: int = 32, seed: int = 0, out: Path | None = None,
-            trained=None) -> Path:
+            trained=None, method: str = "ig", shap_evals: int = 300) -> Path:
+    """Attributions of `per_class` test examples per class by integrated gradients (`ig`), SHAP (`shap`)
+    or both, written as the page, the picture and the JSON."""
     if run.generative:
         raise EmotuneError(f"{run.name}: explain covers classifier runs; a generative run ({run.adapter}) answers "
                            f"with generated words, not one score per class to attribute. Explain a "
                            f"full/head/lora/dora/ia3/qlora run of the same model instead")
     if per_class < 1 or steps < 2:
         raise EmotuneError("--per-class must be >= 1 and --steps >= 2")
+    if method not in METHODS:
+        raise EmotuneError(f"--method {method!r}{_did_you_mean(method, METHODS)}; choose ig, shap or both")
+    if method != "ig" and shap_evals < 10:
+        raise EmotuneError(f"--shap-evals must be >= 10, got {shap_evals}")
     import torch
 
     examples = choose_examples(run, per_class, seed)
     trained = trained or run.load()
     torch.manual_seed(seed)
     cut = thresholds(run)
-    explanations = [attribute(trained, run, row, label, steps, cut) for row, label in examples]
+    explanations = []
+    if method in ("ig", "both"):
+        explanations += [attribute(trained, run, row, label, steps, cut) for row, label in examples]
+    if method in ("shap", "both"):
+        explainer = shap_explainer(trained, run)
+        explanations += [shap_attribute(explainer, trained, run, row, label, shap_evals, cut)
+                         for row, label in examples]
+    described = {"ig": "captum.LayerIntegratedGradients (input embeddings)",
+                 "shap": f"shap.PartitionExplainer + Text masker over the run's pipeline, max_evals={shap_evals}"}
     out = Path(out) if out is not None else explain_dir(run)
     with atomic_dir(out) as tmp:
-        (tmp / "explanations.html").write_text(render_html(run, explanations, steps), encoding="utf-8")
+        (tmp / "explanations.html").write_text(render_html(run, explanations, steps, shap_evals), encoding="utf-8")
         render_png(run, explanations, tmp / "attributions.png")
         (tmp / "attributions.json").write_text(json.dumps(
-            {"run": run.name, "method": "captum.LayerIntegratedGradients (input embeddings)", "steps": steps,
+            {"run": run.name, "method": " + ".join(described[m] for m in _methods(explanations)), "steps": steps,
              "baseline": "pad token for every non-special token", "seed": seed,
+             **({"shap_evals": shap_evals} if method != "ig" else {}),
              "examples": [asdict(e) for e in explanations]}, indent=1, ensure_ascii=False) + "\n")
     return out
 
@@ -259,13 +335,16 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Token attributions for test examples of a trained run")
     add_run_arguments(parser)
     parser.add_argument("--per-class", type=int, default=2, help="test examples per class")
+    parser.add_argument("--method", default="ig", help="ig (Captum integrated gradients, default) | shap | both")
     parser.add_argument("--steps", type=int, default=32, help="integration steps (more: smaller delta, slower)")
+    parser.add_argument("--shap-evals", type=int, default=300, help="SHAP: model evaluations per example")
     parser.add_argument("--seed", type=int, default=0, help="which test examples are picked")
     parser.add_argument("--out", type=Path, help="default metrics/explain/<dataset>/<model>/<adapter>")
     args = parser.parse_args(argv)
     run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
     quiet_transformers()
-    out = explain(run, args.per_class, args.steps, args.seed, args.out)
+    out = explain(run, args.per_class, args.steps, args.seed, args.out, method=args.method,
+                  shap_evals=args.shap_evals)
     print(f"explain {run.name}: -> {out / 'explanations.html'}")
 
 

@@ -24,6 +24,11 @@ Every export is checked before it is written: the exported model and the run's o
 difference, the label agreement and both official metrics go into the model card (README.md) and
 export.json. A classifier export whose probabilities differ by more than `TOLERANCE` is refused, except for
 `--qlora-base original`, where a difference is the expected, reported cost.
+
+`--push-to-hub owner/name` then uploads the checked folder (weights, tokenizer, export.json, the model
+card README.md with its Hub front matter) with huggingface_hub: `HfApi.create_repo(exist_ok=True)`, then one
+`HfApi.upload_folder` commit. The repo id is validated before any work; the token is huggingface_hub's
+own (`HF_TOKEN` or `hf auth login`), never a command-line argument.
 """
 from __future__ import annotations
 
@@ -243,6 +248,53 @@ def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", c
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Hub push
+# ---------------------------------------------------------------------------------------------
+HUB_FILES = ("README.md", EXPORT_FILE, "config.json")  # an exported folder has these, and *.safetensors
+
+
+def check_repo_id(repo_id: str) -> str:
+    """owner/name as the Hub accepts it (huggingface_hub's own validator), before any work is done."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if repo_id.count("/") != 1:
+        raise EmotuneError(f"--push-to-hub {repo_id!r}: give the repository as owner/name (your user or "
+                           f"organisation, then the model's name), e.g. me/emotion-minilm-lora")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise EmotuneError(f"--push-to-hub {repo_id!r}: not a valid Hub repository id: {exc}") from None
+    return repo_id
+
+
+def push_to_hub(folder: Path, repo_id: str, *, private: bool = False, commit_message: str | None = None,
+                api=None) -> str:
+    """Upload an exported folder to the Hub model repository `repo_id` (created if missing); returns the
+    commit URL. `api` defaults to `huggingface_hub.HfApi()` (tests pass a stand-in that records the calls)."""
+    folder = Path(folder)
+    check_repo_id(repo_id)
+    missing = [name for name in HUB_FILES if not (folder / name).is_file()]
+    if missing or not list(folder.glob("*.safetensors")):
+        raise EmotuneError(f"{folder}: not an exported model folder (missing {missing or ['*.safetensors']}); "
+                           f"run `python -m stages.export <run>` first")
+    info = read_json(folder / EXPORT_FILE)
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    message = commit_message or f"emotune export of {info['run']}"
+    try:
+        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
+                                   commit_message=message)
+    except Exception as exc:  # network, auth, offline mode: the export stays where it is
+        raise EmotuneError(f"push of {folder} to {repo_id} failed: {type(exc).__name__}: {exc}. The export "
+                           f"is complete on disk; log in (`hf auth login` or HF_TOKEN with write access), "
+                           f"unset HF_HUB_OFFLINE, and rerun with --push-to-hub") from None
+    return str(getattr(commit, "commit_url", commit))
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="Export a run as a standalone transformers model + model card")
     add_run_arguments(parser)
@@ -251,7 +303,12 @@ def main(argv: list[str]) -> None:
                         help="qlora runs: merge into the dequantised 4-bit base (default: what was evaluated) "
                              "or into the original float weights")
     parser.add_argument("--check-rows", type=int, default=256, help="test rows compared before writing")
+    parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="then upload the export to this Hub model "
+                        "repository (created if missing; token from HF_TOKEN or `hf auth login`)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     args = parser.parse_args(argv)
+    if args.push_to_hub:
+        check_repo_id(args.push_to_hub)  # before the export's minutes of work
     run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
     quiet_transformers()
     out = export(run, args.out, args.qlora_base, args.check_rows)
@@ -262,6 +319,16 @@ def main(argv: list[str]) -> None:
                + (f", max |prob diff| {info['max_abs_prob_diff']:.2e}" if info["max_abs_prob_diff"] is not None
                   else ""))
     print(f"export {run.name} -> {out}\ncheck: {summary}")
+    if args.push_to_hub:
+        url = push_to_hub(out, args.push_to_hub, private=args.private, api=hub_api())
+        print(f"pushed to https://huggingface.co/{args.push_to_hub}: {url}")
+
+
+def hub_api():
+    """The HfApi the command pushes with: the boundary tests replace (stages.export.hub_api)."""
+    from huggingface_hub import HfApi
+
+    return HfApi()
 
 
 if __name__ == "__main__":

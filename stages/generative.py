@@ -108,13 +108,14 @@ def check_generative_adapter(adapter: str) -> str:
 
 
 def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, device: str | None = None,
-                cache_dir=None) -> LoadedGenerative:
+                cache_dir=None, config_overrides=None) -> LoadedGenerative:
     """A decoder as AutoModelForCausalLM (NF4 4-bit body for gen_qlora; lm_head stays float); encoders
     are refused with an EmotuneError."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from stages.model_registry import arch_defaults, bnb_4bit_config, keep_4bit_layout_trainable, resolve_model
+    from stages.model_registry import (arch_defaults, bnb_4bit_config, check_model_config,
+                                       keep_4bit_layout_trainable, resolve_model)
 
     check_generative_adapter(adapter)
     resolved = resolve_model(model, registry, cache_dir)
@@ -124,10 +125,11 @@ def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, d
     if not (arch and arch.decoder):
         raise EmotuneError(f"adapter {adapter!r} needs a decoder language model; {model!r} is a "
                            f"{config.model_type!r} model (use full/head/lora/dora/ia3/qlora for it)")
+    overrides = check_model_config(config_overrides or {}, config, repr(model))
     tokenizer = AutoTokenizer.from_pretrained(resolved.location, **common)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # pads are masked out of attention and loss
-    kwargs: dict[str, Any] = dict(common, dtype=torch.float32, use_safetensors=True)
+    kwargs: dict[str, Any] = dict(common, dtype=torch.float32, use_safetensors=True, **overrides)
     quantized = adapter == "gen_qlora"
     if quantized:
         kwargs["quantization_config"] = bnb_4bit_config(["lm_head"], device)
@@ -149,7 +151,8 @@ def lora_config(loaded: LoadedGenerative, hp: AdapterHParams):
 
     targets, _ = _targets(loaded, hp, "lora")  # hp.target_modules or the architecture's LoRA targets
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=hp.r, lora_alpha=hp.alpha, lora_dropout=hp.dropout,
-                      target_modules=targets, bias="none", fan_in_fan_out=bool(loaded.arch.fan_in_fan_out))
+                      target_modules=targets, bias=hp.bias, use_rslora=hp.use_rslora,
+                      fan_in_fan_out=bool(loaded.arch.fan_in_fan_out))
 
 
 def apply_generative_adapter(loaded: LoadedGenerative, adapter: str, hp: AdapterHParams | None = None):
@@ -215,7 +218,8 @@ class GenerativeRecipe:
 
         name, registry = model_source(self.plan["model"])
         loaded = load_causal(name, self.adapter, self.labels, self.plan["dataset"]["task"], registry=registry,
-                             device=self.device if self.device != "cpu" else None)
+                             device=self.device if self.device != "cpu" else None,
+                             config_overrides=self.hp.model_config)
         model = apply_generative_adapter(loaded, self.adapter, self.hp)
         return loaded, model if loaded.quantized else model.to(self.device)
 

@@ -109,7 +109,25 @@ print(clf("i can't believe how lucky we are", truncation=True))
             f"{info['max_length']} tokens (`truncation=True`).")
 
 
+def hub_metadata(run: Run, info: dict) -> str:
+    """The card's YAML front matter, as the Hub reads it (huggingface_hub ModelCardData): library, pipeline
+    tag, tags and the Hub base model when there is one (no licence: the training data's licence applies)."""
+    from huggingface_hub import ModelCardData
+
+    provenance = run.card.get("model_provenance", {})
+    causal = info["kind"] == "causal_lm"
+    tags = ["emotune", "emotion", run.dataset, run.adapter, info["task"].replace("_", "-")]
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation" if causal else
+                         "text-classification", tags=tags, base_model=provenance.get("hub_id"))
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
 def model_card(run: Run, info: dict) -> str:
+    """The README.md: Hub front matter, then use, labels, data, training, metrics, label noise, limits."""
+    return hub_metadata(run, info) + card_body(run, info)
+
+
+def card_body(run: Run, info: dict) -> str:
     card = run.card
     plan, metrics, data = card["plan"], card["metrics"], card["data"]
     provenance = card.get("model_provenance", {})

@@ -622,17 +622,46 @@ def _covered(module: str, heads: Sequence[str]) -> bool:
                for h in heads)
 
 
+def check_model_config(overrides: Mapping[str, Any], config, what: str,
+                       where: str = "adapter.model_config") -> dict[str, Any]:
+    """`overrides` (params `adapter.model_config`) against the keys of the model's own `config`: an unknown
+    key fails with the closest real one (BERT's `hidden_dropout_prob` is GPT-2's `resid_pdrop`), a value
+    of another kind than the config's (a string for a float) fails too. Returns the overrides."""
+    from stages.config import check_model_config_values
+
+    check_model_config_values(dict(overrides), where)
+    known = config.to_dict()
+    aliases = getattr(config, "attribute_map", {}) or {}
+    for key, value in overrides.items():
+        if key not in known and key not in aliases:
+            dropouts = sorted(k for k in known if "drop" in k)
+            raise EmotuneError(f"{where}.{key}: {what} ({config.model_type}) has no config key {key!r}"
+                               f"{_did_you_mean(key, [*known, *aliases])}"
+                               + (f"; its dropout keys: {', '.join(dropouts)}" if dropouts else ""))
+        current = getattr(config, key, None)
+        numbers = (int, float)
+        if current is not None and value is not None and not (
+                isinstance(value, bool) == isinstance(current, bool)
+                and (isinstance(value, numbers) and isinstance(current, numbers)
+                     or type(value) is type(current))):
+            raise EmotuneError(f"{where}.{key}: {value!r} for a {type(current).__name__} key "
+                               f"({what} has {current!r})")
+    return dict(overrides)
+
+
 def load_for_classification(model: str, labels: Sequence[str],
                             problem_type: str = "single_label_classification", *,
                             quantize_4bit: bool = False, registry: Mapping[str, HubModel] | None = None,
                             cache_dir: Path | None = None, device: str | None = None, dtype: Any = None,
-                            trust_remote_code: bool = False) -> LoadedModel:
+                            trust_remote_code: bool = False,
+                            config_overrides: Mapping[str, Any] | None = None) -> LoadedModel:
     """Load `model` (a registry name, Hub id or folder) as `AutoModelForSequenceClassification` with one
     output per label, `id2label`/`label2id` set and the tokenizer's pad token ready.
 
     `dtype` defaults to float32 (transformers 5 would otherwise load a checkpoint's bfloat16 as is).
     `quantize_4bit` loads the body as bitsandbytes NF4 (the head stays float). `device` (e.g. "cuda")
-    places the model there at load time."""
+    places the model there at load time. `config_overrides` (params `adapter.model_config`, e.g. dropout)
+    replace keys of the checkpoint's config; each must exist there (checked before the weights load)."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -652,6 +681,7 @@ def load_for_classification(model: str, labels: Sequence[str],
         raise EmotuneError(f"model {model!r}: cannot load its config from {resolved.location}: {exc}") from None
     model_type = config.model_type
     arch = arch_defaults(model_type)
+    overrides = check_model_config(config_overrides or {}, config, repr(model))
 
     tokenizer = AutoTokenizer.from_pretrained(resolved.location, **common)
     kwargs: dict[str, Any] = dict(
@@ -663,6 +693,7 @@ def load_for_classification(model: str, labels: Sequence[str],
         use_safetensors=True,
         dtype=dtype if dtype is not None else torch.float32,
         output_loading_info=True,
+        **overrides,  # from_pretrained sets kwargs that name config attributes on the config
     )
     if quantize_4bit:
         kwargs["quantization_config"] = bnb_4bit_config(arch.head if arch else FALLBACK_HEAD, device)

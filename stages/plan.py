@@ -43,9 +43,12 @@ DEFAULT_LR = {"full": 1e-4, "head": 1e-2, "lora": 2e-3, "dora": 2e-3, "qlora": 2
 
 # The adapter hyper-parameters each adapter reads; a plan holds these and no others, so a change to
 # another adapter's setting leaves its plan (and its trained model) alone.
-_LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "gradient_checkpointing")
-ADAPTER_KEYS = {"full": (), "head": (), "lora": _LORA_KEYS, "dora": _LORA_KEYS, "qlora": _LORA_KEYS,
-                "ia3": ("target_modules", "ia3_feedforward_modules", "gradient_checkpointing"),
+# `model_config` (config overrides such as dropout) changes the model itself, so every adapter reads it.
+_LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "bias", "use_rslora", "gradient_checkpointing",
+              "model_config")
+ADAPTER_KEYS = {"full": ("model_config",), "head": ("model_config",), "lora": _LORA_KEYS, "dora": _LORA_KEYS,
+                "qlora": _LORA_KEYS,
+                "ia3": ("target_modules", "ia3_feedforward_modules", "gradient_checkpointing", "model_config"),
                 "gen_lora": _LORA_KEYS, "gen_qlora": _LORA_KEYS}
 GENERATIVE = ("gen_lora", "gen_qlora")
 
@@ -135,6 +138,24 @@ def check_generative(adapter: str, entry: dict, params: Params) -> None:
                            f"under models")
 
 
+def check_model_config_keys(entry: dict, params: Params) -> None:
+    """`adapter.model_config` against the model's config, before any training: a local folder's own
+    config.json, a packaged model's architecture defaults. A Hub model is checked when it loads (its
+    config.json needs the Hub), still before its weights are read."""
+    overrides = params.adapter.model_config
+    if not overrides or entry["kind"] not in ("local", "packaged"):
+        return
+    from transformers import AutoConfig
+
+    from stages.model_registry import check_model_config
+
+    if entry["kind"] == "local":
+        config = AutoConfig.from_pretrained(resolve_entry(entry).location, local_files_only=True)
+    else:
+        config = AutoConfig.for_model(entry["model_type"])
+    check_model_config(overrides, config, f"model {entry['name']!r}")
+
+
 def run_plan(params: Params, matrix, dataset: str, model: dict, adapter: str) -> dict:
     spec = params.dataset(dataset)
     hparams = dataclasses.asdict(params.adapter)
@@ -165,7 +186,10 @@ def make_plans(params: Params) -> dict[Path, dict]:
     entries = {}
     for matrix in params.matrices():
         for model_name in matrix.models:
-            model = entries.get(model_name) or entries.setdefault(model_name, model_entry(model_name, params))
+            if model_name not in entries:
+                entries[model_name] = model_entry(model_name, params)
+                check_model_config_keys(entries[model_name], params)
+            model = entries[model_name]
             for adapter in matrix.adapters:
                 if adapter in GENERATIVE:
                     check_generative(adapter, model, params)

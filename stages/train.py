@@ -182,9 +182,10 @@ class ClassifierRecipe:
 
         name, registry = model_source(self.plan["model"])
         adapter = self.plan["adapter"]["name"]
-        loaded = load_base(name, adapter, self.labels, self.plan["dataset"]["task"], registry=registry,
+        hp = AdapterHParams(**self.plan["adapter"]["hparams"])
+        loaded = load_base(name, adapter, self.labels, self.plan["dataset"]["task"], hp, registry=registry,
                            device=self.device if self.device != "cpu" else None)
-        model = apply_adapter(loaded, adapter, AdapterHParams(**self.plan["adapter"]["hparams"]))
+        model = apply_adapter(loaded, adapter, hp)
         return loaded, model.to(self.device) if not loaded.quantized else model
 
     def data(self, tokenizer, max_train: int | None, seed: int):

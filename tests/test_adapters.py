@@ -222,3 +222,119 @@ def test_parameter_counts_unpack_4bit(tiny):
     plain = ad.load_base(str(tiny("llama")), "lora", LABELS).model
     quantised = ad.load_base(str(tiny("llama")), "qlora", LABELS).model
     assert ad.parameter_counts(quantised)["total"] == ad.parameter_counts(plain)["total"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter options the published recipes use (bias, all-linear, rsLoRA, model config overrides)
+# ---------------------------------------------------------------------------------------------
+def lora_modules(model) -> set[str]:
+    return {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+
+
+def linear_modules(model, kinds=("Linear", "Conv1D", "Linear4bit")) -> set[str]:
+    return {n for n, m in model.named_modules() if type(m).__name__ in kinds}
+
+
+@pytest.mark.parametrize("model_type, adapter", [("bert", "lora"), ("llama", "lora"), ("llama", "qlora"),
+                                                 ("gpt2", "lora"), ("mpnet", "dora")])
+def test_all_linear_targets_every_body_linear_and_keeps_the_head_out(tiny, model_type, adapter):
+    loaded = ad.load_base(str(tiny(model_type)), adapter, LABELS)
+    body_linears = {n for n in linear_modules(loaded.model) if not mr._covered(n, loaded.head_modules)}
+    hp = ad.AdapterHParams(r=4, alpha=8, target_modules="all-linear")
+    assert ad.peft_config(loaded, adapter, hp).target_modules == "all-linear"  # peft's own shorthand
+    model = ad.apply_adapter(loaded, adapter, hp)
+    got = {n.removeprefix("base_model.model.") for n in lora_modules(model)}
+    assert got == body_linears, (got ^ body_linears)
+    assert not [n for n in got if mr._covered(n, loaded.head_modules)], "no LoRA inside the trained head"
+    if adapter == "qlora":  # the 4-bit layers are the ones LoRA sits on
+        import bitsandbytes as bnb
+
+        base = {n.removeprefix("base_model.model.").removesuffix(".base_layer")
+                for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+        assert base == body_linears
+
+
+def test_ia3_on_all_linear_layers_keeps_the_architecture_feedforward(tiny):
+    loaded = ad.load_base(str(tiny("llama")), "ia3", LABELS)
+    hp = ad.AdapterHParams(target_modules="all-linear")
+    config = ad.peft_config(loaded, "ia3", hp)
+    assert config.target_modules == "all-linear" and set(config.feedforward_modules) == {"down_proj"}
+    model = ad.apply_adapter(loaded, "ia3", hp)
+    scaled = {n.split(".ia3_l")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".ia3_l." in n}
+    assert scaled == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+@pytest.mark.parametrize("bias", ["none", "all", "lora_only"])
+def test_bias_setting_reaches_peft_and_decides_which_biases_train(tiny, bias):
+    loaded = ad.load_base(str(tiny("bert")), "lora", LABELS)
+    hp = ad.AdapterHParams(r=4, alpha=8, bias=bias, target_modules=["query", "value"])
+    assert ad.peft_config(loaded, "lora", hp).bias == bias
+    model = ad.apply_adapter(loaded, "lora", hp)
+    body_biases = {n for n, p in model.named_parameters()
+                   if p.requires_grad and n.endswith(".bias") and "modules_to_save" not in n}
+    if bias == "none":
+        assert body_biases == set()
+    elif bias == "lora_only":  # exactly the biases of the layers LoRA wraps
+        assert body_biases and all(n.endswith(("query.base_layer.bias", "value.base_layer.bias"))
+                                   for n in body_biases), body_biases
+    else:
+        assert any(".key.bias" in n for n in body_biases) and any("LayerNorm.bias" in n for n in body_biases)
+
+
+def test_rslora_scales_by_alpha_over_sqrt_r(tiny):
+    loaded = ad.load_base(str(tiny("llama")), "lora", LABELS)
+    model = ad.apply_adapter(loaded, "lora", ad.AdapterHParams(r=16, alpha=32, use_rslora=True))
+    assert model.peft_config["default"].use_rslora
+    scalings = {m.scaling["default"] for m in model.modules() if isinstance(getattr(m, "scaling", None), dict)}
+    assert scalings == {32 / 16 ** 0.5}  # plain LoRA: 32 / 16 = 2.0
+    generative = ad.AdapterHParams(r=4, alpha=8, use_rslora=True, bias="lora_only")
+    from stages.generative import apply_generative_adapter, load_causal
+
+    gen = load_causal(str(tiny("llama")), "gen_lora", LABELS, "single_label")
+    config = apply_generative_adapter(gen, "gen_lora", generative).peft_config["default"]
+    assert config.use_rslora and config.bias == "lora_only"
+
+
+@pytest.mark.parametrize("adapter", ["full", "lora", "qlora"])
+def test_model_config_overrides_reach_the_loaded_model_and_survive_a_reload(tiny, tmp_path, adapter):
+    overrides = {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.2}
+    hp = ad.AdapterHParams(r=4, alpha=8, model_config=overrides)
+    loaded = ad.load_base(str(tiny("bert")), adapter, LABELS, hp=hp)
+    assert loaded.model.config.hidden_dropout_prob == 0.2
+    assert loaded.model.config.attention_probs_dropout_prob == 0.2
+    dropouts = {m.p for n, m in loaded.model.named_modules() if type(m).__name__ == "Dropout"}
+    assert dropouts == {0.2}, dropouts  # the modules themselves, not only the config
+    model = ad.apply_adapter(loaded, adapter, hp)
+    trained = ad.load_trained(ad.save_trained(model, tmp_path / "out", loaded, adapter, hp))
+    assert trained.metadata["hparams"]["model_config"] == overrides
+    config = trained.model.config if adapter == "full" else trained.model.base_model.model.config
+    assert config.hidden_dropout_prob == 0.2
+    plain = ad.load_base(str(tiny("bert")), adapter, LABELS)
+    assert plain.model.config.hidden_dropout_prob == 0.1
+
+
+def test_model_config_mistakes_are_named_before_the_weights_load(tiny):
+    folder = str(tiny("bert"))
+    with pytest.raises(EmotuneError, match=r"adapter.model_config.hidden_dropout: .*no config key "
+                                           r"'hidden_dropout' \(did you mean 'hidden_dropout_prob'\?\)"):
+        ad.load_base(folder, "full", LABELS, hp=ad.AdapterHParams(model_config={"hidden_dropout": 0.2}))
+    with pytest.raises(EmotuneError, match="resid_pdrop"):  # GPT-2 names its dropout differently
+        ad.load_base(str(tiny("gpt2")), "full", LABELS,
+                     hp=ad.AdapterHParams(model_config={"hidden_dropout_prob": 0.2}))
+    with pytest.raises(EmotuneError, match="'high' for a float key"):
+        ad.load_base(folder, "full", LABELS, hp=ad.AdapterHParams(model_config={"hidden_dropout_prob": "high"}))
+    with pytest.raises(EmotuneError, match="model_config.num_labels: set by emotune"):
+        ad.check_hparams(ad.AdapterHParams(model_config={"num_labels": 4}))
+
+
+def test_new_options_from_params_yaml_are_validated():
+    hp = build(ad.AdapterHParams, {"target_modules": "all-linear", "bias": "lora_only", "use_rslora": True,
+                                   "model_config": {"hidden_dropout_prob": 0.2}}, "adapter")
+    assert ad.check_hparams(hp) == ad.AdapterHParams(target_modules="all-linear", bias="lora_only",
+                                                     use_rslora=True, model_config={"hidden_dropout_prob": 0.2})
+    with pytest.raises(EmotuneError, match=r"adapter.target_modules: 'all_linear'.*did you mean 'all-linear'"):
+        build(ad.AdapterHParams, {"target_modules": "all_linear"}, "adapter")
+    with pytest.raises(EmotuneError, match=r"adapter.bias: 'lora'.*did you mean 'lora_only'"):
+        build(ad.AdapterHParams, {"bias": "lora"}, "adapter")
+    with pytest.raises(EmotuneError, match="adapter.target_modules: a non-empty list"):
+        ad.check_hparams(ad.AdapterHParams(target_modules="query"))

@@ -217,7 +217,10 @@ def fake_run(root, model, adapter, official, trainable, seconds):
 
 class Params:
     def __init__(self, runs):
+        from stages.config import BaselineConfig
+
         self._runs, self.datasets = runs, [DATASET]
+        self.baseline = BaselineConfig()  # no zero-shot rows
 
     def matrices(self):
         return [type("M", (), {"runs": lambda _: self._runs})()]
@@ -231,7 +234,7 @@ def test_leaderboard_marks_the_best_run_and_the_deltas(tmp_path):
             (DATASET, "m", "head", 0.60, 10**3, 10.0)]
     for _, model, adapter, *rest in runs:
         fake_run(tmp_path, model, adapter, *rest)
-    for name, value in zip(bl.BASELINES, (0.35, 0.70, 0.85)):
+    for name, value in zip(bl.BASELINES, (0.35, 0.70, 0.85, 0.75, 0.5)):
         write(tmp_path / f"metrics/eval/{DATASET}/baseline/{name}.json",
               {"official_metric": "accuracy", "official": value, "test": {"macro_f1": 0.1, "micro_f1": value},
                "train_examples": 100})
@@ -246,7 +249,7 @@ def test_leaderboard_marks_the_best_run_and_the_deltas(tmp_path):
     assert "| m | lora | **0.820** |" in md and "Reference: accuracy 0.9 (a paper)" in md
     assert json.loads((tmp_path / "metrics/leaderboard.json").read_text())["rows"] == rows
     assert (tmp_path / f"metrics/pareto/{DATASET}.png").stat().st_size > 1000
-    assert len(pd.read_csv(tmp_path / "metrics/leaderboard.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "metrics/leaderboard.csv")) == 3 + len(bl.BASELINES)
 
 
 def test_pareto_front_and_missing_inputs(tmp_path):

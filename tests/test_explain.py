@@ -89,6 +89,41 @@ def test_same_seed_same_explanations_and_qlora_runs_explain_too(project, tmp_pat
     assert [e["id"] for e in other["examples"]] != [e["id"] for e in first["examples"]]
 
 
+def test_shap_beside_integrated_gradients_on_one_page(project, tmp_path):
+    root, _, runs = project
+    run = pr.resolve_run(runs["lora"], root)
+    out = xp.explain(run, per_class=1, steps=8, method="both", shap_evals=60, out=tmp_path / "both")
+    report = json.loads((out / "attributions.json").read_text())
+    examples = report["examples"]
+    assert [e["method"] for e in examples] == ["ig"] * 3 + ["shap"] * 3
+    assert "LayerIntegratedGradients" in report["method"] and "PartitionExplainer" in report["method"]
+    ig, sh = examples[:3], examples[3:]
+    assert [e["id"] for e in ig] == [e["id"] for e in sh] and [e["target"] for e in sh] == LABELS
+    trained = run.load()
+    for e in sh:
+        assert [t for t in e["tokens"] if t] == e["text"].split(), "one SHAP value per word of the text"
+        ids = trained.tokenizer(e["text"], return_tensors="pt")["input_ids"]
+        assert e["probability"] == pytest.approx(probability(trained, run, ids, e["target"]), abs=1e-5)
+        # efficiency: the values add up to p(text) - p(every word masked); the masked text scored here
+        masked = trained.tokenizer("...", return_tensors="pt")["input_ids"]
+        gap = probability(trained, run, ids, e["target"]) - probability(trained, run, masked, e["target"])
+        assert sum(e["attributions"]) == pytest.approx(gap, abs=1e-4) and e["delta"] < 1e-4
+        assert max(abs(a) for a in e["attributions"]) > 1e-4
+    page = (out / "explanations.html").read_text()
+    assert page.count('<span class="method">IG</span>') == 3 and page.count('<span class="method">SHAP</span>') == 3
+    for e in sh:
+        for word, value in zip(e["tokens"], e["attributions"]):
+            if word:
+                assert f'<span title="{value:+.4f}"' in page
+    assert "partition explainer" in page and "integrated gradients" in page
+    assert page.count("<h2>") == 3 and page.count('class="ex"') == 3  # one box per example, both lines inside
+    only = json.loads((xp.explain(run, per_class=1, method="shap", shap_evals=60, out=tmp_path / "shap")
+                       / "attributions.json").read_text())
+    assert only["examples"] == sh  # deterministic: no sampling
+    with pytest.raises(EmotuneError, match="--method 'shapp' \\(did you mean 'shap'\\?\\)"):
+        xp.explain(run, method="shapp")
+
+
 def test_multi_label_runs_explain_each_labels_sigmoid(tmp_path, project):
     _, llama, _ = project
     root = make_project(tmp_path / "multi", "multi_label")

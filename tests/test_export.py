@@ -172,7 +172,9 @@ def test_model_card_and_command(runs, monkeypatch, capsys):
     for section in ("## Use", "## Labels", "## Data", "## Training", "## Metrics", "## Known label noise",
                     "## Limits"):
         assert section in card
-    assert card.startswith("# toy: tiny-llama + lora (emotune)")
+    front, body = card.split("\n---\n", 1)
+    assert front.startswith("---\n") and "pipeline_tag: text-classification" in front and "- emotune" in front
+    assert body.startswith("# toy: tiny-llama + lora (emotune)")
     assert "`train.csv` | `" + "0" * 64 in card  # the raw data's checksum from the run card
     assert "| adapter.r | 4 |" in card and "| train.epochs | 3 |" in card
     assert "not evaluated yet (`metrics/eval/toy/tiny-llama/lora.json` is missing" in card
@@ -181,3 +183,80 @@ def test_model_card_and_command(runs, monkeypatch, capsys):
     assert "Texts are cut at 32 tokens" in card
     tokenizer = json.loads((root / "exports" / name / "tokenizer_config.json").read_text())
     assert tokenizer["model_max_length"] == 32
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub push: everything up to the upload call (no Hub here); HfApi replaced at the boundary
+# ---------------------------------------------------------------------------------------------
+class RecordingHfApi:
+    """Stands in for huggingface_hub.HfApi: records create_repo / upload_folder and the files the folder
+    holds at upload time (name -> bytes)."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.calls, self.uploaded, self.fail = [], {}, fail
+
+    @staticmethod
+    def real_signature(method: str, kwargs: dict) -> None:
+        """The call must bind to the real HfApi method: the stand-in cannot drift from huggingface_hub."""
+        import inspect
+
+        from huggingface_hub import HfApi
+
+        inspect.signature(getattr(HfApi, method)).bind(None, **kwargs)
+
+    def create_repo(self, **kwargs):
+        self.real_signature("create_repo", kwargs)
+        self.calls.append(("create_repo", kwargs))
+        if self.fail:
+            raise self.fail
+        return f"https://huggingface.co/{kwargs['repo_id']}"
+
+    def upload_folder(self, **kwargs):
+        from pathlib import Path
+
+        self.real_signature("upload_folder", kwargs)
+        self.calls.append(("upload_folder", kwargs))
+        folder = Path(kwargs["folder_path"])
+        self.uploaded = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
+
+
+def test_push_to_hub_uploads_the_checked_export_with_its_card(runs, tmp_path):
+    root, name = runs("llama", "lora")
+    out = ex.export(pr.resolve_run(name, root), tmp_path / "export", check_rows=8)
+    api = RecordingHfApi()
+    url = ex.push_to_hub(out, "me/toy-emotions", private=True, api=api)
+    assert url == "https://huggingface.co/me/toy-emotions/commit/abc"
+    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
+    assert api.calls[0][1] == {"repo_id": "me/toy-emotions", "repo_type": "model", "private": True, "exist_ok": True}
+    upload = api.calls[1][1]
+    assert upload["repo_id"] == "me/toy-emotions" and upload["repo_type"] == "model"
+    assert upload["folder_path"] == str(out) and upload["commit_message"] == f"emotune export of {name}"
+    on_disk = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert api.uploaded == on_disk  # exactly the exported folder, byte for byte
+    assert {"README.md", "export.json", "config.json", "model.safetensors", "tokenizer.json"} <= set(api.uploaded)
+    card = api.uploaded["README.md"].decode()
+    assert card.startswith("---\n") and "library_name: transformers" in card and "- toy" in card
+    # what the Hub would hold loads with plain transformers
+    assert pipeline_probabilities(out, TEXTS[:2]).shape == (2, 3)
+
+
+def test_push_refusals_come_before_the_work(runs, tmp_path, monkeypatch, capsys):
+    root, name = runs("llama", "lora")
+    monkeypatch.setattr(pr, "ROOT", root)
+    monkeypatch.setattr(ex, "ROOT", root)
+    for bad, message in (("toy-emotions", "owner/name"), ("me/toy emotions", "not a valid Hub repository id")):
+        with pytest.raises(ex.EmotuneError, match=message):
+            ex.main([name, "--out", str(tmp_path / "never"), "--push-to-hub", bad])
+    assert not (tmp_path / "never").exists(), "a bad repo id must fail before the export runs"
+    with pytest.raises(ex.EmotuneError, match="not an exported model folder"):
+        ex.push_to_hub(tmp_path, "me/x", api=RecordingHfApi())
+    api = RecordingHfApi()
+    monkeypatch.setattr(ex, "hub_api", lambda: api)
+    ex.main([name, "--out", str(tmp_path / "cli"), "--check-rows", "8", "--push-to-hub", "me/cli-model"])
+    assert "pushed to https://huggingface.co/me/cli-model: https://huggingface.co/me/cli-model/commit/abc" in \
+        capsys.readouterr().out
+    assert api.calls[0][1]["private"] is False and set(api.uploaded) == {p.name for p in (tmp_path / "cli").iterdir()}
+    offline = RecordingHfApi(fail=ConnectionError("offline"))
+    with pytest.raises(ex.EmotuneError, match="export is complete on disk; log in"):
+        ex.push_to_hub(tmp_path / "cli", "me/cli-model", api=offline)

@@ -35,12 +35,13 @@ def test_a_plan_holds_only_what_its_run_reads():
     params = parse_params(shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"]))
     plans = plan_stage.make_plans(params)
     lora = plans[Path("emotion/minilm/lora.json")]
-    assert lora["adapter"] == {"name": "lora", "hparams": {"r": 16, "alpha": 32, "dropout": 0.1,
-                                                           "target_modules": None, "gradient_checkpointing": False}}
+    assert lora["adapter"] == {"name": "lora", "hparams": {
+        "r": 16, "alpha": 32, "dropout": 0.1, "target_modules": None, "bias": "none", "use_rslora": False,
+        "gradient_checkpointing": False, "model_config": {}}}
     assert set(plans[Path("emotion/minilm/ia3.json")]["adapter"]["hparams"]) == \
-        {"target_modules", "ia3_feedforward_modules", "gradient_checkpointing"}
-    assert plans[Path("emotion/minilm/full.json")]["adapter"]["hparams"] == {}
-    assert plans[Path("emotion/minilm/head.json")]["adapter"]["hparams"] == {}
+        {"target_modules", "ia3_feedforward_modules", "gradient_checkpointing", "model_config"}
+    assert plans[Path("emotion/minilm/full.json")]["adapter"]["hparams"] == {"model_config": {}}
+    assert plans[Path("emotion/minilm/head.json")]["adapter"]["hparams"] == {"model_config": {}}
     assert lora["dataset"] == {"name": "emotion", "task": "single_label",
                                "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"],
                                "official_metric": "accuracy"}
@@ -64,6 +65,24 @@ def test_changing_adapter_r_changes_only_the_lora_family_plans():
     lrs = {p.name: plan["train"]["lr"] for p, plan in plan_stage.make_plans(parse_params(raw)).items()
            if p.name != "tokenize.json"}
     assert set(lrs.values()) == {1e-4}
+
+
+def test_model_config_reaches_every_plan_and_is_checked_before_training():
+    raw = shipped(adapters=["full", "lora", "ia3"], large={}, generative={})  # BERT-only: MiniLM
+    raw["adapter"]["model_config"] = {"hidden_dropout_prob": 0.2}
+    plans = plan_stage.make_plans(parse_params(raw))
+    for adapter in ("full", "lora", "ia3"):
+        assert plans[Path(f"emotion/minilm/{adapter}.json")]["adapter"]["hparams"]["model_config"] == \
+            {"hidden_dropout_prob": 0.2}
+    raw["adapter"]["model_config"] = {"hiden_dropout_prob": 0.2}
+    with pytest.raises(EmotuneError, match=r"model 'minilm' \(bert\) has no config key 'hiden_dropout_prob' "
+                                           r"\(did you mean 'hidden_dropout_prob'\?\)"):
+        plan_stage.make_plans(parse_params(raw))
+    # one override for every model of the matrices: a decoder in the large group has no such key
+    raw = shipped()
+    raw["adapter"]["model_config"] = {"hidden_dropout_prob": 0.2}
+    with pytest.raises(EmotuneError, match="model 'smollm2' \\(llama\\).*dropout keys: attention_dropout"):
+        plan_stage.make_plans(parse_params(raw))
 
 
 def test_groups_train_their_own_matrix_with_their_train_overrides():
@@ -142,7 +161,7 @@ def test_repro_writes_every_output(dvc_project):
     board = json.loads((root / "metrics/leaderboard.json").read_text())["rows"]
     assert {(r["model"], r["adapter"]) for r in board} == {
         ("tiny-bert", "lora"), ("tiny-bert", "ia3"), ("baseline", "majority"), ("baseline", "tfidf_lr"),
-        ("baseline", "tfidf_lr_all")}
+        ("baseline", "tfidf_lr_all"), ("baseline", "embed_lr"), ("baseline", "bilstm")}
     assert sum(r["best"] for r in board) == 1
 
 

@@ -62,6 +62,10 @@ def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), e
                   large={"datasets": [], "models": [], "adapters": []},
                   generative={"datasets": [], "models": [], "adapters": []})  # empty groups: no stages
     params["audit"].update(model="tfidf", folds=2)
+    # the toy baselines embed and split words with the tiny BERT; no zero-shot decoder
+    params["baseline"]["embedding_model"] = "tiny-bert"
+    params["baseline"]["rnn"].update(tokenizer="tiny-bert", epochs=2)
+    params["baseline"]["zero_shot"].update(datasets=[], models=[])
     params["adapter"].update(r=4, alpha=8)
     params["train"].update(epochs=epochs, batch_size=16, threads=1, lr=1e-2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
