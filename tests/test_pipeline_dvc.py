@@ -244,8 +244,11 @@ def test_minilm_lora_beats_the_majority_class_on_emotion(params, mirror, tmp_pat
     tk.tokenize_dataset(plan_stage.tokenize_plan(run, "emotion", model), audited, paths.data)
     plan = plan_stage.run_plan(run, run.matrices()[0], "emotion", model, "lora")
     # 38 optimizer steps: a run this short needs a larger step than the default (2e-3 measured 0.30 here,
-    # at the majority rate; 5e-3 measured 0.52)
-    plan["train"].update(epochs=1, batch_size=16, threads=2, lr=5e-3)
+    # at the majority rate; 5e-3 measured 0.52). Two warmup steps, as round(0.06 * 38) gave the earlier
+    # hand-written loop; Trainer rounds warmup_ratio up (3 steps), and this short run is on a knife edge:
+    # seed 42 ends at the majority class with 3 warmup steps (0.303, also after 2 epochs) and at 0.567
+    # with 2, seeds 1 and 2 reach 0.527 and 0.597 with 3 (measured 2026-12-01, Trainer loop).
+    plan["train"].update(epochs=1, batch_size=16, threads=2, lr=5e-3, warmup_steps=2)
     summary = tr.train(plan, paths)["summary"]
     print("minilm lora, 600 emotion rows, 1 epoch:", json.dumps(summary))
     assert summary["best_val"] > summary["majority_class_rate"] + 0.05, summary
