@@ -259,12 +259,12 @@ def hf_lora_model(spec: dict):
                                             exclude_modules=spec["exclude_modules"] or None))
 
 
-def run_peer(spec: dict, seed: int, out: Path) -> dict:
-    """The fair peer: plain Trainer the way its documentation recommends for speed: dynamic padding,
-    length grouping, its default fused AdamW."""
+def hf_arm_start(spec: dict, seed: int):
+    """What the peer and notebook arms set up alike: threads, seed, the same rows emotune trains on
+    (stages.train.sample_rows with this seed: their audited texts), the tokenizer. Returns (train_df,
+    test_df, train_ids, tokenizer, the perf_counter tick the set-up time counts from)."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import AutoTokenizer, set_seed
 
     cfg = spec["plan"]["train"]
     if cfg["threads"]:
@@ -272,7 +272,18 @@ def run_peer(spec: dict, seed: int, out: Path) -> dict:
     set_seed(seed)
     train_df, test_df, train_ids = notebook_rows(spec, seed)
     tick = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"], local_files_only=True)
+    return train_df, test_df, train_ids, AutoTokenizer.from_pretrained(spec["model_dir"], local_files_only=True), tick
+
+
+def run_peer(spec: dict, seed: int, out: Path) -> dict:
+    """The fair peer: plain Trainer the way its documentation recommends for speed: dynamic padding,
+    length grouping, its default fused AdamW."""
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    cfg = spec["plan"]["train"]
+    train_df, test_df, train_ids, tokenizer, tick = hf_arm_start(spec, seed)
 
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=spec["max_length"])
@@ -318,16 +329,10 @@ def run_notebook(spec: dict, seed: int, out: Path) -> dict:
     """The notebook recipe, written the way the seeds' notebooks write it."""
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments
 
     cfg = spec["plan"]["train"]
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    set_seed(seed)
-    # the same rows emotune trains on (stages.train.sample_rows with this seed): their audited texts
-    train_df, test_df, train_ids = notebook_rows(spec, seed)
-    tick = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"], local_files_only=True)
+    train_df, test_df, train_ids, tokenizer, tick = hf_arm_start(spec, seed)
 
     def encode(batch):
         return tokenizer(batch["text"], padding="max_length", truncation=True, max_length=spec["max_length"])
