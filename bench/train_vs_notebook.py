@@ -105,6 +105,7 @@ def real_setup(work: Path) -> tuple[dict, dict, Path]:
     raw.update(datasets=[DATASET], models=["minilm"], adapters=[ADAPTER],
                large={"datasets": [], "models": [], "adapters": []},
                generative={"datasets": [], "models": [], "adapters": []})
+    raw["baseline"]["zero_shot"]["datasets"] = []
     params = parse_params(raw)
     return params, model_entry("minilm", params), audited_emotion(work)
 

@@ -580,14 +580,20 @@ def _check_groups_use_selected_datasets(params: Params) -> None:
     """A group trains on data/audited/<dataset>, which only the fetch/clean/audit stages of `datasets`
     write (dvc.yaml foreach), so a group dataset outside `datasets` would fail in DVC after hours of
     training with `No such file or directory: data/audited/<dataset>`."""
-    for name in GROUPS:
-        group = getattr(params, name)
+    # The zero-shot baseline stages read data/audited/<dataset> too (dvc.yaml baseline_zero_shot).
+    groups = [(name, getattr(params, name), "train") for name in GROUPS]
+    zero_shot = params.baseline.zero_shot
+    # (a name the registry lacks is left to check_baseline, which says what it may have meant)
+    groups.append(("baseline.zero_shot", types.SimpleNamespace(datasets=[d for d in zero_shot.datasets
+                                                                         if d in params.dataset_registry], models=zero_shot.models,
+                                                         adapters=[None]), "are scored"))
+    for name, group, verb in groups:
         stray = [d for d in group.datasets if d not in params.datasets]
         if stray and group.models and group.adapters:
             kept = [d for d in group.datasets if d in params.datasets]
             raise EmotuneError(
                 f"{name}.datasets: {stray} {'is' if len(stray) == 1 else 'are'} not in datasets {params.datasets}; "
-                f"the {name} runs train on data/audited/<dataset>, which only the datasets in `datasets` get. "
+                f"the {name} runs {verb} on data/audited/<dataset>, which only the datasets in `datasets` get. "
                 f"Add {stray} to datasets, or set {name}.datasets to {kept} "
                 f"(`dvc exp run -S '{name}.datasets={_yaml_list(kept)}'`; [] switches the group off)")
 

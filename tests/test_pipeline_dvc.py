@@ -237,7 +237,9 @@ def test_minilm_lora_beats_the_majority_class_on_emotion(params, mirror, tmp_pat
         splits[split].sample(n, random_state=0).to_parquet(audited / f"{split}.parquet", index=False)
     (audited / "meta.json").write_text(json.dumps({"checksums": {}, "rows": sizes}))
 
-    run = parse_params(shipped(datasets=["emotion"], adapters=["lora"], large={}, generative={}))
+    raw = shipped(datasets=["emotion"], adapters=["lora"], large={}, generative={})
+    raw["baseline"]["zero_shot"]["datasets"] = []
+    run = parse_params(raw)
     model = plan_stage.model_entry("minilm", run)
     paths = tr.run_paths("emotion", "minilm", "lora", tmp_path)
     paths.data.mkdir(parents=True)

@@ -18,7 +18,7 @@ from stages import predict as pr
 from stages.config import ROOT, EmotuneError
 from stages.prompts import parse_answer
 from toy_runs import LABELS
-from use_runs import CUE_TEXTS, make_project, train_run
+from use_runs import CUE_LORA_LR, CUE_TEXTS, make_project, train_run
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def single(tmp_path_factory):
     base = tmp_path_factory.mktemp("predict")
     llama = mr.save_tiny_model("llama", base / "tiny-llama")
     root = make_project(base / "single")
-    return root, train_run(root, llama, "lora"), train_run(root, llama, "gen_lora")
+    return root, train_run(root, llama, "lora", lr=CUE_LORA_LR), train_run(root, llama, "gen_lora")
 
 
 @pytest.fixture(scope="module")

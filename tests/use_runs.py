@@ -33,13 +33,20 @@ def make_project(root: Path, task: str = "single_label") -> Path:
     return root
 
 
-def train_run(root: Path, model_folder: Path, adapter: str, task: str = "single_label", **train) -> str:
+# A tiny-Llama LoRA run that names every cue text right (CUE_TEXTS), for the tests that check labels. Under
+# Trainer (3 epochs of 10 steps, shuffled length groups) lr 1e-2 called the joy text "sadness"; 2e-2 gets all
+# three (measured 2026-12-01; 1.5e-2, 3e-2 and 2e-2 x 4 epochs each missed one: the toy run is on a knife edge).
+CUE_LORA_LR = 2e-2
+
+
+def train_run(root: Path, model_folder: Path, adapter: str, task: str = "single_label", lr: float | None = None,
+              **train) -> str:
     """Train one toy run under `root` (made with make_project); returns its name dataset/model/adapter."""
     raw = raw_params(task)
     raw["train"].update(train)
     if adapter.startswith("gen_"):
         raw["train"]["batch_size"] = 8
     params = parse_params(raw)
-    plan, paths = prepare_run(root, model_folder, adapter, task, lr=LR[adapter], params=params)
+    plan, paths = prepare_run(root, model_folder, adapter, task, lr=lr or LR[adapter], params=params)
     tr.train(plan, paths, log=lambda message: None)
     return f"{DATASET}/{plan['model']['name']}/{adapter}"
