@@ -276,6 +276,23 @@ def hf_arm_start(spec: dict, seed: int):
     return train_df, test_df, train_ids, AutoTokenizer.from_pretrained(spec["model_dir"], local_files_only=True), tick
 
 
+def hf_arm_figures(arm: str, seed: int, train_ids, rows: int, epochs: int, runtime: float, real: int,
+                   padded: int, train_call_s: float, predictions, test_rows: int, eval_s: float) -> dict:
+    """The figures the peer and notebook arms report alike (throughput per real and padded token, test)."""
+    return {
+        "arm": arm, "seed": seed, "train_rows": rows, "train_ids_sha256": ids_digest(train_ids),
+        "examples_per_s": round(rows * epochs / runtime, 2),
+        "tokens_per_s": round(real * epochs / runtime, 1),
+        "train_loop_s": round(runtime, 1),
+        "real_tokens_per_epoch": real, "padded_tokens_per_epoch": padded,
+        "pad_fraction": round(1 - real / padded, 4),
+        "padded_tokens_per_s": round(padded * epochs / runtime, 1),
+        "train_call_s": round(train_call_s, 1),
+        "test_accuracy": float((predictions.predictions.argmax(-1) == predictions.label_ids).mean()),
+        "test_rows": test_rows, "test_examples_per_s": round(test_rows / eval_s, 1),
+    }
+
+
 def run_peer(spec: dict, seed: int, out: Path) -> dict:
     """The fair peer: plain Trainer the way its documentation recommends for speed: dynamic padding,
     length grouping, its default fused AdamW."""
@@ -310,16 +327,8 @@ def run_peer(spec: dict, seed: int, out: Path) -> dict:
     lengths = np.asarray([len(ids) for ids in train_ds["input_ids"]])
     real, padded = int(lengths.sum()), padded_tokens(lengths, cfg["batch_size"], seed)
     return {
-        "arm": "peer", "seed": seed, "train_rows": len(train_ds), "train_ids_sha256": ids_digest(train_ids),
-        "examples_per_s": round(len(train_ds) * cfg["epochs"] / runtime, 2),
-        "tokens_per_s": round(real * cfg["epochs"] / runtime, 1),
-        "train_loop_s": round(runtime, 1),
-        "real_tokens_per_epoch": real, "padded_tokens_per_epoch": padded,
-        "pad_fraction": round(1 - real / padded, 4),
-        "padded_tokens_per_s": round(padded * cfg["epochs"] / runtime, 1),
-        "train_call_s": round(setup_s + trainer_call_s, 1),
-        "test_accuracy": float((predictions.predictions.argmax(-1) == predictions.label_ids).mean()),
-        "test_rows": len(test_ds), "test_examples_per_s": round(len(test_ds) / eval_s, 1),
+        **hf_arm_figures("peer", seed, train_ids, len(train_ds), cfg["epochs"], runtime, real, padded,
+                         setup_s + trainer_call_s, predictions, len(test_ds), eval_s),
         "optim": str(getattr(args.optim, "value", args.optim)),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "peak_rss_mb": common.peak_rss_mb(), "threads": torch.get_num_threads(),
@@ -355,20 +364,11 @@ def run_notebook(spec: dict, seed: int, out: Path) -> dict:
     tick = time.perf_counter()
     predictions = trainer.predict(test_ds)
     eval_s = time.perf_counter() - tick
-    accuracy = float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
     real = int(np.asarray(train_ds["attention_mask"]).sum())
     padded = len(train_ds) * spec["max_length"]
     return {
-        "arm": "notebook", "seed": seed, "train_rows": len(train_ds), "train_ids_sha256": ids_digest(train_ids),
-        "examples_per_s": round(len(train_ds) * cfg["epochs"] / runtime, 2),
-        "tokens_per_s": round(real * cfg["epochs"] / runtime, 1),
-        "train_loop_s": round(runtime, 1),
-        "real_tokens_per_epoch": real, "padded_tokens_per_epoch": padded,
-        "pad_fraction": round(1 - real / padded, 4),
-        "padded_tokens_per_s": round(padded * cfg["epochs"] / runtime, 1),
-        "train_call_s": round(setup_s + trainer_call_s, 1),
-        "test_accuracy": accuracy, "test_rows": len(test_ds),
-        "test_examples_per_s": round(len(test_ds) / eval_s, 1),
+        **hf_arm_figures("notebook", seed, train_ids, len(train_ds), cfg["epochs"], runtime, real, padded,
+                         setup_s + trainer_call_s, predictions, len(test_ds), eval_s),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "peak_rss_mb": common.peak_rss_mb(), "threads": torch.get_num_threads(),
     }
