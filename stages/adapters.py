@@ -298,3 +298,65 @@ def load_trained(folder: Path, *, registry: Mapping[str, HubModel] | None = None
 
         model = PeftModel.from_pretrained(model, folder, is_trainable=False)
     return TrainedModel(model.eval(), tokenizer, metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting the head where the data is, and training it at its own pace (independent of the loop:
+# the hand-written one in stages/train.py and transformers.Trainer call the same two functions)
+# ---------------------------------------------------------------------------------------------
+PRIOR_CLIP = 1e-3  # a label seen in no (or every) training row gets logit(0.001), not -inf
+
+
+def label_prior_logits(targets) -> "np.ndarray":
+    """log(p / (1 - p)) of each label's share of positive rows in the multi-hot `targets`."""
+    import numpy as np
+
+    p = np.clip(np.asarray(targets, dtype=np.float64).mean(0), PRIOR_CLIP, 1 - PRIOR_CLIP)
+    return np.log(p / (1 - p))
+
+
+def output_layers(model, head_modules: Sequence[str], n_labels: int) -> list:
+    """The head's final linear layer(s): Linear modules inside the head with one output per label
+    (under peft, both the trained copy in `modules_to_save` and the frozen original)."""
+    import torch
+
+    found = [m for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and m.out_features == n_labels and m.bias is not None
+             and _covered(name, head_modules)]
+    if not found:
+        raise EmotuneError(f"no Linear layer with {n_labels} outputs and a bias inside the head {list(head_modules)}")
+    return found
+
+
+def init_head_bias_to_priors(model, head_modules: Sequence[str], targets) -> list[float]:
+    """Multi-label: set the classifier's bias to the logits of the label priors, so every sigmoid starts
+    at its label's training frequency instead of 0.5. From a zero bias the first BCE steps spend the
+    gradient pushing every logit down (11 SemEval labels at 5-39% positives) and a fresh head at a small
+    learning rate ends on "no label" for every row (bench/multilabel.py). Returns the bias set."""
+    import torch
+
+    prior = label_prior_logits(targets)
+    with torch.no_grad():
+        for layer in output_layers(model, head_modules, len(prior)):
+            layer.bias.copy_(torch.as_tensor(prior, dtype=layer.bias.dtype))
+    return [float(v) for v in prior]
+
+
+def no_decay(name: str, param) -> bool:
+    # Weight decay pulls a weight towards zero. That is a sane prior for matrices (and LoRA's A/B), not
+    # for biases, norm scales, IA3 scaling vectors (neutral value 1) or DoRA magnitudes.
+    return param.dim() < 2 or any(k in name for k in ("bias", "norm", "ia3_l", "lora_magnitude"))
+
+
+def param_groups(model, head_modules: Sequence[str], lr: float, head_lr: float, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups over the trainable parameters: the head (fresh weights) at `head_lr`,
+    everything else (adapter or body) at `lr`; no weight decay on biases/norms/scales. Pass them to any
+    torch optimizer (e.g. `torch.optim.AdamW(groups)`; Trainer: `optimizers=(AdamW(groups), None)` or a
+    `create_optimizer` override)."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (_covered(name.rsplit(".", 1)[0], head_modules), no_decay(name, p))
+            groups.setdefault(key, []).append(p)
+    return [{"params": params, "lr": head_lr if head else lr, "weight_decay": 0.0 if nd else weight_decay}
+            for (head, nd), params in sorted(groups.items())]

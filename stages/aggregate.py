@@ -28,7 +28,8 @@ from stages.evaluate import eval_paths
 
 COLUMNS = ["dataset", "model", "adapter", "kind", "official_metric", "official", "macro_f1", "micro_f1",
            "trainable_params", "total_params", "adapter_mb", "train_time_s", "train_examples",
-           "train_examples_per_s", "peak_memory_mb", "infer_examples_per_s", "latency_ms_p50"]
+           "train_examples_per_s", "peak_memory_mb", "infer_examples_per_s", "latency_ms_p50", "collapsed"]
+COLLAPSED_MARK = "(collapsed)"
 
 
 def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
@@ -48,6 +49,9 @@ def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
             "peak_memory_mb": tr["peak_memory_mb"],
             "infer_examples_per_s": ev["inference"]["batched_examples_per_s"],
             "latency_ms_p50": ev["inference"].get("latency_ms_p50"),
+            # the train stage's flag: validation metric never above a constant prediction (stages/metrics.py
+            # collapse_warning); None for a metrics file written before the flag existed
+            "collapsed": tr.get("collapsed"),
             **({"invalid_rate": ev["test"]["invalid_rate"]} if "invalid_rate" in ev["test"] else {})}
 
 
@@ -111,7 +115,9 @@ def markdown(rows: list[dict], params: Params) -> str:
            "Test split of each dataset. **bold** = best fine-tuned run of the dataset (official metric). "
            "`vs TF-IDF` = official metric minus TF-IDF + LR trained on the same rows; `vs ref.` = minus the "
            "published reference (trained on all rows, see the source). Costs are from the train and "
-           "evaluate stages on the machine that ran them.", ""]
+           "evaluate stages on the machine that ran them. "
+           f"{COLLAPSED_MARK} after an adapter: its validation metric was 0 or at the level of a constant "
+           "prediction in every epoch (the train stage warned): the model learned nothing.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
         reference = params.dataset(dataset).reference
@@ -124,7 +130,7 @@ def markdown(rows: list[dict], params: Params) -> str:
         for r in mine:
             official = f"**{fmt(r['official'])}**" if r["best"] else fmt(r["official"])
             out.append("| " + " | ".join([
-                r["model"], r["adapter"], official, fmt(r["macro_f1"]), fmt(r["micro_f1"]),
+                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else ""), official, fmt(r["macro_f1"]), fmt(r["micro_f1"]),
                 fmt(r.get("vs_tfidf_lr")), fmt(r.get("vs_reference")), fmt(r.get("trainable_params")),
                 fmt(r.get("adapter_mb"), 2), fmt(r.get("train_time_s"), 0), fmt(r.get("train_examples_per_s"), 1),
                 fmt(r.get("peak_memory_mb"), 0), fmt(r.get("infer_examples_per_s"), 1),

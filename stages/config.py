@@ -218,6 +218,8 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     lr: float | None = None  # null: the adapter's default (stages/plan.py DEFAULT_LR)
+    head_lr: float | None = None  # the fresh classification head's LR; null: stages/plan.py DEFAULT_HEAD_LR
+    head_bias: Literal["prior", "zero"] = "prior"  # multi-label: start each sigmoid at its label's frequency
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     grad_accum: int = 1
@@ -511,6 +513,8 @@ def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
                            f"{', '.join(REPORT_TO)} (DVCLive always logs)")
     if cfg.lr is not None and not cfg.lr > 0:
         raise EmotuneError(f"{where}.lr: must be > 0 or null (the adapter's default), got {cfg.lr}")
+    if cfg.head_lr is not None and not cfg.head_lr > 0:
+        raise EmotuneError(f"{where}.head_lr: must be > 0 or null (stages/plan.py DEFAULT_HEAD_LR), got {cfg.head_lr}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise EmotuneError(f"{where}.warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.weight_decay < 0 or cfg.max_grad_norm <= 0 or cfg.early_stopping_patience < 1:

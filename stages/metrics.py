@@ -153,3 +153,34 @@ def label_confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -
     matrices = multilabel_confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
     return [{"label": name, "tp": int(m[1, 1]), "fp": int(m[0, 1]), "fn": int(m[1, 0]), "tn": int(m[0, 0])}
             for name, m in zip(labels, matrices)]
+
+
+def constant_level(y_true: np.ndarray, multi_label: bool, n_classes: int, metric: str) -> float:
+    """`metric` of the best constant prediction on these rows: the majority class, or for multi-label the
+    better of "no label" and the most common label set. A model at or below it has learned nothing."""
+    y_true = np.asarray(y_true)
+    if not len(y_true):
+        return 0.0
+    if multi_label:
+        patterns, counts = np.unique(y_true, axis=0, return_counts=True)
+        candidates = [np.zeros(y_true.shape[1]), patterns[counts.argmax()]]
+    else:
+        candidates = [np.bincount(y_true, minlength=n_classes).argmax()]
+    return max(scores(y_true, np.broadcast_to(np.asarray(c, dtype=y_true.dtype), y_true.shape), multi_label,
+                      n_classes)[metric] for c in candidates)
+
+
+def collapsed(history: list[dict], metric: str, level: float, tol: float = 1e-9) -> bool:
+    """True when the validation `metric` was 0 or at most `level` (constant_level) in every epoch."""
+    values = [entry[f"val_{metric}"] for entry in history]
+    return bool(values) and all(v <= max(level, 0.0) + tol for v in values)
+
+
+def collapse_warning(history: list[dict], metric: str, level: float) -> str | None:
+    """The warning a run that never beat a constant prediction prints (None when it did)."""
+    if not collapsed(history, metric, level):
+        return None
+    values = ", ".join(f"{entry[f'val_{metric}']:.4f}" for entry in history)
+    return (f"WARNING: validation {metric} never beat a constant prediction ({level:.4f}) in any epoch "
+            f"({values}): the model learned nothing. Check the labels, train.lr / train.head_lr, "
+            f"train.epochs and train.max_train_examples (README 'Training')")

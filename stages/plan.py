@@ -41,6 +41,11 @@ from stages.config import ROOT, EmotuneError, Params, load_params
 DEFAULT_LR = {"full": 1e-4, "head": 1e-2, "lora": 2e-3, "dora": 2e-3, "qlora": 2e-3, "ia3": 1e-2,
               "gen_lora": 2e-4, "gen_qlora": 2e-4}
 
+# The classification head (pooler + classifier for BERT models) starts random in every adapter; at the
+# body's LR (lora 2e-3, full 1e-4) it barely moves in a 1,000-row run and a multi-label head ends on "no
+# label". It trains at the head adapter's LR, or the run's LR when that is higher (bench/multilabel.py).
+DEFAULT_HEAD_LR = 1e-2
+
 # The adapter hyper-parameters each adapter reads; a plan holds these and no others, so a change to
 # another adapter's setting leaves its plan (and its trained model) alone.
 # `model_config` (config overrides such as dropout) changes the model itself, so every adapter reads it.
@@ -161,6 +166,8 @@ def run_plan(params: Params, matrix, dataset: str, model: dict, adapter: str) ->
     hparams = dataclasses.asdict(params.adapter)
     train = dataclasses.asdict(matrix.train)
     train["lr"] = matrix.train.lr if matrix.train.lr is not None else DEFAULT_LR[adapter]
+    train["head_lr"] = (matrix.train.head_lr if matrix.train.head_lr is not None
+                        else max(train["lr"], DEFAULT_HEAD_LR) if adapter not in GENERATIVE else train["lr"])
     return {
         "dataset": {"name": spec.name, "task": spec.task, "labels": list(spec.labels),
                     "official_metric": spec.official_metric},
