@@ -270,7 +270,7 @@ def run_baseline(name: str, splits: dict, spec, cap: int | None, seed: int, thre
         if threshold == "tuned":
             val = splits["validation"]
             thresholds = metrics.tune_thresholds(targets(val, labels, multi, f"{spec.name}/validation"),
-                                                 fitted.predict_proba(val["text"].tolist()))
+                                                 fitted.predict_proba(val["text"].tolist()), spec.official_metric)
     elif multi:
         mode, thresholds = "fixed 0.5", [0.5] * len(labels)  # each label's majority outcome
     y_pred = metrics.decide(probs, multi, thresholds)

@@ -124,7 +124,7 @@ def evaluate_classifier(plan: dict, folder: Path, data_dir: Path, threshold, sam
         thresholds = [threshold] * len(dataset["labels"])
         if threshold == "tuned":
             val_probs = metrics.probabilities(recipe.predict(trained.model, val, batch_size, contextlib.nullcontext)["logits"], True)
-            thresholds = metrics.tune_thresholds(val.targets, val_probs)
+            thresholds = metrics.tune_thresholds(val.targets, val_probs, dataset["official_metric"])
     tick = time.perf_counter()
     logits = recipe.predict(trained.model, test, batch_size, contextlib.nullcontext)["logits"]
     batched = len(test) / max(time.perf_counter() - tick, 1e-9)

@@ -161,3 +161,22 @@ def test_minilm_lora_beats_tfidf_on_a_real_semeval_slice(mirror, tmp_path):
     assert not run["collapsed"] and run["test_labels_per_row_at_0.5"] > 0.5, run
     assert run["test_roc_auc_macro"] > baseline["test_roc_auc_macro"], (run, baseline)
     assert run["test_jaccard_tuned"] >= baseline["test_jaccard_tuned"] + MARGIN, (run, baseline)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thresholds tuned on the dataset's official metric
+# ---------------------------------------------------------------------------------------------
+def test_thresholds_tuned_on_jaccard_score_at_least_the_per_label_f1_ones():
+    rng = np.random.default_rng(3)
+    y = (rng.random((300, 6)) < [0.4, 0.3, 0.2, 0.1, 0.05, 0.35]).astype(np.float32)
+    probs = np.clip(0.3 * y + rng.random(y.shape) * 0.7, 0, 1)  # weak signal: F1 wants low thresholds
+
+    def jaccard(t):
+        return metrics.scores(y, metrics.decide(probs, True, t), True, 6)["jaccard"]
+
+    per_label = metrics.tune_thresholds(y, probs)
+    assert metrics.tune_thresholds(y, probs, "macro_f1") == per_label  # F1 is per label: already optimal
+    on_jaccard = metrics.tune_thresholds(y, probs, "jaccard")
+    assert jaccard(on_jaccard) > jaccard(per_label) + 0.01
+    assert jaccard(on_jaccard) >= jaccard([0.5] * 6)
+    assert set(on_jaccard) <= {float(t) for t in metrics.THRESHOLD_GRID} | {0.5}
