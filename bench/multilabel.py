@@ -146,16 +146,17 @@ def tfidf(root: Path, params, seed: int) -> dict:
     spec = params.dataset(DATASET)
     report, _, _ = run_baseline("tfidf_lr", splits, spec, None, seed, "tuned")  # thresholds on jaccard
     from stages import metrics
-    from stages.baseline import fit, predict_proba, targets
+    from stages.baseline import fit_sklearn, targets
 
     labels = list(spec.labels)
-    model = fit("tfidf_lr", splits["train"]["text"].tolist(), targets(splits["train"], labels, True, "train"), True, seed)
-    val_probs = predict_proba(model, splits["validation"]["text"].tolist(), len(labels), True)
-    test_probs = predict_proba(model, splits["test"]["text"].tolist(), len(labels), True)
+    fitted = fit_sklearn("tfidf_lr", splits["train"]["text"].tolist(),
+                         targets(splits["train"], labels, True, "train"), True, seed, len(labels))
+    val_probs = fitted.predict_proba(splits["validation"]["text"].tolist())
+    test_probs = fitted.predict_proba(splits["test"]["text"].tolist())
     per_label_f1 = metrics.tune_thresholds(targets(splits["validation"], labels, True, "validation"), val_probs)
     old = metrics.scores(targets(splits["test"], labels, True, "test"),
                          metrics.decide(test_probs, True, per_label_f1), True, len(labels))
-    return {"test_jaccard_tuned_per_label_f1": round(old["jaccard"], 4),"test_jaccard_tuned": round(report["official"], 4), "test_macro_f1_tuned": round(report["test"]["macro_f1"], 4),
+    return {"test_jaccard_tuned_per_label_f1": round(old["jaccard"], 4), "test_jaccard_tuned": round(report["official"], 4), "test_macro_f1_tuned": round(report["test"]["macro_f1"], 4),
             "test_roc_auc_macro": round(report["test"]["roc_auc_macro"], 4)}
 
 

@@ -69,6 +69,11 @@ def _targets(loaded: LoadedModel, hp: AdapterHParams, adapter: str) -> tuple[lis
             feedforward = list(hp.ia3_feedforward_modules if hp.ia3_feedforward_modules is not None
                                else (arch.ia3_feedforward if arch else ()))
             _check_match(loaded, feedforward, "adapter.ia3_feedforward_modules")
+            # IA3 gets the expansion as short names: peft 0.21 expands "all-linear" to full module paths
+            # and then refuses to load its own saved adapter, because `down_proj` (feed-forward) is not
+            # literally among `model.layers.0.mlp.down_proj`, ... (IA3Config's subset check).
+            outside_head = [n for n, _ in loaded.model.named_modules() if n and not _covered(n, loaded.head_modules)]
+            return _linear_names(loaded.model, outside_head), feedforward
         return ALL_LINEAR, feedforward
     if hp.target_modules is not None:
         targets = list(hp.target_modules)
@@ -98,10 +103,12 @@ def _check_match(loaded: LoadedModel, targets: Sequence[str], key: str) -> None:
                            f"({loaded.model_type}); e.g. {_linear_names(loaded.model)[:8]}")
 
 
-def _linear_names(model) -> list[str]:
+def _linear_names(model, within: Sequence[str] | None = None) -> list[str]:
+    """Short names of the Linear / Conv1D layers (of the modules named in `within`, default all)."""
     seen = []
+    keep = set(within) if within is not None else None
     for name, module in model.named_modules():
-        if type(module).__name__ in ("Linear", "Conv1D", "Linear4bit") and name:
+        if type(module).__name__ in ("Linear", "Conv1D", "Linear4bit") and name and (keep is None or name in keep):
             short = name.rsplit(".", 1)[-1]
             if short not in seen:
                 seen.append(short)
@@ -321,23 +328,27 @@ def output_layers(model, head_modules: Sequence[str], n_labels: int) -> list:
     import torch
 
     found = [m for name, m in model.named_modules()
-             if isinstance(m, torch.nn.Linear) and m.out_features == n_labels and m.bias is not None
-             and _covered(name, head_modules)]
+             if isinstance(m, torch.nn.Linear) and m.out_features == n_labels and _covered(name, head_modules)]
     if not found:
-        raise EmotuneError(f"no Linear layer with {n_labels} outputs and a bias inside the head {list(head_modules)}")
+        raise EmotuneError(f"no Linear layer with {n_labels} outputs inside the head {list(head_modules)}")
     return found
 
 
-def init_head_bias_to_priors(model, head_modules: Sequence[str], targets) -> list[float]:
+def init_head_bias_to_priors(model, head_modules: Sequence[str], targets) -> list[float] | None:
     """Multi-label: set the classifier's bias to the logits of the label priors, so every sigmoid starts
     at its label's training frequency instead of 0.5. From a zero bias the first BCE steps spend the
     gradient pushing every logit down (11 SemEval labels at 5-39% positives) and a fresh head at a small
-    learning rate ends on "no label" for every row (bench/multilabel.py). Returns the bias set."""
+    learning rate ends on "no label" for every row (bench/multilabel.py). Returns the bias set, or None
+    when the output layer has no bias (decoders' `score` layer: Llama, Gemma, Mistral, GPT-2), which a
+    saved checkpoint could not reload if one were added."""
     import torch
 
     prior = label_prior_logits(targets)
+    layers = output_layers(model, head_modules, len(prior))
+    if any(layer.bias is None for layer in layers):
+        return None
     with torch.no_grad():
-        for layer in output_layers(model, head_modules, len(prior)):
+        for layer in layers:
             layer.bias.copy_(torch.as_tensor(prior, dtype=layer.bias.dtype))
     return [float(v) for v in prior]
 

@@ -21,6 +21,7 @@ carries its cost like a run's: training time, trainable and total parameters, te
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -359,7 +360,7 @@ def off_the_shelf(model: str, splits: dict, spec, max_length: int, batch_size: i
 
 
 def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_size: int,
-                device: str) -> np.ndarray:
+                device: str, prompt: dict | None = None) -> np.ndarray:
     """(rows, labels) log-likelihood of each label's answer (its tokens and eos) after the prompt: the
     generative recipe's prompts and answer-token loss (stages/generative.py), one pass per label."""
     import torch
@@ -371,7 +372,7 @@ def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_
     scores = np.zeros((len(test), len(labels)), dtype=np.float64)
     for j, label in enumerate(labels):
         frame = test.assign(labels=[[label]] * len(test))
-        rows = GenerativeBatches(tokenize_prompts(frame, tokenizer, labels, False, max_length),
+        rows = GenerativeBatches(tokenize_prompts(frame, tokenizer, labels, False, max_length, prompt),
                                  tokenizer.pad_token_id, False)
         with torch.inference_mode():
             for idx in eval_batches(rows.lengths, batch_size):
@@ -385,12 +386,14 @@ def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_
 
 def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, registry=None,
               device: str | None = None, name: str | None = None,
-              label_map: dict | None = None, decode: str = "generate") -> tuple[dict, np.ndarray, np.ndarray]:
+              label_map: dict | None = None, decode: str = "generate",
+              prompt: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Prompt `model` (a decoder: registry name, Hub id or folder) with the generative recipe's
     instruction listing the label names, generate greedily, parse the answers back to labels
     (stages/prompts.py parse_answer); an answer that names no label is invalid and scored as wrong.
     A classifier with its own labels (an encoder whose config has them, or any model given a
-    `label_map`) goes to `off_the_shelf` instead."""
+    `label_map`) goes to `off_the_shelf` instead. `prompt`: params.yaml tokenize.prompt (system message,
+    instruction), the prompt the generative runs are trained with."""
     from transformers import AutoConfig
 
     from stages.model_registry import arch_defaults, resolve_model
@@ -420,8 +423,8 @@ def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, 
     load_time = time.perf_counter() - tick
     tokenizer = loaded.tokenizer
     test = splits["test"]
-    rows = GenerativeBatches(tokenize_prompts(test, tokenizer, labels, multi, max_length), tokenizer.pad_token_id,
-                             multi)
+    rows = GenerativeBatches(tokenize_prompts(test, tokenizer, labels, multi, max_length, prompt),
+                             tokenizer.pad_token_id, multi)
     # Room for the longest valid answer (every label, for multi-label) plus a little: an answer still
     # going by then is not a valid one.
     longest = answer_text(labels, True) if multi else max(labels, key=lambda lab: len(tokenizer(lab)["input_ids"]))
@@ -432,7 +435,7 @@ def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, 
             raise EmotuneError(f"zero-shot decode rank scores one label per text; {spec.name} is multi-label "
                                f"(use decode: generate)")
         tick = time.perf_counter()
-        scores = rank_labels(net, tokenizer, test, labels, max_length, batch_size, device)
+        scores = rank_labels(net, tokenizer, test, labels, max_length, batch_size, device, prompt)
         infer = len(test) / max(time.perf_counter() - tick, 1e-9)
         probs = metrics.probabilities(scores, False)  # softmax over the labels' answer log-likelihoods
         y_pred, texts = probs.argmax(1), []
@@ -478,7 +481,8 @@ def main(argv: list[str]) -> None:
                                            params.baseline.zero_shot.batch_size, params.model_registry,
                                            name=args.zero_shot,
                                            label_map=params.baseline.zero_shot.label_maps.get(args.zero_shot),
-                                           decode=params.baseline.zero_shot.decode)
+                                           decode=params.baseline.zero_shot.decode,
+                                           prompt=dataclasses.asdict(params.tokenize.prompt))
         write_report(report, y_true, y_pred, *eval_paths(args.dataset, "baseline", report["adapter"]))
         print(f"baseline {args.dataset}/{report['adapter']}: test {report['official_metric']} "
               f"{report['official']:.4f}, invalid answers {report['test'].get('invalid_rate', 0):.1%}")

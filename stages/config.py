@@ -208,8 +208,19 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class PromptConfig:
+    """The generative recipe's prompt (stages/prompts.py): `system`, a system message (chat templates; a
+    first paragraph in plain prompts and for templates without a system role), and `instruction`, the
+    question before the text, where "{labels}" becomes the label names. null: the built-in instruction."""
+
+    system: str | None = None
+    instruction: str | None = None
+
+
+@dataclass(frozen=True)
 class TokenizeConfig:
     max_length: int = 128
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig())
 
 
 @dataclass(frozen=True)
@@ -387,6 +398,19 @@ def _coerce(value: Any, tp, where: str):
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise EmotuneError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     return value
+
+
+def check_prompt(prompt: PromptConfig, where: str) -> None:
+    for key in ("system", "instruction"):
+        value = getattr(prompt, key)
+        if value is not None and not value.strip():
+            raise EmotuneError(f"{where}.{key}: empty; give the text or null (the built-in one)")
+    if prompt.instruction is not None:
+        try:
+            prompt.instruction.format(labels="a, b")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise EmotuneError(f"{where}.instruction: {{labels}} is the only placeholder it may hold (write "
+                               f"{{{{ and }}}} for literal braces); got {prompt.instruction!r} ({exc!r})") from None
 
 
 def build(cls, data: Any, where: str, **extra):
@@ -576,6 +600,7 @@ def _parse(raw: dict) -> Params:
     _check_matrices_disjoint(matrices)
     if params.tokenize.max_length < 8:
         raise EmotuneError(f"tokenize.max_length: must be >= 8, got {params.tokenize.max_length}")
+    check_prompt(params.tokenize.prompt, "tokenize.prompt")
     check_baseline(params)
     return params
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from stages.config import AdapterHParams, EmotuneError, check_hparams
-from stages.prompts import eos_id, parse_answer, prompt_format, tokenize_prompts
+from stages.prompts import eos_id, parse_answer, prompt_format, prompt_settings, tokenize_prompts
 
 GEN_METADATA_FILE = "emotune_model.json"  # the same file name and format as stages/adapters.py
 FORMAT_VERSION = 1
@@ -268,27 +268,33 @@ class GenerativeRecipe:
         return {"pred": pred, "invalid": invalid, "loss": loss_sum / max(len(split), 1), "texts": texts}
 
     def save(self, model, folder: Path, loaded: LoadedGenerative, extra: dict) -> None:
+        from stages.artifacts import read_json
+
+        prompt = read_json(self.data_dir / "meta.json").get("prompt")  # what the tokenize stage built
         save_generative(model, folder, loaded, self.adapter, self.hp, max_new_tokens=self.max_new_tokens,
-                        extra=extra)
+                        extra=extra, prompt=prompt)
 
 
 # ---------------------------------------------------------------------------------------------
 # Save / load
 # ---------------------------------------------------------------------------------------------
 def save_generative(model, folder: Path, loaded: LoadedGenerative, adapter: str, hp: AdapterHParams,
-                    max_new_tokens: int, extra: dict | None = None) -> Path:
+                    max_new_tokens: int, extra: dict | None = None, prompt: dict | None = None) -> Path:
     """The LoRA adapter (adapter_model.safetensors), tokenizer and emotune_model.json (the same format as
     stages/adapters.save_trained, plus the prompt) into `folder`, replaced atomically."""
     from stages.adapters import parameter_counts
     from stages.artifacts import atomic_dir
 
-    fmt = prompt_format(loaded.tokenizer, list(loaded.labels), loaded.task == "multi_label")
+    settings = prompt_settings(prompt)
+    fmt = prompt_format(loaded.tokenizer, list(loaded.labels), loaded.task == "multi_label", **settings)
     metadata = {
         "format_version": FORMAT_VERSION, "adapter": adapter, "base_model": loaded.spec,
         "base_provenance": loaded.provenance, "model_type": loaded.model_type, "labels": list(loaded.labels),
         "task": loaded.task, "problem_type": "generative", "hparams": asdict(hp),
-        "prompt": {"instruction": fmt.instruction, "chat_template": fmt.chat_template,
-                   "max_new_tokens": max_new_tokens},
+        # `settings` rebuild the prompt at inference (TrainedGenerative.predict); `instruction` as the
+        # model saw it, for people
+        "prompt": {"settings": settings, "instruction": fmt.instruction, "system": fmt.system,
+                   "system_in_user": fmt.system_in_user, "chat_template": fmt.chat_template, "max_new_tokens": max_new_tokens},
         "parameters": parameter_counts(model), "extra": dict(extra or {}),
     }
     with atomic_dir(Path(folder)) as tmp:
@@ -318,7 +324,8 @@ class TrainedGenerative:
         multi = self.metadata["task"] == "multi_label"
         frame = pd.DataFrame({"id": range(len(texts)), "text": texts,
                               "labels": [[] if multi else [self.labels[0]]] * len(texts)})
-        rows = GenerativeBatches(tokenize_prompts(frame, self.tokenizer, self.labels, multi, max_length),
+        rows = GenerativeBatches(tokenize_prompts(frame, self.tokenizer, self.labels, multi, max_length,
+                                                  self.metadata["prompt"].get("settings")),
                                  self.tokenizer.pad_token_id, multi)
         eos = eos_id(self.tokenizer)
         answers = [""] * len(texts)

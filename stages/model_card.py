@@ -70,13 +70,25 @@ model = AutoModelForCausalLM.from_pretrained("<this folder>")
 instruction = {json.dumps(prompt["instruction"])}
 text = "i can't believe how lucky we are"
 """
+        system = prompt.get("system")
         if prompt["chat_template"]:
-            body += """prompt = tok.apply_chat_template([{"role": "user", "content": f"{instruction}\\n\\nText: {text}"}],
+            messages = '[{"role": "user", "content": f"{instruction}\\n\\nText: {text}"}]'
+            if system and prompt.get("system_in_user"):  # the template has no system role
+                body += f"system = {json.dumps(system)}\n"
+                messages = '[{"role": "user", "content": f"{system}\\n\\n{instruction}\\n\\nText: {text}"}]'
+            elif system:
+                body += f"system = {json.dumps(system)}\n"
+                messages = '[{"role": "system", "content": system}, ' + messages[1:]
+            body += f"""prompt = tok.apply_chat_template({messages},
                                add_generation_prompt=True, tokenize=False)
 ids = tok(prompt, add_special_tokens=False, return_tensors="pt")
 """
         else:
-            body += """ids = tok(f"{tok.bos_token or ''}{instruction}\\nText: {text}\\nAnswer:", add_special_tokens=False,
+            head = ""
+            if system:
+                body += f"system = {json.dumps(system)}\n"
+                head = "{system}\\n\\n"
+            body += f"""ids = tok(f"{{tok.bos_token or ''}}{head}{{instruction}}\\nText: {{text}}\\nAnswer:", add_special_tokens=False,
           return_tensors="pt")
 """
         body += f"""out = model.generate(**ids, do_sample=False, max_new_tokens={prompt["max_new_tokens"]})

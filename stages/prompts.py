@@ -35,22 +35,48 @@ class PromptFormat:
     suffix_ids: list[int]
     answer_prefix: str  # " " in plain prompts, so the answer's first word tokenizes as a word
     chat_template: bool
-    instruction: str
+    instruction: str  # as the model sees it (labels filled in)
+    system: str | None = None
+    system_in_user: bool = False  # the chat template has no system role: the system text opens the user turn
 
 
-def prompt_format(tokenizer, labels: list[str], multi_label: bool) -> PromptFormat:
-    instruction = INSTRUCTIONS[multi_label].format(labels=", ".join(labels))
+def prompt_format(tokenizer, labels: list[str], multi_label: bool, system: str | None = None,
+                  instruction: str | None = None) -> PromptFormat:
+    """`system` and `instruction` are params.yaml `tokenize.prompt` (None: no system message, the built-in
+    instruction; "{labels}" in an instruction becomes the label names)."""
+    instruction = (instruction or INSTRUCTIONS[multi_label]).format(labels=", ".join(labels))
     if getattr(tokenizer, "chat_template", None):
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": f"{instruction}\n\nText: {_SENTINEL}"}],
-            add_generation_prompt=True, tokenize=False)
+        from jinja2 import TemplateError
+
+        user = {"role": "user", "content": f"{instruction}\n\nText: {_SENTINEL}"}
+        messages = [{"role": "system", "content": system}, user] if system else [user]
+        try:
+            rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except TemplateError:  # e.g. Gemma's template raises "System role not supported"
+            if not system:
+                raise
+            user = {**user, "content": f"{system}\n\n{user['content']}"}
+            rendered = tokenizer.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+            merged = True
+        else:
+            merged = False
         prefix, suffix = rendered.split(_SENTINEL)
         # The template writes its special tokens as text; the tokenizer turns them back into ids.
         return PromptFormat(tokenizer(prefix, add_special_tokens=False)["input_ids"],
-                            tokenizer(suffix, add_special_tokens=False)["input_ids"], "", True, instruction)
+                            tokenizer(suffix, add_special_tokens=False)["input_ids"], "", True, instruction,
+                            system, merged)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return PromptFormat(bos + tokenizer(f"{instruction}\nText: ", add_special_tokens=False)["input_ids"],
-                        tokenizer("\nAnswer:", add_special_tokens=False)["input_ids"], " ", False, instruction)
+    head = f"{system}\n\n" if system else ""
+    return PromptFormat(bos + tokenizer(f"{head}{instruction}\nText: ", add_special_tokens=False)["input_ids"],
+                        tokenizer("\nAnswer:", add_special_tokens=False)["input_ids"], " ", False, instruction,
+                        system)
+
+
+def prompt_settings(prompt: dict | None) -> dict:
+    """{"system", "instruction"} of a tokenize.prompt mapping (from a plan, meta.json or a saved model's
+    metadata), None where unset."""
+    prompt = prompt or {}
+    return {"system": prompt.get("system"), "instruction": prompt.get("instruction")}
 
 
 def answer_text(names: list[str], multi_label: bool) -> str:
@@ -66,11 +92,12 @@ def eos_id(tokenizer) -> int:
 
 
 def tokenize_prompts(frame: pd.DataFrame, tokenizer, classes: list[str], multi_label: bool,
-                     max_length: int) -> pd.DataFrame:
-    """Columns id, prompt_ids, answer_ids (ending with eos), labels (class id / multi-hot), length."""
+                     max_length: int, prompt: dict | None = None) -> pd.DataFrame:
+    """Columns id, prompt_ids, answer_ids (ending with eos), labels (class id / multi-hot), length.
+    `prompt`: {"system", "instruction"} (params.yaml tokenize.prompt; None: the defaults)."""
     from stages.tokenize import label_targets
 
-    fmt = prompt_format(tokenizer, classes, multi_label)
+    fmt = prompt_format(tokenizer, classes, multi_label, **prompt_settings(prompt))
     texts = tokenizer(frame["text"].tolist(), add_special_tokens=False, truncation=True,
                       max_length=max_length)["input_ids"]
     answers = [fmt.answer_prefix + answer_text(list(names), multi_label) for names in frame["labels"]]

@@ -134,7 +134,8 @@ def tokenize_dataset(plan: dict, audited_dir: Path, out: Path) -> dict:
 
         report["generative"] = {}
         for split in SPLITS:
-            frame = prompts.tokenize_prompts(splits[split], tokenizer, classes, multi_label, max_length)
+            frame = prompts.tokenize_prompts(splits[split], tokenizer, classes, multi_label, max_length,
+                                             plan["tokenize"].get("prompt"))
             frame.to_parquet(out / f"gen_{split}.parquet", index=False)
             lengths = (frame["prompt_ids"].map(len) + frame["answer_ids"].map(len)).to_numpy()
             report["generative"][split] = {k: v for k, v in length_stats(lengths, 10**9).items()
@@ -146,6 +147,8 @@ def tokenize_dataset(plan: dict, audited_dir: Path, out: Path) -> dict:
                       "pad_token": tokenizer.pad_token, "eos_token": tokenizer.eos_token,
                       "chat_template": bool(getattr(tokenizer, "chat_template", None))},
         "files": {p.name: sha256_file(p) for p in sorted(out.glob("*.parquet"))},
+        # decoders only: an encoder's files (and so its trained runs) do not depend on the prompt
+        **({"prompt": prompts.prompt_settings(plan["tokenize"].get("prompt"))} if generative else {}),
         "source": read_json(audited_dir / "meta.json"),
     }
     write_json(out / "meta.json", meta)

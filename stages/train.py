@@ -54,7 +54,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from stages.artifacts import atomic_dir, read_json, run_stage, write_json  # noqa: E402
 from stages.config import ROOT, AdapterHParams, EmotuneError  # noqa: E402
-from stages.metrics import majority_rate, scores  # noqa: E402
+from stages.metrics import collapse_warning, constant_level, majority_rate, scores  # noqa: E402
 from stages.plan import GENERATIVE, plan_path  # noqa: E402
 
 FINGERPRINT_FILE = "emotune_fingerprint.txt"  # in the checkpoints folder: which plan + data it belongs to
@@ -350,12 +350,6 @@ def training_arguments(plan: dict, paths: RunPaths, device: str, log=print):
 # ---------------------------------------------------------------------------------------------
 # Trainer: what emotune adds to it
 # ---------------------------------------------------------------------------------------------
-def no_decay(name: str, param) -> bool:
-    # Weight decay pulls a weight towards zero. That is a sane prior for matrices (and LoRA's A/B), not
-    # for biases, norm scales, IA3 scaling vectors (neutral value 1) or DoRA magnitudes.
-    return param.dim() < 2 or any(k in name for k in ("bias", "norm", "ia3_l", "lora_magnitude"))
-
-
 def length_groups_in_random_order(indices: list[int], group: int) -> list[int]:
     """Trainer's length-grouped order, with its groups of `group` rows (one optimizer step's global
     batch) shuffled, as the earlier hand-written loop shuffled its batches. Trainer sorts each mega-batch
@@ -375,7 +369,7 @@ def length_groups_in_random_order(indices: list[int], group: int) -> list[int]:
     return [i for g in [groups[0], *[full[k] for k in order], *short] for i in g]
 
 
-def make_trainer(recipe, model, args, callbacks):
+def make_trainer(recipe, model, args, callbacks, head_modules=(), head_lr: float | None = None):
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from transformers.trainer_utils import EvalLoopOutput
@@ -392,8 +386,19 @@ def make_trainer(recipe, model, args, callbacks):
             loss = recipe.loss(model, inputs)
             return (loss, None) if return_outputs else loss
 
-        def get_decay_parameter_names(self, model) -> list[str]:
-            return [n for n, p in model.named_parameters() if not no_decay(n, p)]
+        def create_optimizer(self, model=None):
+            # Trainer's optimizer class and kwargs (train.optim: fused AdamW, paged 8-bit, ...) over
+            # emotune's parameter groups: the fresh head at train.head_lr, the adapter / body at
+            # train.lr, no weight decay on biases, norms, IA3 vectors and DoRA magnitudes
+            # (stages/adapters.py param_groups; bench/multilabel.py measured why the head needs its own LR).
+            from stages.adapters import param_groups
+
+            if self.optimizer is None:
+                optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+                groups = param_groups(self.model, head_modules, self.args.learning_rate, head_lr,
+                                      self.args.weight_decay)
+                self.optimizer = optimizer_cls(groups, **kwargs)
+            return self.optimizer
 
         def _get_train_sampler(self, train_dataset=None):
             # Trainer cuts length groups from the per-process batch; cut them from the global batch
@@ -430,6 +435,7 @@ def make_trainer(recipe, model, args, callbacks):
                 return contextlib.nullcontext()
             return torch.autocast(self.args.device.type, dtype=torch.bfloat16)
 
+    head_lr = head_lr or args.learning_rate
     trainer = EmotuneTrainer(model=model, args=args, train_dataset=recipe.train, eval_dataset=recipe.val,
                              data_collator=recipe.collate_train, callbacks=callbacks)
     trainer.predictions = {}  # global step of each validation pass -> its predictions
@@ -616,9 +622,9 @@ def weights_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
 
 
-ARGS_IN_CARD = ("optim", "lr_scheduler_type", "warmup_steps", "bf16", "torch_compile", "report_to",
-                "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
-                "train_sampling_strategy", "metric_for_best_model")
+ARGS_IN_CARD = ("optim", "lr_scheduler_type", "learning_rate", "warmup_steps", "weight_decay", "max_grad_norm",
+                "num_train_epochs", "bf16", "torch_compile", "report_to", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "world_size", "train_sampling_strategy", "metric_for_best_model")
 
 
 def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
@@ -649,6 +655,12 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     recipe = make_recipe(plan, paths.data, device)
     loaded, model = recipe.build()
     recipe.data(loaded.tokenizer, cfg["max_train_examples"], seed)
+    if recipe.multi_label and not recipe.generative and cfg["head_bias"] == "prior":
+        from stages.adapters import init_head_bias_to_priors
+
+        if init_head_bias_to_priors(model, loaded.head_modules, recipe.train.targets) is None:  # why: adapters.py
+            log(f"train.head_bias: prior: the {'/'.join(loaded.head_modules)} layer has no bias; it starts at "
+                f"zero (every sigmoid at 0.5)")
     metric = plan["dataset"]["official_metric"]
     steps_per_epoch = math.ceil(math.ceil(len(recipe.train) / cfg["batch_size"]) / cfg["grad_accum"])
 
@@ -665,7 +677,7 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
 
     callbacks, throughput = trainer_callbacks(plan, paths, steps_per_epoch, len(recipe.train), log, rank,
                                               stop_after_steps)
-    trainer = make_trainer(recipe, model, args, callbacks)
+    trainer = make_trainer(recipe, model, args, callbacks, getattr(loaded, "head_modules", ()), cfg["head_lr"])
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except StopRun:
@@ -685,8 +697,13 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
         "epochs_run": len(history),
         "val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
         "majority_class_rate": majority_rate(recipe.val.targets, recipe.multi_label),
-        "train_examples": len(recipe.train), "lr": cfg["lr"],
+        "train_examples": len(recipe.train), "lr": cfg["lr"], "head_lr": cfg["head_lr"] or cfg["lr"],
     }
+    level = constant_level(recipe.val.targets, recipe.multi_label, len(recipe.labels), metric)
+    warning = collapse_warning(history, metric, level)
+    summary.update(constant_val=level, collapsed=warning is not None)
+    if warning:
+        log(warning)
     extra_card = {}
     if recipe.generative:  # answers that named no valid label: counted, and shown in the run card
         summary["invalid_answers"] = int(final["invalid"].sum())

@@ -96,6 +96,64 @@ def test_chat_template_prompts(tiny, tmp_path):
     assert tokenizer.convert_ids_to_tokens(fmt.suffix_ids)[-2:] == ["<s>", "<unk>"]
 
 
+SYSTEM = "you are very happy"  # words the tiny tokenizer knows, so their ids can be found in the prompt
+
+
+def _contains(ids: list[int], part: list[int]) -> int:
+    """Where `part` starts inside `ids` (-1: absent)."""
+    return next((i for i in range(len(ids) - len(part) + 1) if ids[i:i + len(part)] == part), -1)
+
+
+def test_system_message_and_instruction_from_params_in_a_plain_prompt(tiny):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny["llama"])
+    fmt = prompts.prompt_format(tokenizer, LABELS, False, system=SYSTEM, instruction="say {labels} now")
+    assert fmt.instruction == "say joy, anger, sadness now" and fmt.system == SYSTEM
+    system_ids = tokenizer(SYSTEM, add_special_tokens=False)["input_ids"]
+    assert fmt.prefix_ids[:1 + len(system_ids)] == [tokenizer.bos_token_id, *system_ids]  # first, after bos
+    assert _contains(prompts.prompt_format(tokenizer, LABELS, False).prefix_ids, system_ids) == -1
+
+
+@pytest.mark.parametrize("has_system_role", [True, False])
+def test_system_message_in_chat_templates(tiny, has_system_role):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny["llama"])
+    refuse = ("" if has_system_role else
+              "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}")
+    tokenizer.chat_template = (refuse + "{% for m in messages %}<s>{{ m['role'] }} {{ m['content'] }}</s>{% endfor %}"
+                               "{% if add_generation_prompt %}<s>assistant{% endif %}")
+    fmt = prompts.prompt_format(tokenizer, LABELS, False, system=SYSTEM)
+    system_ids = tokenizer(SYSTEM, add_special_tokens=False)["input_ids"]
+    at = _contains(fmt.prefix_ids, system_ids)
+    assert at >= 0 and fmt.system_in_user is (not has_system_role)
+    # its own turn (<s>system ...</s> then <s>user ...) or the start of the user's turn
+    turns = [i for i, t in enumerate(fmt.prefix_ids) if t == tokenizer.bos_token_id]
+    assert len(turns) == (2 if has_system_role else 1) and at == turns[0] + 2
+
+
+def test_a_prompt_instruction_with_another_placeholder_is_refused():
+    with pytest.raises(EmotuneError, match=r"tokenize.prompt.instruction: \{labels\} is the only placeholder"):
+        toy_params(tokenize={"prompt": {"instruction": "classify {text} into {labels}"}})
+    with pytest.raises(EmotuneError, match="tokenize.prompt.system: empty"):
+        toy_params(tokenize={"prompt": {"system": "  "}})
+
+
+def test_the_tokenize_stage_builds_prompts_with_the_params_system_message(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    audited = write_audited(tmp_path / "audited" / DATASET, sizes=(20, 10, 10))
+    params = toy_params(tokenize={"max_length": 16, "prompt": {"system": SYSTEM}})
+    plan = plan_stage.tokenize_plan(params, DATASET, local_entry(tiny["llama"]))
+    out = tmp_path / "tokenized"
+    out.mkdir()
+    tk.tokenize_dataset(plan, audited, out)
+    system_ids = AutoTokenizer.from_pretrained(tiny["llama"])(SYSTEM, add_special_tokens=False)["input_ids"]
+    assert all(_contains(list(p), system_ids) == 1 for p in pd.read_parquet(out / "gen_test.parquet")["prompt_ids"])
+    assert json.loads((out / "meta.json").read_text())["prompt"] == {"system": SYSTEM, "instruction": None}
+
+
 @pytest.mark.parametrize("text, multi, expected", [
     ("joy", False, ["joy"]), (" Joy.", False, ["joy"]), ("joyful", False, None), ("joy anger", False, None),
     ("", False, None), ("anger, joy", True, ["anger", "joy"]), ("anger joy", True, ["anger", "joy"]),
