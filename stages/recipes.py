@@ -3,7 +3,9 @@ write-up, and this command turns them into a DVC experiment.
 
     python -m stages.recipes list
     python -m stages.recipes show <name> [--offline]          # the `dvc exp run -S ...` command line
-    python -m stages.recipes run <name> [--offline] [--queue] # checks the params, then runs that command
+    python -m stages.recipes run <name> [--offline] [--queue] [-S key=value ...]
+                                            # checks the params, then runs that command (-S: more
+                                            # overrides after the recipe's, e.g. a sweep grid)
 
 A recipe file:
 
@@ -25,6 +27,7 @@ and validated (stages/config.py), so a bad recipe fails at once, naming its file
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import shutil
 import subprocess
@@ -93,10 +96,13 @@ def load_recipe(name: str, folder: Path = RECIPES_DIR) -> Recipe:
 # ---------------------------------------------------------------------------------------------
 # Overrides in Hydra's grammar (what `dvc exp run -S` parses)
 # ---------------------------------------------------------------------------------------------
+HYDRA_WORDS = ("null", "true", "false", "nan", "inf", "-inf")  # bare, Hydra would read these as values
+
+
 def hydra_value(value: Any) -> str:
-    """`value` as a Hydra override value that parses back to exactly it. Strings are always quoted (so
-    `all-linear`, `null`-like words, colons and commas stay strings); mapping keys are left bare (Hydra
-    reads `gemma-1.1-2b-it` and `owner/name` as keys, not quoted ones)."""
+    """`value` as a Hydra override value that parses back to exactly it. Plain words stay bare, other
+    strings are quoted (so `null`-like words, spaces, colons and commas stay strings); mapping keys are left
+    bare (Hydra reads `gemma-1.1-2b-it` and `owner/name` as keys, not quoted ones)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -104,7 +110,10 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        if re.fullmatch(r"[A-Za-z_][\w\-./]*", value) and value.lower() not in HYDRA_WORDS:
+            return value  # a plain word (emotion, all-linear, owner/name): Hydra reads it as that string
+        quote = "'" if '"' in value and "'" not in value else '"'  # '"..."' reads well inside shell quotes
+        return quote + value.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
     if isinstance(value, list):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -150,10 +159,14 @@ def check(recipe: Recipe, offline: bool = False, params_file: Path = PARAMS_FILE
             raise EmotuneError(f"{recipe.path}{' (offline)' if offline else ''}: {message}") from None
 
 
-def command(recipe: Recipe, offline: bool = False, queue: bool = False) -> list[str]:
+def command(recipe: Recipe, offline: bool = False, queue: bool = False, extra: list[str] = ()) -> list[str]:
+    """`dvc exp run` with the recipe's overrides, then the user's own `extra` -S overrides (a sweep such as
+    `train.lr=1e-4,5e-4` queues one experiment per value; DVC names those itself)."""
     name = recipe.name.replace("_", "-") + ("-offline" if offline else "")
-    args = ["dvc", "exp", "run", "-n", name, *(["--queue"] if queue else [])]
-    for arg in set_args(recipe, offline):
+    sweep = any("," in arg.split("=", 1)[-1] and not arg.split("=", 1)[-1].startswith(("[", "{", "'", '"'))
+                for arg in extra)
+    args = ["dvc", "exp", "run", *([] if sweep else ["-n", name]), *(["--queue"] if queue else [])]
+    for arg in [*set_args(recipe, offline), *extra]:
         args += ["-S", arg]
     return args
 
@@ -179,8 +192,9 @@ def main(argv: list[str]) -> None:
         p.add_argument("name")
         p.add_argument("--offline", action="store_true",
                        help="the recipe's offline variant: the same settings on an offline model of its family")
-        if action == "run":
-            p.add_argument("--queue", action="store_true", help="queue the experiment (dvc queue start runs it)")
+        p.add_argument("--queue", action="store_true", help="queue the experiment (dvc queue start runs it)")
+        p.add_argument("-S", "--set-param", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="more overrides after the recipe's, as dvc exp run -S takes them (a,b,c: a sweep)")
     args = parser.parse_args(argv)
     if args.action == "list":
         for name in recipe_names():
@@ -190,7 +204,7 @@ def main(argv: list[str]) -> None:
     recipe = load_recipe(args.name)
     params = check(recipe, args.offline)
     print(describe(recipe, params, args.offline))
-    cmd = command(recipe, args.offline, getattr(args, "queue", False))
+    cmd = command(recipe, args.offline, args.queue, args.extra)
     print(shlex.join(cmd))
     if args.action == "run":
         sys.exit(subprocess.call(cmd, cwd=ROOT))

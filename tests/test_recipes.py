@@ -303,3 +303,27 @@ def test_recipe_5_emotion_gpt2_head_lora_qlora(tmp_path, tiny_models):
 
 RECIPES = ("semeval2018_gemma", "multilabel_comparative", "tweeteval_sentiment_tinyllama",
            "semeval2025_bert_large", "emotion_gpt2")
+
+
+def test_recipe_3_offline_on_smollm2_a_real_llama(tmp_path, tiny_models):
+    """The real smoke run of recipe 3: SmolLM2-135M-Instruct (a Llama, like TinyLlama; the optional offline
+    models of requirements-models.txt) in 4 bit, with the recipe's system prompt in its chat template."""
+    from transformers import AutoTokenizer
+
+    from stages.model_registry import resolve_model
+
+    try:
+        smollm2 = resolve_model("smollm2").folder
+    except EmotuneError as exc:
+        pytest.skip(f"smollm2 is an optional offline model (make .venv/models-installed): {exc}")
+    recipe = recipes.load_recipe("tweeteval_sentiment_tinyllama")
+    system = recipe.offline["tokenize.prompt.system"]
+    runs = run_recipe("tweeteval_sentiment_tinyllama", tmp_path, tiny_models, sizes=(48, 16, 12), offline=True,
+                      models={"smollm2": smollm2})
+    plan, result, report, lines, paths = runs[("generative", "smollm2", "gen_qlora")]
+    assert (peft_config(result["model"]).r, set(peft_config(result["model"]).target_modules)) == (8, {"k_proj", "v_proj"})
+    tokenizer = AutoTokenizer.from_pretrained(paths.model)
+    prompt = tokenizer.decode(pd.read_parquet(paths.data / "gen_test.parquet")["prompt_ids"].iloc[0])
+    assert prompt.index(system) < prompt.index("Text: ")  # the system turn, before the user's text
+    assert "system" in prompt  # SmolLM2's template has a system role
+    assert 0 <= report["test"]["invalid_rate"] <= 1
