@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         train_call_s = sum(after[a]["wall_time_s"] for a in retrained)
         # what starting one stage process costs before any work: Python + the libraries a train stage imports
         printed, import_s = sh(root, sys.executable, "-c", IMPORTS)
-        imports = json.loads(printed.strip().splitlines()[-1])
+        # the JSON line; stderr may follow it (bitsandbytes on an AVX512-BF16 CPU logs a kernels notice)
+        imports = json.loads(next(line for line in reversed(printed.splitlines()) if line.startswith("{")))
         exp = {
             "command": f"dvc exp run -S adapter.r={args.r}", "seconds": round(exp_s, 1), "ran": exp_ran,
             "skipped": exp_skipped, "retrained_adapters": retrained,

@@ -28,7 +28,8 @@ from stages.evaluate import eval_paths
 
 COLUMNS = ["dataset", "model", "adapter", "kind", "official_metric", "official", "macro_f1", "micro_f1",
            "trainable_params", "total_params", "adapter_mb", "train_time_s", "train_examples",
-           "train_examples_per_s", "peak_memory_mb", "infer_examples_per_s", "latency_ms_p50", "collapsed"]
+           "train_examples_per_s", "epochs", "peak_memory_mb", "infer_examples_per_s", "latency_ms_p50",
+           "collapsed", "vs_tfidf_rows"]
 COLLAPSED_MARK = "(collapsed)"
 
 
@@ -46,7 +47,7 @@ def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
             "trainable_params": tr["params"]["trainable"], "total_params": tr["params"]["total"],
             "adapter_mb": round(tr["adapter_bytes"] / 2**20, 2), "train_time_s": tr["train_time_s"],
             "train_examples": tr["train_examples"], "train_examples_per_s": tr["train_examples_per_s"],
-            "peak_memory_mb": tr["peak_memory_mb"],
+            "epochs": tr.get("epochs_run"), "peak_memory_mb": tr["peak_memory_mb"],
             "infer_examples_per_s": ev["inference"]["batched_examples_per_s"],
             "latency_ms_p50": ev["inference"].get("latency_ms_p50"),
             # the train stage's flag: validation metric never above a constant prediction (stages/metrics.py
@@ -89,15 +90,28 @@ def leaderboard(params: Params, root: Path = ROOT) -> list[dict]:
         mine = [r for r in rows if r["dataset"] == dataset]
         runs = [r for r in mine if r["kind"] == "run"]
         best = max(runs, key=lambda r: r["official"]) if runs else None
-        tfidf = next((r for r in mine if r["adapter"] == "tfidf_lr"), None)
+        tfidf = [r for r in mine if r["adapter"] in ("tfidf_lr", "tfidf_lr_all")]
         reference = params.dataset(dataset).reference
         for r in mine:
             r["best"] = r is best
-            if tfidf is not None and r["kind"] == "run":
-                r["vs_tfidf_lr"] = round(r["official"] - tfidf["official"], 4)
+            same = same_rows_tfidf(r, tfidf) if r["kind"] == "run" else None
+            if same is not None:
+                r["vs_tfidf_lr"] = round(r["official"] - same["official"], 4)
+                r["vs_tfidf_rows"] = same["train_examples"]
             if reference is not None and reference.metric == r["official_metric"]:
                 r["reference"], r["vs_reference"] = reference.value, round(r["official"] - reference.value, 4)
     return sorted(rows, key=lambda r: (r["dataset"], r["kind"] != "run", -r["official"]))
+
+
+def same_rows_tfidf(run: dict, tfidf: list[dict]) -> dict | None:
+    """The TF-IDF + LR baseline trained on as many rows as `run` (tfidf_lr on the capped sample,
+    tfidf_lr_all on all rows: a reference run on all rows is compared with the latter); else tfidf_lr."""
+    same = [b for b in tfidf if b["train_examples"] == run["train_examples"]]
+    return (same or [b for b in tfidf if b["adapter"] == "tfidf_lr"] or [None])[0]
+
+
+def rows_text(n) -> str:
+    return "" if n is None else f"{n:,}"
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -113,7 +127,9 @@ def fmt(value, digits: int = 3) -> str:
 def markdown(rows: list[dict], params: Params) -> str:
     out = ["# Leaderboard", "",
            "Test split of each dataset. **bold** = best fine-tuned run of the dataset (official metric). "
-           "`vs TF-IDF` = official metric minus TF-IDF + LR trained on the same rows; `vs ref.` = minus the "
+           "`rows` and `epochs` = training rows and epochs run (early stopping may end a run before "
+           "`train.epochs`). `vs TF-IDF` = official metric minus TF-IDF + LR trained on the same number of "
+           "rows (tfidf_lr on the capped sample, tfidf_lr_all on all rows); `vs ref.` = minus the "
            "published reference (trained on all rows, see the source). Costs are from the train and "
            "evaluate stages on the machine that ran them. "
            f"{COLLAPSED_MARK} after an adapter: its validation metric was 0 or at the level of a constant "
@@ -124,13 +140,14 @@ def markdown(rows: list[dict], params: Params) -> str:
         out.append(f"## {dataset} ({mine[0]['official_metric']})")
         if reference is not None:
             out.append(f"Reference: {reference.metric} {reference.value} ({reference.source})")
-        out += ["", "| model | adapter | official | macro F1 | micro F1 | vs TF-IDF | vs ref. | trainable | "
-                "adapter MB | train s | train ex/s | peak MB | infer ex/s | p50 ms |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += ["", "| model | adapter | official | macro F1 | micro F1 | rows | epochs | vs TF-IDF | vs ref. | "
+                "trainable | adapter MB | train s | train ex/s | peak MB | infer ex/s | p50 ms |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
             official = f"**{fmt(r['official'])}**" if r["best"] else fmt(r["official"])
             out.append("| " + " | ".join([
-                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else ""), official, fmt(r["macro_f1"]), fmt(r["micro_f1"]),
+                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else ""), official,
+                fmt(r["macro_f1"]), fmt(r["micro_f1"]), rows_text(r.get("train_examples")), fmt(r.get("epochs")),
                 fmt(r.get("vs_tfidf_lr")), fmt(r.get("vs_reference")), fmt(r.get("trainable_params")),
                 fmt(r.get("adapter_mb"), 2), fmt(r.get("train_time_s"), 0), fmt(r.get("train_examples_per_s"), 1),
                 fmt(r.get("peak_memory_mb"), 0), fmt(r.get("infer_examples_per_s"), 1),

@@ -304,6 +304,7 @@ class Params:
     eval: EvalConfig = field(default_factory=lambda: EvalConfig())
     large: RunGroup = field(default_factory=lambda: RunGroup())
     generative: RunGroup = field(default_factory=lambda: RunGroup())
+    reference: RunGroup = field(default_factory=lambda: RunGroup())
     baseline: BaselineConfig = field(default_factory=lambda: BaselineConfig())
 
     def matrices(self) -> list[Matrix]:
@@ -322,7 +323,10 @@ class Params:
         return self.dataset_registry[name]
 
 
-GROUPS = ("large", "generative")
+GROUPS = ("large", "generative", "reference")
+# Groups without a tokenize stage of their own: they train on the data/tokenized/<dataset>/<model> that
+# the main matrix's or large's tokenize stage wrote (dvc.yaml train_generative, train_reference).
+REUSES_TOKENIZED = ("generative", "reference")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,11 +687,11 @@ def _check_matrices_disjoint(matrices: list[Matrix]) -> None:
                                    f"{matrix.name or 'the main matrix'} (datasets x models x adapters); "
                                    f"remove it from one of them")
             where[run] = matrix.name
-    # tokenize and tokenize_large each write data/tokenized/<dataset>/<model>; the generative group has
-    # no tokenize stage of its own and reads what one of them wrote.
+    # tokenize and tokenize_large each write data/tokenized/<dataset>/<model>; the generative and
+    # reference groups have no tokenize stage of their own and read what one of them wrote.
     tokenized = {}
     for matrix in matrices:
-        if matrix.name == "generative":
+        if matrix.name in REUSES_TOKENIZED:
             continue
         for pair in ((d, m) for d in matrix.datasets for m in matrix.models):
             if pair in tokenized:
@@ -695,11 +699,11 @@ def _check_matrices_disjoint(matrices: list[Matrix]) -> None:
                                    f"large; a (dataset, model) pair is tokenized by one of them: move its "
                                    f"adapters into one group")
             tokenized[pair] = matrix.name
-    for matrix in (m for m in matrices if m.name == "generative"):
+    for matrix in (m for m in matrices if m.name in REUSES_TOKENIZED):
         for pair in ((d, m) for d in matrix.datasets for m in matrix.models):
             if pair not in tokenized:
-                raise EmotuneError(f"generative: dataset {pair[0]!r} with model {pair[1]!r} is not tokenized "
-                                   f"by the main matrix or large; the generative runs reuse that data: add "
+                raise EmotuneError(f"{matrix.name}: dataset {pair[0]!r} with model {pair[1]!r} is not tokenized "
+                                   f"by the main matrix or large; the {matrix.name} runs reuse that data: add "
                                    f"{pair[1]!r} to large.models and {pair[0]!r} to large.datasets (or to "
                                    f"models/datasets)")
 

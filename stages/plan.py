@@ -161,13 +161,20 @@ def check_model_config_keys(entry: dict, params: Params) -> None:
     check_model_config(overrides, config, f"model {entry['name']!r}")
 
 
+def head_lr(adapter: str, lr: float, configured: float | None = None) -> float:
+    """The head's LR: `train.head_lr` when set, else the higher of the run's LR and DEFAULT_HEAD_LR (the
+    generative recipe has no head: its LR)."""
+    if configured is not None:
+        return configured
+    return lr if adapter in GENERATIVE else max(lr, DEFAULT_HEAD_LR)
+
+
 def run_plan(params: Params, matrix, dataset: str, model: dict, adapter: str) -> dict:
     spec = params.dataset(dataset)
     hparams = dataclasses.asdict(params.adapter)
     train = dataclasses.asdict(matrix.train)
     train["lr"] = matrix.train.lr if matrix.train.lr is not None else DEFAULT_LR[adapter]
-    train["head_lr"] = (matrix.train.head_lr if matrix.train.head_lr is not None
-                        else max(train["lr"], DEFAULT_HEAD_LR) if adapter not in GENERATIVE else train["lr"])
+    train["head_lr"] = head_lr(adapter, train["lr"], matrix.train.head_lr)
     return {
         "dataset": {"name": spec.name, "task": spec.task, "labels": list(spec.labels),
                     "official_metric": spec.official_metric},

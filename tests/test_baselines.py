@@ -103,8 +103,8 @@ def test_zero_shot_prompts_a_decoder_with_the_label_names(task, tiny, monkeypatc
     seen = []
     original = prompts.prompt_format
 
-    def recording(tokenizer, labels, multi_label):
-        fmt = original(tokenizer, labels, multi_label)
+    def recording(tokenizer, labels, multi_label, **prompt):
+        fmt = original(tokenizer, labels, multi_label, **prompt)
         seen.append(tokenizer.decode(fmt.prefix_ids))
         return fmt
 

@@ -176,6 +176,8 @@ def test_a_group_on_a_dataset_outside_datasets_is_caught_with_the_fix(shipped_pa
     shipped_params["large"]["datasets"] = []
     assert "generative.datasets" in error_for(shipped_params)
     shipped_params["generative"]["datasets"] = []
+    assert "reference.datasets" in error_for(shipped_params)
+    shipped_params["reference"]["datasets"] = ["emotion"]
     message = error_for(shipped_params)  # the zero-shot baseline stages read data/audited/<dataset> too
     assert "baseline.zero_shot.datasets" in message and "-S 'baseline.zero_shot.datasets=[]'" in message, message
     shipped_params["baseline"]["zero_shot"]["datasets"] = []

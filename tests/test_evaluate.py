@@ -257,3 +257,24 @@ def test_pareto_front_and_missing_inputs(tmp_path):
     assert ag.pareto_front([(100, 0.8), (10, 0.82), (1, 0.6)]) == [2, 1]
     with pytest.raises(EmotuneError, match=r"metrics/eval/toy/m/lora\.json: missing; run `dvc repro`"):
         ag.leaderboard(Params([(DATASET, "m", "lora")]), tmp_path)
+
+
+def test_a_run_on_all_rows_is_compared_with_tfidf_on_all_rows(tmp_path):
+    fake_run(tmp_path, "m", "lora", 0.70, 10**4, 60.0)  # 100 rows, as tfidf_lr
+    fake_run(tmp_path, "m", "full", 0.90, 10**6, 600.0)
+    train_file = tmp_path / f"metrics/train/{DATASET}/m/full.json"
+    write(train_file, {**json.loads(train_file.read_text()), "train_examples": 16000, "epochs_run": 3})
+    for name, value, rows in (("tfidf_lr", 0.60, 100), ("tfidf_lr_all", 0.85, 16000)):
+        write(tmp_path / f"metrics/eval/{DATASET}/baseline/{name}.json",
+              {"official_metric": "accuracy", "official": value, "test": {"macro_f1": 0.1, "micro_f1": value},
+               "train_examples": rows})
+    for name in set(bl.BASELINES) - {"tfidf_lr", "tfidf_lr_all"}:
+        write(tmp_path / f"metrics/eval/{DATASET}/baseline/{name}.json",
+              {"official_metric": "accuracy", "official": 0.3, "test": {"macro_f1": 0.1, "micro_f1": 0.3},
+               "train_examples": 100})
+    rows = {r["adapter"]: r for r in ag.write_leaderboard(Params([(DATASET, "m", "lora"), (DATASET, "m", "full")]),
+                                                          tmp_path)}
+    assert (rows["full"]["vs_tfidf_lr"], rows["full"]["vs_tfidf_rows"]) == (pytest.approx(0.05), 16000)
+    assert (rows["lora"]["vs_tfidf_lr"], rows["lora"]["vs_tfidf_rows"]) == (pytest.approx(0.10), 100)
+    md = (tmp_path / "metrics/leaderboard.md").read_text()
+    assert "| m | full | **0.900** | 0.800 | 0.900 | 16,000 | 3 | 0.050 |" in md

@@ -1,0 +1,115 @@
+"""Learning rate and epochs of the reference runs (params.yaml `reference:`), measured on all training rows.
+
+    python -m bench.reference_lr [--datasets tweet_eval_emotion,semeval2025_eng] [--lrs 5e-5,1e-4,2e-4]
+                                 [--epochs 3] [--adapter full] [--model minilm]
+
+For each dataset: the mirror's rows through the project's fetch and clean (no audit: it only reports by
+default), MiniLM's tokenization, then one run per learning rate with the reference group's settings
+(all rows, `--epochs` epochs, every epoch run: early stopping off so the whole curve shows), trained by
+stages/train.py and scored on test by stages/evaluate.py (thresholds tuned on validation), against
+TF-IDF + LR on the same rows. The per-epoch validation curve says how many epochs pay; the test figure
+says which LR. Writes metrics/bench/reference_lr.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench import common
+
+
+def prepare(root: Path, dataset: str, model_name: str):
+    """data/audited/<dataset> (fetch + clean, every row) and its tokenization under `root`."""
+    from stages import plan as plan_stage
+    from stages import tokenize as tokenize_stage
+    from stages.clean import clean_splits
+    from stages.config import SPLITS, load_params
+    from stages.data_registry import fetch_dataset
+
+    params = load_params()
+    spec = params.dataset(dataset)
+    fetched = fetch_dataset(spec, params.fetch, params.seed)
+    splits, _ = clean_splits(fetched.splits, spec, params.clean)
+    folder = Path(root) / "data" / "audited" / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        splits[split].to_parquet(folder / f"{split}.parquet", index=False)
+    rows = {s: len(splits[s]) for s in SPLITS}
+    (folder / "meta.json").write_text(json.dumps({"name": dataset, "task": spec.task, "labels": list(spec.labels),
+                                                 "checksums": fetched.checksums, "rows": rows}))
+    model = plan_stage.model_entry(model_name, params)
+    data = Path(root) / "data" / "tokenized" / dataset / model_name
+    data.mkdir(parents=True, exist_ok=True)
+    tokenize_stage.tokenize_dataset(plan_stage.tokenize_plan(params, dataset, model), folder, data)
+    return params, model, splits, rows
+
+
+def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, epochs: int, threads: int | None):
+    from stages import evaluate as evaluate_stage
+    from stages import plan as plan_stage
+    from stages import train as train_stage
+
+    matrix = next(m for m in params.matrices() if m.name == "reference")
+    train = dataclasses.replace(matrix.train, lr=lr, epochs=epochs, early_stopping_patience=epochs + 1,
+                                threads=threads, max_train_examples=None)
+    plan = plan_stage.run_plan(params, dataclasses.replace(matrix, train=train), dataset, model, adapter)
+    paths = train_stage.run_paths(dataset, model["name"], adapter, root)
+    paths.plan.parent.mkdir(parents=True, exist_ok=True)
+    paths.plan.write_text(json.dumps(plan))
+    tick = time.perf_counter()
+    out = train_stage.train(plan, paths, device="cpu", log=lambda m: print(m, flush=True))
+    seconds = time.perf_counter() - tick
+    report = evaluate_stage.evaluate_run(dataset, model["name"], adapter, params.eval.threshold, 0, root, device="cpu")
+    metric = plan["dataset"]["official_metric"]
+    return {"dataset": dataset, "adapter": adapter, "lr": lr, "head_lr": plan["train"]["head_lr"],
+            "epochs": epochs, "train_rows": out["summary"]["train_examples"],
+            "val_per_epoch": [round(e[f"val_{metric}"], 4) for e in out["history"]],
+            "best_epoch": out["summary"]["best_epoch"], "test_official": round(report["official"], 4),
+            "official_metric": metric, "train_examples_per_s": out["summary"]["train_examples_per_s"],
+            "seconds": round(seconds, 1)}
+
+
+def tfidf_all(splits, params, dataset: str) -> float:
+    from stages.baseline import run_baseline
+
+    report, _, _ = run_baseline("tfidf_lr_all", splits, params.dataset(dataset), None, params.seed,
+                                params.eval.threshold, params)
+    return round(report["official"], 4)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="tweet_eval_emotion,semeval2025_eng")
+    parser.add_argument("--lrs", default="5e-5,1e-4,2e-4")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--adapter", default="full")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    out_path = common.result_path("reference_lr", args.tiny, args.out)
+    result = common.header("reference_lr", args.tiny)
+    result.update(model=args.model, adapter=args.adapter, epochs=args.epochs, runs=[], tfidf_lr_all={}, rows={})
+    for dataset in args.datasets.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            params, model, splits, rows = prepare(root, dataset, args.model)
+            result["rows"][dataset] = rows
+            result["tfidf_lr_all"][dataset] = tfidf_all(splits, params, dataset)
+            print(f"{dataset}: {rows}, tfidf_lr_all {result['tfidf_lr_all'][dataset]}", flush=True)
+            for lr in (float(v) for v in args.lrs.split(",")):
+                figures = run(root, params, model, dataset, args.adapter, lr, args.epochs, args.threads)
+                result["runs"].append(figures)
+                print(json.dumps(figures), flush=True)
+                common.write_result(out_path, result)
+    common.write_result(out_path, result)
+    print(f"-> {out_path}")
+
+
+if __name__ == "__main__":
+    main()
