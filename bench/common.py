@@ -153,3 +153,28 @@ def toy_texts(n: int, seed: int, labels: list[str]):
 
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def audited_slice(root: Path, dataset: str, sizes: tuple[int, int, int] | None = None, seed: int = 0):
+    """data/audited/<dataset> under `root`: the mirror's rows through the project's fetch and clean (no
+    audit: by default it only reports), every row or a seeded sample of (train, validation, test) rows.
+    Returns (params, folder, splits written)."""
+    from stages.clean import clean_splits
+    from stages.config import SPLITS, load_params
+    from stages.data_registry import fetch_dataset
+    from stages.train import sample_rows
+
+    params = load_params()
+    spec = params.dataset(dataset)
+    fetched = fetch_dataset(spec, params.fetch, params.seed)
+    splits, _ = clean_splits(fetched.splits, spec, params.clean)
+    folder = Path(root) / "data" / "audited" / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {split: sample_rows(splits[split], None if sizes is None else n, seed)
+           for split, n in zip(SPLITS, sizes or (None,) * len(SPLITS))}
+    for split, frame in out.items():
+        frame.to_parquet(folder / f"{split}.parquet", index=False)
+    (folder / "meta.json").write_text(json.dumps({"name": dataset, "task": spec.task, "labels": list(spec.labels),
+                                                 "checksums": fetched.checksums,
+                                                 "rows": {s: len(f) for s, f in out.items()}}))
+    return params, folder, out

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from bench import common  # (first: sets OMP_WAIT_POLICY before torch loads)
 
 import numpy as np
 
@@ -50,24 +50,8 @@ def mirror_available() -> bool:
 
 
 def write_slice(root: Path, sizes: tuple[int, int, int], seed: int = 0) -> Path:
-    """data/audited/semeval2018_ec under `root`: the mirror's rows through the project's fetch and clean,
-    then a seeded sample of (train, validation, test) rows."""
-    from stages.clean import clean_splits
-    from stages.config import SPLITS, load_params
-    from stages.data_registry import fetch_dataset
-    from stages.train import sample_rows
-
-    params = load_params()
-    spec = params.dataset(DATASET)
-    fetched = fetch_dataset(spec, params.fetch, params.seed)
-    splits, _ = clean_splits(fetched.splits, spec, params.clean)
-    folder = Path(root) / "data" / "audited" / DATASET
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in zip(SPLITS, sizes):
-        sample_rows(splits[split], n, seed).to_parquet(folder / f"{split}.parquet", index=False)
-    (folder / "meta.json").write_text(json.dumps({"name": DATASET, "task": spec.task, "labels": list(spec.labels),
-                                                 "checksums": fetched.checksums, "rows": dict(zip(SPLITS, sizes))}))
-    return folder
+    """data/audited/semeval2018_ec under `root`: a seeded sample of (train, validation, test) rows."""
+    return common.audited_slice(root, DATASET, sizes, seed)[1]
 
 
 def prepare(root: Path, sizes: tuple[int, int, int], *, epochs: int, max_length: int, threads: int | None):

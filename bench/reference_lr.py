@@ -26,21 +26,9 @@ def prepare(root: Path, dataset: str, model_name: str):
     """data/audited/<dataset> (fetch + clean, every row) and its tokenization under `root`."""
     from stages import plan as plan_stage
     from stages import tokenize as tokenize_stage
-    from stages.clean import clean_splits
-    from stages.config import SPLITS, load_params
-    from stages.data_registry import fetch_dataset
 
-    params = load_params()
-    spec = params.dataset(dataset)
-    fetched = fetch_dataset(spec, params.fetch, params.seed)
-    splits, _ = clean_splits(fetched.splits, spec, params.clean)
-    folder = Path(root) / "data" / "audited" / dataset
-    folder.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        splits[split].to_parquet(folder / f"{split}.parquet", index=False)
-    rows = {s: len(splits[s]) for s in SPLITS}
-    (folder / "meta.json").write_text(json.dumps({"name": dataset, "task": spec.task, "labels": list(spec.labels),
-                                                 "checksums": fetched.checksums, "rows": rows}))
+    params, folder, splits = common.audited_slice(root, dataset)
+    rows = {s: len(f) for s, f in splits.items()}
     model = plan_stage.model_entry(model_name, params)
     data = Path(root) / "data" / "tokenized" / dataset / model_name
     data.mkdir(parents=True, exist_ok=True)
