@@ -170,3 +170,15 @@ def test_pipeline_overhead_tiny(tmp_path):
     assert 0 < exp["train_steps_s"] <= exp["train_function_s"] <= exp["seconds"]
     assert exp["outside_training_s"] == pytest.approx(exp["seconds"] - exp["train_steps_s"], abs=0.11)
     assert "| `dvc repro` (nothing changed) |" in "\n".join(report.pipeline_overhead(result))
+
+
+@pytest.mark.parametrize("name", ["reference_lr", "cpu_bf16", "generative_sft", "multilabel"])
+def test_measurement_benches_import_and_parse_their_arguments(name):
+    """These benches train real models on the mirror for minutes (their figures are in metrics/bench/);
+    here they must at least import and take their command line."""
+    import importlib
+
+    module = importlib.import_module(f"bench.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0

@@ -328,7 +328,16 @@ def test_optim_and_bf16_auto_resolve_by_device():
     assert tr.resolve_optim("paged_adamw_8bit", "qlora", "cpu", messages.append) == "adamw_torch_fused"
     assert "nothing to page" in messages[0] and "adamw_torch_fused" in messages[0]
     assert tr.resolve_optim("adafactor", "full", "cpu") == "adafactor"
-    assert tr.resolve_bf16("auto", "cpu") is False and tr.resolve_bf16(True, "cpu") is True
+    assert tr.resolve_bf16("auto", "cpu", messages.append) is False and tr.resolve_bf16(True, "cpu") is True
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_bf16_auto_stays_float32_on_every_cpu_and_says_when_bf16_pays(monkeypatch, fast_bf16):
+    # both kinds of CPU this project runs on, whichever this one is
+    monkeypatch.setattr(tr, "cpu_has_fast_bf16", lambda: fast_bf16)
+    messages = []
+    assert tr.resolve_bf16("auto", "cpu", messages.append) is False
+    assert bool(messages) is fast_bf16 and (not messages or "bf16: true measured 1.1-1.5x" in messages[0])
 
 
 @pytest.mark.parametrize("key, value, message", [
