@@ -104,7 +104,8 @@ def real_setup(work: Path) -> tuple[dict, dict, Path]:
     raw = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     raw.update(datasets=[DATASET], models=["minilm"], adapters=[ADAPTER],
                large={"datasets": [], "models": [], "adapters": []},
-               generative={"datasets": [], "models": [], "adapters": []})
+               generative={"datasets": [], "models": [], "adapters": []},
+               reference={"datasets": [], "models": [], "adapters": []})
     raw["baseline"]["zero_shot"]["datasets"] = []
     params = parse_params(raw)
     return params, model_entry("minilm", params), audited_emotion(work)

@@ -222,7 +222,7 @@ def test_zero_shot_params_are_checked(shipped_params):
 
 
 def test_leaderboard_rows_carry_each_baselines_cost(tmp_path, shipped_params):
-    shipped_params.update(datasets=["emotion"], models=[], adapters=[], large={}, generative={})
+    shipped_params.update(datasets=["emotion"], models=[], adapters=[], large={}, generative={}, reference={})
     shipped_params["baseline"]["zero_shot"].update(datasets=["emotion"], models=["smollm2", "owner/instruct"])
     params = parse_params(shipped_params)
     names = [*bl.BASELINES, bl.zero_shot_name("smollm2"), bl.zero_shot_name("owner/instruct")]

@@ -32,7 +32,7 @@ def shipped(**changes):
 
 
 def test_a_plan_holds_only_what_its_run_reads():
-    params = parse_params(shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"]))
+    params = parse_params(shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"], reference={}))
     plans = plan_stage.make_plans(params)
     lora = plans[Path("emotion/minilm/lora.json")]
     assert lora["adapter"] == {"name": "lora", "hparams": {
@@ -54,8 +54,8 @@ def test_a_plan_holds_only_what_its_run_reads():
 
 
 def test_changing_adapter_r_changes_only_the_lora_family_plans():
-    before = plan_stage.make_plans(parse_params(shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"])))
-    raw = shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"])
+    before = plan_stage.make_plans(parse_params(shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"], reference={})))
+    raw = shipped(adapters=["full", "head", "lora", "dora", "ia3", "qlora"], reference={})
     raw["adapter"]["r"] = 64
     after = plan_stage.make_plans(parse_params(raw))
     changed = sorted({p.name for p in before if before[p] != after[p]})
@@ -68,7 +68,7 @@ def test_changing_adapter_r_changes_only_the_lora_family_plans():
 
 
 def test_model_config_reaches_every_plan_and_is_checked_before_training():
-    raw = shipped(adapters=["full", "lora", "ia3"], large={}, generative={})  # BERT-only: MiniLM
+    raw = shipped(adapters=["full", "lora", "ia3"], large={}, generative={}, reference={})  # BERT-only: MiniLM
     raw["adapter"]["model_config"] = {"hidden_dropout_prob": 0.2}
     plans = plan_stage.make_plans(parse_params(raw))
     for adapter in ("full", "lora", "ia3"):
@@ -105,6 +105,7 @@ def test_groups_train_their_own_matrix_with_their_train_overrides():
     (lambda raw: raw["large"]["models"].append("minilm"), r"tweet_eval_emotion/minilm/lora is in both the main matrix and large"),
     (lambda raw: raw["generative"].update(models=["gpt2"]), r"generative: dataset 'tweet_eval_emotion' with model 'gpt2' is not tokenized"),
     (lambda raw: raw["reference"].update(models=["mpnet"]), r"reference: dataset 'emotion' with model 'mpnet' is not tokenized"),
+    (lambda raw: raw.update(models=["distilbert"]), r"reference: dataset 'emotion' with model 'minilm' is not tokenized"),
     (lambda raw: raw.update(adapters=["full", "lora"]), r"emotion/minilm/full is in both the main matrix and reference"),
     (lambda raw: raw["large"].update(datasets=["tweet_eval_emotoin"]), r"large\.datasets\[0\].*did you mean 'tweet_eval_emotion'"),
     (lambda raw: raw["large"].update(adapters=["lora", "lora"]), r"large\.adapters: lists .* with a repeat"),
@@ -124,7 +125,7 @@ def test_generative_adapters_are_refused_for_encoders():
 def test_a_model_folder_must_be_relative(tmp_path):
     folder = mr.save_tiny_model("bert", tmp_path / "tiny")
     with pytest.raises(EmotuneError, match="relative path inside the repository"):
-        plan_stage.make_plans(parse_params(shipped(models=[str(folder)])))
+        plan_stage.make_plans(parse_params(shipped(models=[str(folder)], reference={})))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_minilm_lora_beats_the_majority_class_on_emotion(params, mirror, tmp_pat
         splits[split].sample(n, random_state=0).to_parquet(audited / f"{split}.parquet", index=False)
     (audited / "meta.json").write_text(json.dumps({"checksums": {}, "rows": sizes}))
 
-    raw = shipped(datasets=["emotion"], adapters=["lora"], large={}, generative={})
+    raw = shipped(datasets=["emotion"], adapters=["lora"], large={}, generative={}, reference={})
     raw["baseline"]["zero_shot"]["datasets"] = []
     run = parse_params(raw)
     model = plan_stage.model_entry("minilm", run)
