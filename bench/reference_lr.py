@@ -36,14 +36,15 @@ def prepare(root: Path, dataset: str, model_name: str):
     return params, model, splits, rows
 
 
-def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, epochs: int, threads: int | None):
+def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, epochs: int, threads: int | None,
+        rows: int | None = None, matrix_name: str = "reference"):
     from stages import evaluate as evaluate_stage
     from stages import plan as plan_stage
     from stages import train as train_stage
 
-    matrix = next(m for m in params.matrices() if m.name == "reference")
+    matrix = next(m for m in params.matrices() if m.name == matrix_name)
     train = dataclasses.replace(matrix.train, lr=lr, epochs=epochs, early_stopping_patience=epochs + 1,
-                                threads=threads, max_train_examples=None)
+                                threads=threads, max_train_examples=rows)
     plan = plan_stage.run_plan(params, dataclasses.replace(matrix, train=train), dataset, model, adapter)
     paths = train_stage.run_paths(dataset, model["name"], adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,9 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", default="tweet_eval_emotion,semeval2025_eng")
     parser.add_argument("--lrs", default="5e-5,1e-4,2e-4")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--adapter", default="full")
+    parser.add_argument("--adapter", default="full", help="one adapter, or several: lora,ia3")
+    parser.add_argument("--lr-factors", help="instead of --lrs: multiples of each adapter's DEFAULT_LR, e.g. 0.33,1,3")
+    parser.add_argument("--rows", type=int, help="training rows (default all; the main matrix uses 1000)")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
@@ -90,11 +93,17 @@ def main(argv=None) -> None:
             result["rows"][dataset] = rows
             result["tfidf_lr_all"][dataset] = tfidf_all(splits, params, dataset)
             print(f"{dataset}: {rows}, tfidf_lr_all {result['tfidf_lr_all'][dataset]}", flush=True)
-            for lr in (float(v) for v in args.lrs.split(",")):
-                figures = run(root, params, model, dataset, args.adapter, lr, args.epochs, args.threads)
-                result["runs"].append(figures)
-                print(json.dumps(figures), flush=True)
-                common.write_result(out_path, result)
+            from stages.plan import DEFAULT_LR
+
+            for adapter in args.adapter.split(","):
+                lrs = ([round(DEFAULT_LR[adapter] * float(f), 8) for f in args.lr_factors.split(",")]
+                       if args.lr_factors else [float(v) for v in args.lrs.split(",")])
+                for lr in lrs:
+                    figures = run(root, params, model, dataset, adapter, lr, args.epochs, args.threads, args.rows,
+                                  "reference" if args.rows is None else "")
+                    result["runs"].append({**figures, "default_lr": DEFAULT_LR[adapter]})
+                    print(json.dumps(figures), flush=True)
+                    common.write_result(out_path, result)
     common.write_result(out_path, result)
     print(f"-> {out_path}")
 
