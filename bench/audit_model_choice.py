@@ -11,14 +11,17 @@ import dataclasses
 import datetime
 import platform
 import time
+from pathlib import Path
 
 import torch
 
-from stages.artifacts import write_json
-from stages.audit import planted_noise_recovery
-from stages.clean import clean_splits
-from stages.config import ROOT, load_params
-from stages.data_registry import fetch_dataset
+from emotune.atomic import write_json
+from emotune.audit import planted_noise_recovery
+from emotune.clean import clean_splits
+from emotune.config import load_params
+from emotune.data_registry import fetch_dataset
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 MODELS = ("tfidf", "embeddings", "both")
 

@@ -15,12 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Idle OpenMP threads sleep instead of spinning, as in every emotune stage (stages/train.py): on a shared CPU
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+
+# Idle OpenMP threads sleep instead of spinning, as in every emotune stage (emotune/train.py): on a shared CPU
 # spinning threads fight the other processes and a step can run many times slower. Set before torch loads
 # (every benchmark imports this module first).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from stages.config import ROOT  # noqa: E402
 
 BENCH_DIR = ROOT / "metrics" / "bench"
 
@@ -159,10 +160,11 @@ def audited_slice(root: Path, dataset: str, sizes: tuple[int, int, int] | None =
     """data/audited/<dataset> under `root`: the mirror's rows through the project's fetch and clean (no
     audit: by default it only reports), every row or a seeded sample of (train, validation, test) rows.
     Returns (params, folder, splits written)."""
-    from stages.clean import clean_splits
-    from stages.config import SPLITS, load_params
-    from stages.data_registry import fetch_dataset
-    from stages.train import sample_rows
+    from emotune.clean import clean_splits
+    from emotune.config import load_params
+    from emotune.data_registry import fetch_dataset
+    from emotune.paths import SPLITS
+    from emotune.rows import sample_rows
 
     params = load_params()
     spec = params.dataset(dataset)

@@ -34,15 +34,16 @@ def cpu_flags() -> dict:
 
 def run(root: Path, params, model: dict, dataset: str, adapter: str, bf16: bool, rows: int, epochs: int,
         threads: int) -> dict:
-    from stages import evaluate as evaluate_stage
-    from stages import plan as plan_stage
-    from stages import train as train_stage
+    from emotune import evaluate as evaluate_stage
+    from emotune import plan as plan_stage
+    from emotune import train as train_stage
+    from emotune.paths import run_paths
 
     matrix = params.matrices()[0]
     train = dataclasses.replace(matrix.train, bf16=bf16, max_train_examples=rows, epochs=epochs, threads=threads,
                                 early_stopping_patience=epochs + 1)
     plan = plan_stage.run_plan(params, dataclasses.replace(matrix, train=train), dataset, model, adapter)
-    paths = train_stage.run_paths(dataset, model["name"], adapter, root)
+    paths = run_paths(dataset, model["name"], adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
     paths.plan.write_text(json.dumps(plan))
     out = train_stage.train(plan, paths, device="cpu", log=lambda m: None)

@@ -3,7 +3,7 @@
 A user-style dataset is derived from dair-ai/emotion (mirror): each row joins two texts of the same
 label ("A, and B"), so there are as many distinct rows as asked for (50k by default) with the real
 label-text association. 8% of the train rows get another label (seeded, known). The three stages run as
-DVC runs them (`python -m stages.<stage> scale` in a throw-away project copy, the data under data/user/),
+DVC runs them (`python -m emotune.<stage> scale` in a throw-away project copy, the data under data/user/),
 each timed by wall clock; recovery is scored on the audited train+validation rows.
 
     python -m bench.data_scale                      # 50k rows, writes metrics/bench/data_scale.json
@@ -27,9 +27,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from stages.artifacts import write_json
-from stages.config import PARAMS_FILE, ROOT, load_params
-from stages.data_registry import fetch_dataset
+from emotune.atomic import write_json
+from emotune.config import load_params
+from emotune.data_registry import fetch_dataset
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+PARAMS_FILE = ROOT / "params.yaml"
 
 DATASET = "scale"
 RATE = 0.08

@@ -5,10 +5,10 @@
 
 Both arms train the same LoRA (gen_lora, r 16) on the same SmolLM2-135M-Instruct, the same tokenized
 TweetEval emotion rows from the mirror (prompt = chat template + system message + text, answer = label
-word + eos, built once by stages/prompts.py), the same batch size, optimizer (fused AdamW), LR, schedule,
+word + eos, built once by emotune/prompts.py), the same batch size, optimizer (fused AdamW), LR, schedule,
 length-grouped batches and seed; the loss covers the answer tokens only in both:
 
-- emotune: transformers.Trainer with stages/generative.py's batches (left-padded, the layout generate()
+- emotune: transformers.Trainer with emotune/generative.py's batches (left-padded, the layout generate()
   uses) and its loss, which runs the LM head on the answer positions only (`logits_to_keep`);
 - TRL: `SFTTrainer` with the same rows as a tokenized prompt-completion dataset (`input_ids` +
   `completion_mask`: `completion_only_loss`), TRL's own collator (right padding), the LM head at every
@@ -25,7 +25,6 @@ import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 from bench import common
 
@@ -36,10 +35,10 @@ SYSTEM = "You are a tweet emotion classifier. Read the tweet and output exactly 
 
 def rows(model_name: str, n: int, max_length: int):
     """(dataset spec, tokenized prompt/answer frame) for the first n training rows of the mirror."""
-    from stages.config import load_params
-    from stages.data_registry import fetch_dataset
-    from stages.generative import load_causal
-    from stages.prompts import tokenize_prompts
+    from emotune.config import load_params
+    from emotune.data_registry import fetch_dataset
+    from emotune.generative import load_causal
+    from emotune.prompts import tokenize_prompts
 
     params = load_params()
     spec = params.dataset(DATASET)
@@ -53,8 +52,8 @@ def rows(model_name: str, n: int, max_length: int):
 def fresh_model(model_name: str, spec, seed: int):
     from transformers import set_seed
 
-    from stages.config import AdapterHParams
-    from stages.generative import apply_generative_adapter, load_causal
+    from emotune.config import AdapterHParams
+    from emotune.generative import apply_generative_adapter, load_causal
 
     set_seed(seed)
     loaded = load_causal(model_name, "gen_lora", list(spec.labels), spec.task)
@@ -71,8 +70,8 @@ def common_args(out: str, steps: int, batch: int, seed: int) -> dict:
 def emotune_arm(model_name, spec, frame, steps, batch, seed) -> dict:
     from transformers import TrainingArguments
 
-    from stages import train as train_stage
-    from stages.generative import GenerativeBatches, GenerativeRecipe
+    from emotune import train as train_stage
+    from emotune.generative import GenerativeBatches, GenerativeRecipe
 
     loaded, model = fresh_model(model_name, spec, seed)
     plan = {"dataset": {"labels": list(spec.labels), "task": spec.task}, "adapter": {"name": "gen_lora",

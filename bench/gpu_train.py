@@ -10,8 +10,8 @@ float32 by peft; full fine-tuning trains the bf16 weights directly (AdamW states
 fits a 7B model's full fine-tuning on one 141 GB card. QLoRA: every Linear of the body quantised to NF4
 with double quantisation and bf16 compute (bitsandbytes Linear4bit, as `BitsAndBytesConfig(load_in_4bit,
 nf4, double quant)` loads them), then peft `prepare_model_for_kbit_training` and LoRA, as
-stages/adapters.py does. LoRA r=16, alpha=32, dropout 0.1 on q/k/v/o/gate/up/down (the llama/mistral
-defaults of stages/model_registry.py).
+emotune/adapters.py does. LoRA r=16, alpha=32, dropout 0.1 on q/k/v/o/gate/up/down (the llama/mistral
+defaults of emotune/model_registry.py).
 
 Batches are tweet-length: token lengths drawn from a seeded log-normal (median 30, p95 about 70 tokens,
 capped at 128). Recipes:
@@ -137,7 +137,6 @@ def tweet_lengths(n: int, seed: int, cap: int) -> np.ndarray:
 def make_batches(recipe: str, batch_size: int, count: int, vocab: int, max_length: int, seed: int):
     """`count` batches of `batch_size` rows: (input_ids, attention_mask, labels) CPU tensors."""
     import torch
-
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
     pool = batch_size * max(50, count)  # 50: Trainer's length-grouping mega-batch

@@ -34,13 +34,13 @@ def texts_and_model(tiny: bool, work: Path) -> tuple[list[str], str, dict | None
     import pandas as pd
 
     if tiny:
-        from stages.model_registry import save_tiny_model
+        from emotune.testing import save_tiny_model
 
         labels = ["joy", "anger", "sadness"]
         folder = save_tiny_model("bert", work / "tiny-bert")
         return common.toy_texts(96, 1, labels)["text"].tolist(), str(folder), None, labels
     from bench.train_vs_notebook import audited_emotion
-    from stages.config import load_params
+    from emotune.config import load_params
 
     labels = list(load_params().dataset("emotion").labels)
     frame = pd.read_parquet(audited_emotion(work) / "test.parquet")
@@ -51,8 +51,8 @@ def build(variant: str, name: str, registry, labels: list[str], seed: int):
     """(model in eval mode, tokenizer, facts) for one variant, freshly applied."""
     import torch
 
-    from stages.adapters import apply_adapter, load_base, parameter_counts
-    from stages.config import AdapterHParams
+    from emotune.adapters import apply_adapter, load_base, parameter_counts
+    from emotune.config import AdapterHParams
 
     adapter = "lora" if variant == "lora_merged" else variant
     torch.manual_seed(seed)

@@ -2,13 +2,13 @@
 
     .venv/bin/python -m bench.multilabel [--train 800] [--seeds 0] [--arms lora_before,lora_after,...]
 
-A SemEval-2018 E-c slice from the mirror (fetched and cleaned by stages/data_registry.py and
-stages/clean.py with the project's params, then a seeded sample of `--train` / `--val` / `--test` rows),
-tokenized by stages/tokenize.py for MiniLM, planned by stages/plan.py, trained by stages/train.py and
-scored like stages/evaluate.py (per-label thresholds tuned on validation). Each arm changes one thing
+A SemEval-2018 E-c slice from the mirror (fetched and cleaned by emotune/data_registry.py and
+emotune/clean.py with the project's params, then a seeded sample of `--train` / `--val` / `--test` rows),
+tokenized by emotune/tokenize.py for MiniLM, planned by emotune/plan.py, trained by emotune/train.py and
+scored like emotune/evaluate.py (per-label thresholds tuned on validation). Each arm changes one thing
 against the code as it was (head LR = the adapter's LR, classifier bias 0): the classifier bias at the
 label priors (`train.head_bias: prior`), the head's own learning rate (`train.head_lr`), both, and
-BCE pos_weight (`train.class_weights`). TF-IDF + LR (stages/baseline.py) is fitted on the same rows.
+BCE pos_weight (`train.class_weights`). TF-IDF + LR (emotune/baseline.py) is fitted on the same rows.
 Arms run alternately within one seed, on the same rows, so machine noise hits every arm alike.
 Writes metrics/bench/multilabel.json (`--tiny`: a temporary folder).
 """
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import common  # (first: sets OMP_WAIT_POLICY before torch loads)
-
 import numpy as np
+
+from bench import common  # (first: sets OMP_WAIT_POLICY before torch loads)
 
 NAME = "multilabel"
 DATASET = "semeval2018_ec"
@@ -41,8 +41,8 @@ DEFAULT_ARMS = ("lora_before", "lora_after", "lora_prior_bias", "lora_head_lr", 
 
 
 def mirror_available() -> bool:
-    from stages.config import load_params
-    from stages.data_registry import local_root
+    from emotune.config import load_params
+    from emotune.data_registry import local_root
 
     params = load_params()
     spec = params.dataset(DATASET)
@@ -58,9 +58,9 @@ def prepare(root: Path, sizes: tuple[int, int, int], *, epochs: int, max_length:
     """Audited slice + MiniLM tokenization under `root`; returns (params, tokenized dir)."""
     import dataclasses
 
-    from stages import plan as plan_stage
-    from stages import tokenize as tokenize_stage
-    from stages.config import load_params
+    from emotune import plan as plan_stage
+    from emotune import tokenize as tokenize_stage
+    from emotune.config import load_params
 
     audited = write_slice(root, sizes)
     params = load_params()
@@ -80,15 +80,17 @@ def run_arm(root: Path, params, model: dict, adapter: str, overrides: dict, seed
     import contextlib
     import dataclasses
 
-    from stages import metrics
-    from stages import plan as plan_stage
-    from stages import train as train_stage
+    from emotune import metrics
+    from emotune import plan as plan_stage
+    from emotune import train as train_stage
+    from emotune.paths import run_paths
+    from emotune.rows import load_rows
 
     plan = plan_stage.run_plan(dataclasses.replace(params, seed=seed), params.matrices()[0], DATASET, model, adapter)
     plan["train"].update(overrides)
     if plan["train"].get("head_lr") is None:
         plan["train"]["head_lr"] = plan["train"]["lr"]  # "before": the head at the adapter's LR
-    paths = train_stage.run_paths(DATASET, MODEL, adapter, root)
+    paths = run_paths(DATASET, MODEL, adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
     paths.plan.write_text(json.dumps(plan))
     tick = time.perf_counter()
@@ -98,13 +100,13 @@ def run_arm(root: Path, params, model: dict, adapter: str, overrides: dict, seed
     recipe.multi_label = True
     model_ = out["model"]
     tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(paths.model)
-    val = train_stage.ClassificationBatches(train_stage.load_rows(paths.data, "validation"), tokenizer, True)
-    test = train_stage.ClassificationBatches(train_stage.load_rows(paths.data, "test"), tokenizer, True)
+    val = train_stage.ClassificationBatches(load_rows(paths.data, "validation"), tokenizer, True)
+    test = train_stage.ClassificationBatches(load_rows(paths.data, "test"), tokenizer, True)
     val_probs = metrics.probabilities(recipe.predict(model_, val, 128, contextlib.nullcontext)["logits"], True)
     test_probs = metrics.probabilities(recipe.predict(model_, test, 128, contextlib.nullcontext)["logits"], True)
     n = test_probs.shape[1]
     per_label_f1 = metrics.tune_thresholds(val.targets, val_probs)  # the threshold search as it was
-    on_jaccard = metrics.tune_thresholds(val.targets, val_probs, "jaccard")  # stages/evaluate.py now
+    on_jaccard = metrics.tune_thresholds(val.targets, val_probs, "jaccard")  # emotune/evaluate.py now
     tuned_f1 = metrics.scores(test.targets, metrics.decide(test_probs, True, per_label_f1), True, n)
     tuned = metrics.scores(test.targets, metrics.decide(test_probs, True, on_jaccard), True, n)
     at_half = metrics.scores(test.targets, metrics.decide(test_probs, True, None), True, test_probs.shape[1])
@@ -122,15 +124,15 @@ def run_arm(root: Path, params, model: dict, adapter: str, overrides: dict, seed
 
 
 def tfidf(root: Path, params, seed: int) -> dict:
-    """stages/baseline.py's TF-IDF + LR on exactly the slice's training rows, tuned thresholds."""
-    from stages.artifacts import load_splits
-    from stages.baseline import run_baseline
+    """emotune/baseline.py's TF-IDF + LR on exactly the slice's training rows, tuned thresholds."""
+    from emotune.artifacts import load_splits
+    from emotune.baseline import run_baseline
 
     splits = load_splits(Path(root) / "data" / "audited" / DATASET)
     spec = params.dataset(DATASET)
     report, _, _ = run_baseline("tfidf_lr", splits, spec, None, seed, "tuned")  # thresholds on jaccard
-    from stages import metrics
-    from stages.baseline import fit_sklearn, targets
+    from emotune import metrics
+    from emotune.baseline import fit_sklearn, targets
 
     labels = list(spec.labels)
     fitted = fit_sklearn("tfidf_lr", splits["train"]["text"].tolist(),

@@ -31,19 +31,21 @@ from pathlib import Path
 import yaml
 
 from bench import common
-from stages.config import PARAMS_FILE, ROOT
 
 NAME = "pipeline_overhead"
 VENV_BIN = Path(sys.executable).parent
 DATASET = "emotion_slice"
 LORA_FAMILY = ("lora", "dora", "qlora", "gen_lora", "gen_qlora")
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+PARAMS_FILE = ROOT / "params.yaml"
+
 
 # Run in a fresh process: seconds to import each library a train stage process loads, in the order it does.
 IMPORTS = """
 import json, time
 out = {}
-for name in ("numpy", "pandas", "torch", "transformers", "peft", "sklearn.metrics", "dvclive", "stages.train"):
+for name in ("numpy", "pandas", "torch", "transformers", "peft", "sklearn.metrics", "dvclive", "emotune.train"):
     tick = time.perf_counter()
     __import__(name)
     out[name] = round(time.perf_counter() - tick, 2)
@@ -83,7 +85,7 @@ def slice_frames(tiny: bool, rows: dict[str, int], work: Path):
     import pandas as pd
 
     from bench.train_vs_notebook import audited_emotion
-    from stages.config import load_params
+    from emotune.config import load_params
 
     folder = audited_emotion(work)
     labels = list(load_params().dataset("emotion").labels)
@@ -111,7 +113,7 @@ def make_project(root: Path, tiny: bool, rows: dict[str, int], adapters: list[st
         "id_column": "id", "files": {split: f"data/user/{DATASET}/{name}.csv" for split, name in names.items()}}
     model = "minilm"
     if tiny:
-        from stages.model_registry import save_tiny_model
+        from emotune.testing import save_tiny_model
 
         save_tiny_model("bert", root / "tiny-bert")
         model = "tiny-bert"

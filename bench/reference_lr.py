@@ -6,7 +6,7 @@
 For each dataset: the mirror's rows through the project's fetch and clean (no audit: it only reports by
 default), MiniLM's tokenization, then one run per learning rate with the reference group's settings
 (all rows, `--epochs` epochs, every epoch run: early stopping off so the whole curve shows), trained by
-stages/train.py and scored on test by stages/evaluate.py (thresholds tuned on validation), against
+emotune/train.py and scored on test by emotune/evaluate.py (thresholds tuned on validation), against
 TF-IDF + LR on the same rows. The per-epoch validation curve says how many epochs pay; the test figure
 says which LR. Writes metrics/bench/reference_lr.json.
 """
@@ -24,8 +24,8 @@ from bench import common
 
 def prepare(root: Path, dataset: str, model_name: str):
     """data/audited/<dataset> (fetch + clean, every row) and its tokenization under `root`."""
-    from stages import plan as plan_stage
-    from stages import tokenize as tokenize_stage
+    from emotune import plan as plan_stage
+    from emotune import tokenize as tokenize_stage
 
     params, folder, splits = common.audited_slice(root, dataset)
     rows = {s: len(f) for s, f in splits.items()}
@@ -38,15 +38,16 @@ def prepare(root: Path, dataset: str, model_name: str):
 
 def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, epochs: int, threads: int | None,
         rows: int | None = None, matrix_name: str = "reference"):
-    from stages import evaluate as evaluate_stage
-    from stages import plan as plan_stage
-    from stages import train as train_stage
+    from emotune import evaluate as evaluate_stage
+    from emotune import plan as plan_stage
+    from emotune import train as train_stage
+    from emotune.paths import run_paths
 
     matrix = next(m for m in params.matrices() if m.name == matrix_name)
     train = dataclasses.replace(matrix.train, lr=lr, epochs=epochs, early_stopping_patience=epochs + 1,
                                 threads=threads, max_train_examples=rows)
     plan = plan_stage.run_plan(params, dataclasses.replace(matrix, train=train), dataset, model, adapter)
-    paths = train_stage.run_paths(dataset, model["name"], adapter, root)
+    paths = run_paths(dataset, model["name"], adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
     paths.plan.write_text(json.dumps(plan))
     tick = time.perf_counter()
@@ -63,7 +64,7 @@ def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, 
 
 
 def tfidf_all(splits, params, dataset: str) -> float:
-    from stages.baseline import run_baseline
+    from emotune.baseline import run_baseline
 
     report, _, _ = run_baseline("tfidf_lr_all", splits, params.dataset(dataset), None, params.seed,
                                 params.eval.threshold, params)
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
             result["rows"][dataset] = rows
             result["tfidf_lr_all"][dataset] = tfidf_all(splits, params, dataset)
             print(f"{dataset}: {rows}, tfidf_lr_all {result['tfidf_lr_all'][dataset]}", flush=True)
-            from stages.plan import DEFAULT_LR
+            from emotune.plan import DEFAULT_LR
 
             for adapter in args.adapter.split(","):
                 lrs = ([round(DEFAULT_LR[adapter] * float(f), 8) for f in args.lr_factors.split(",")]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from stages.config import ROOT
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+
 
 BENCH = ROOT / "metrics" / "bench"
 

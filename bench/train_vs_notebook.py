@@ -38,7 +38,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from bench import common
-from stages.config import ROOT
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+PARAMS_FILE = ROOT / "params.yaml"
+
 
 NAME = "train_vs_notebook"
 DATASET = "emotion"
@@ -56,9 +59,9 @@ def audited_emotion(work: Path) -> Path:
     folder = ROOT / "data" / "audited" / DATASET
     if (folder / "train.parquet").exists():
         return folder
-    from stages.clean import clean_splits
-    from stages.config import load_params
-    from stages.data_registry import fetch_dataset
+    from emotune.clean import clean_splits
+    from emotune.config import load_params
+    from emotune.data_registry import fetch_dataset
 
     print(f"{folder} is missing; building the cleaned splits from the mirror", flush=True)
     params = load_params()
@@ -74,8 +77,8 @@ def audited_emotion(work: Path) -> Path:
 
 def tiny_setup(work: Path) -> tuple[dict, dict, Path]:
     """A tiny random BERT and a learnable toy dataset (CI)."""
-    from stages.config import parse_params
-    from stages.model_registry import save_tiny_model
+    from emotune.config import parse_params
+    from emotune.testing import save_tiny_model
 
     labels = ["joy", "anger", "sadness"]
     model_dir = save_tiny_model("bert", work / "tiny-bert")
@@ -98,8 +101,8 @@ def tiny_setup(work: Path) -> tuple[dict, dict, Path]:
 def real_setup(work: Path) -> tuple[dict, dict, Path]:
     import yaml
 
-    from stages.config import PARAMS_FILE, parse_params
-    from stages.plan import model_entry
+    from emotune.config import parse_params
+    from emotune.plan import model_entry
 
     raw = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     raw.update(datasets=[DATASET], models=["minilm"], adapters=[ADAPTER],
@@ -113,14 +116,14 @@ def real_setup(work: Path) -> tuple[dict, dict, Path]:
 
 def prepare(args, work: Path) -> dict:
     """Tokenize once (the tokenize stage's own function) and write the plan both arms read."""
-    from stages import plan as plan_stage
-    from stages import tokenize as tokenize_stage
-    from stages import train as tr
-    from stages.config import AdapterHParams
+    from emotune import plan as plan_stage
+    from emotune import tokenize as tokenize_stage
+    from emotune.config import AdapterHParams
+    from emotune.paths import run_paths
 
     params, model, audited = tiny_setup(work) if args.tiny else real_setup(work)
     dataset = "toy" if args.tiny else DATASET
-    paths = tr.run_paths(dataset, model["name"], ADAPTER, work / "shared")
+    paths = run_paths(dataset, model["name"], ADAPTER, work / "shared")
     paths.data.mkdir(parents=True)
     tokenize_stage.tokenize_dataset(plan_stage.tokenize_plan(params, dataset, model), audited, paths.data)
     main_matrix = SimpleNamespace(name="", train=params.train)  # the main matrix's train settings
@@ -132,8 +135,8 @@ def prepare(args, work: Path) -> dict:
     # The notebook's LoRA is emotune's: the same target modules, the same head trained in full
     # (modules_to_save: BERT's pooler + classifier) and the same modules kept out of LoRA, so the arms
     # differ in the recipe (padding, batching, loop) and not in what they train.
-    from stages.adapters import load_base, peft_config
-    from stages.plan import model_source, resolve_entry
+    from emotune.adapters import load_base, peft_config
+    from emotune.plan import model_source, resolve_entry
 
     resolved = resolve_entry(model)
     name, registry = model_source(plan["model"])
@@ -159,9 +162,9 @@ def test_frame(spec: dict):
 
 def train_sample(spec: dict, seed: int):
     """The training rows of a run with this seed: what stages.train.train() samples (sample_rows)."""
-    from stages import train as tr
+    from emotune.rows import load_rows, sample_rows
 
-    return tr.sample_rows(tr.load_rows(Path(spec["data"]), "train"), spec["plan"]["train"]["max_train_examples"], seed)
+    return sample_rows(load_rows(Path(spec["data"]), "train"), spec["plan"]["train"]["max_train_examples"], seed)
 
 
 def ids_digest(ids) -> str:
@@ -174,13 +177,14 @@ def run_emotune(spec: dict, seed: int, out: Path) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from stages import train as tr
+    from emotune import train as tr
+    from emotune.paths import RunPaths
 
     plan = json.loads(json.dumps(spec["plan"]))
     plan["seed"] = seed
     root = out / "run"
     data = Path(spec["data"])
-    paths = tr.RunPaths(plan=root / "plan.json", data=data, model=root / "model", checkpoints=root / "checkpoints",
+    paths = RunPaths(plan=root / "plan.json", data=data, model=root / "model", checkpoints=root / "checkpoints",
                         live=root / "live", metrics=root / "metrics.json")
     started = time.perf_counter()
     result = tr.train(plan, paths, log=lambda m: print(m, flush=True))
@@ -263,7 +267,7 @@ def hf_lora_model(spec: dict):
 
 def hf_arm_start(spec: dict, seed: int):
     """What the peer and notebook arms set up alike: threads, seed, the same rows emotune trains on
-    (stages.train.sample_rows with this seed: their audited texts), the tokenizer. Returns (train_df,
+    (emotune.rows.sample_rows with this seed: their audited texts), the tokenizer. Returns (train_df,
     test_df, train_ids, tokenizer, the perf_counter tick the set-up time counts from)."""
     import torch
     from transformers import AutoTokenizer, set_seed
@@ -393,12 +397,14 @@ def profile(spec: dict, steps: int) -> dict:
     grouped, padded to their longest row) and on the notebook's (random rows padded to max_length),
     under torch.profiler with FLOP counting."""
     import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
-    from stages import train as tr
-    from stages.adapters import apply_adapter, load_base
-    from stages.config import AdapterHParams
-    from stages.plan import model_source
+    from emotune import train as tr
+    from emotune.adapters import apply_adapter, load_base
+    from emotune.config import AdapterHParams
+    from emotune.plan import model_source
+    from emotune.rows import load_rows, sample_rows
 
     plan, cfg = spec["plan"], spec["plan"]["train"]
     if cfg["threads"]:
@@ -411,7 +417,7 @@ def profile(spec: dict, steps: int) -> dict:
     # Trainer's default optimizer (fused AdamW), over the trainable parameters
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"],
                                   weight_decay=cfg["weight_decay"], fused=True)
-    train = tr.sample_rows(tr.load_rows(Path(spec["data"]), "train"), cfg["max_train_examples"], plan["seed"])
+    train = sample_rows(load_rows(Path(spec["data"]), "train"), cfg["max_train_examples"], plan["seed"])
     data = tr.ClassificationBatches(train, loaded.tokenizer, False)
     bs = cfg["batch_size"]
     grouped = grouped_batches(data.lengths, bs, plan["seed"])
@@ -620,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
     result["setup"] = {
         "dataset": plan["dataset"]["name"], "model": plan["model"]["name"], "adapter": ADAPTER,
         "train_rows": runs[0]["train_rows"], "train_subset": "seeded sample of the audited train split "
-        "(stages.train.sample_rows with the pair's seed; identical rows in both arms of a pair)"
+        "(emotune.rows.sample_rows with the pair's seed; identical rows in both arms of a pair)"
         if args.rows else "the whole audited train split",
         "test_rows": runs[0]["test_rows"], "seeds": seeds, "epochs": plan["train"]["epochs"],
         "lr": plan["train"]["lr"], "batch_size": plan["train"]["batch_size"],

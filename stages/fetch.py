@@ -1,31 +1,14 @@
 """fetch: raw files (local mirror, user files or the Hub) -> data/raw/<dataset>/{split}.parquet + meta.json.
 
-    python -m stages.fetch <dataset>
-"""
+python -m stages.fetch <dataset>"""
 from __future__ import annotations
 
-from pathlib import Path
-
-from stages.artifacts import atomic_dir, data_dir, run_stage, save_splits, write_json
-from stages.config import ROOT, SPLITS, USER_DATA, DatasetSpec, EmotuneError, LineFiles, params_and_dataset
-from stages.data_registry import fetch_dataset, published_size_problems
-
-
-def check_tracked_by_dvc(spec: DatasetSpec) -> None:
-    """A user's own files must sit under data/user/, the folder every fetch stage depends on in dvc.yaml:
-    elsewhere DVC would never see them change, and `dvc repro` would keep serving the old data."""
-    if spec.mirror_dir:  # the team's read-only mirror, outside the repository; its files are sha256-pinned
-        return
-    user = (ROOT / USER_DATA).resolve()
-    for split, files in spec.files.items():
-        names = [files.text, files.labels] if isinstance(files, LineFiles) else [files]
-        for name in names:
-            if not (ROOT / name).resolve().is_relative_to(user):
-                raise EmotuneError(
-                    f"dataset_registry.{spec.name}.files.{split}: {name} is outside {USER_DATA}/; DVC tracks "
-                    f"a dataset's own files only there (dvc.yaml: every fetch stage depends on {USER_DATA}), "
-                    f"so a change elsewhere would never rerun the fetch. Move the file into {USER_DATA}/ "
-                    f"(e.g. {USER_DATA}/{spec.name}/{Path(name).name}) and update the path.")
+from emotune.artifacts import save_splits
+from emotune.atomic import atomic_dir, write_json
+from emotune.data_registry import check_tracked_by_dvc, fetch_dataset, published_size_problems
+from emotune.errors import EmotuneError, run_cli
+from emotune.paths import SPLITS, data_dir
+from emotune.stage_args import params_and_dataset
 
 
 def main(argv: list[str]) -> None:
@@ -57,4 +40,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

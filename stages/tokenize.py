@@ -8,151 +8,20 @@ Only the tokenizer is loaded, never the weights.
 Rows are truncated at max_length and NOT padded: train pads each batch to its own longest row. Each
 split is a parquet file with columns id, input_ids, attention_mask, labels (the class id for single-label
 datasets, a multi-hot float list for multi-label ones) and length. Decoder models also get
-gen_<split>.parquet for the generative recipe (stages/prompts.py): prompt_ids, answer_ids, labels.
+gen_<split>.parquet for the generative recipe (emotune/prompts.py): prompt_ids, answer_ids, labels.
 
 The metrics file has the untruncated token length percentiles of each split and the share of rows
 that max_length cuts: the numbers to choose max_length from.
 
-    python -m stages.tokenize <dataset> <model>
-"""
+    python -m stages.tokenize <dataset> <model>"""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from stages.artifacts import atomic_dir, load_splits, read_json, run_stage, sha256_file, write_json
-from stages.config import ROOT, SPLITS, EmotuneError
-from stages.plan import tokenize_plan_path
-
-PERCENTILES = (50, 90, 95, 99)
-
-
-def tokenized_dir(dataset: str, model: str) -> Path:
-    return ROOT / "data" / "tokenized" / dataset / model
-
-
-def tokenize_metrics_path(dataset: str, model: str) -> Path:
-    return ROOT / "metrics" / "tokenize" / dataset / f"{model}.json"
-
-
-def load_tokenizer(model: dict):
-    """The tokenizer of a plan's model entry (registry name, Hub id or folder); no weights."""
-    from transformers import AutoTokenizer
-
-    from stages.plan import resolve_entry
-
-    resolved = resolve_entry(model)
-    kwargs = {"local_files_only": True} if resolved.local else {"revision": resolved.revision}
-    return AutoTokenizer.from_pretrained(resolved.location, **kwargs), resolved
-
-
-def label_targets(labels: pd.Series, classes: list[str], multi_label: bool, where: str) -> list:
-    """Class id per row (single-label) or a multi-hot float list (multi-label)."""
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({n for names in labels for n in names if n not in index})
-    if unknown:
-        raise EmotuneError(f"{where}: labels {unknown} are not among the dataset's labels {classes}")
-    if multi_label:
-        out = []
-        for names in labels:
-            row = [0.0] * len(classes)
-            for n in names:
-                row[index[n]] = 1.0
-            out.append(row)
-        return out
-    bad = [i for i, names in enumerate(labels) if len(names) != 1]
-    if bad:
-        raise EmotuneError(f"{where}: single-label dataset, but row {bad[0]} has labels {list(labels.iloc[bad[0]])}")
-    return [index[names[0]] for names in labels]
-
-
-def length_stats(lengths: np.ndarray, max_length: int) -> dict:
-    if len(lengths) == 0:
-        return {"rows": 0}
-    stats = {"rows": int(len(lengths))}
-    stats.update({f"p{p}": int(np.percentile(lengths, p, method="higher")) for p in PERCENTILES})
-    stats["max"] = int(lengths.max())
-    stats["mean"] = round(float(lengths.mean()), 2)
-    stats["truncated"] = int((lengths > max_length).sum())
-    stats["truncation_rate"] = round(float((lengths > max_length).mean()), 4)
-    return stats
-
-
-def effective_max_length(tokenizer, max_length: int) -> int:
-    # A tokenizer's model_max_length is the model's position limit (512 for BERTs) or a huge sentinel
-    # when unknown; never cut longer than the model can read.
-    limit = getattr(tokenizer, "model_max_length", None)
-    return min(max_length, limit) if isinstance(limit, int) and limit < 1_000_000 else max_length
-
-
-def tokenize_split(frame: pd.DataFrame, tokenizer, classes: list[str], multi_label: bool, max_length: int,
-                   where: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The tokenized frame and the untruncated length of every row."""
-    texts = frame["text"].tolist()
-    # One pass without truncation, only to measure how long the texts really are.
-    full = tokenizer(texts, truncation=False, verbose=False)["input_ids"]
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    out = pd.DataFrame({
-        "id": frame["id"].astype(str).tolist(),
-        "input_ids": [np.asarray(ids, dtype=np.int32) for ids in encoded["input_ids"]],
-        "attention_mask": [np.asarray(m, dtype=np.int8) for m in encoded["attention_mask"]],
-        "labels": label_targets(frame["labels"], classes, multi_label, where),
-        "length": [len(ids) for ids in encoded["input_ids"]],
-    })
-    return out, np.asarray([len(ids) for ids in full])
-
-
-def tokenize_dataset(plan: dict, audited_dir: Path, out: Path) -> dict:
-    """Write the tokenized splits into `out`; returns the metrics report."""
-    from stages.plan import is_decoder
-
-    dataset, model = plan["dataset"], plan["model"]
-    classes, multi_label = dataset["labels"], dataset["task"] == "multi_label"
-    tokenizer, resolved = load_tokenizer(model)
-    max_length = effective_max_length(tokenizer, plan["tokenize"]["max_length"])
-    splits = load_splits(audited_dir)
-    report = {"dataset": dataset["name"], "model": model["name"], "max_length": max_length, "splits": {}}
-    for split in SPLITS:
-        frame, full_lengths = tokenize_split(splits[split], tokenizer, classes, multi_label, max_length,
-                                             f"{audited_dir.name}/{split}")
-        frame.to_parquet(out / f"{split}.parquet", index=False)
-        report["splits"][split] = length_stats(full_lengths, max_length)
-        report["splits"][split]["tokens"] = int(frame["length"].sum())
-    rows = sum(s["rows"] for s in report["splits"].values())
-    report["truncation_rate"] = round(sum(s["truncated"] for s in report["splits"].values()) / max(rows, 1), 4)
-
-    from transformers import AutoConfig
-
-    kwargs = {"local_files_only": True} if resolved.local else {"revision": resolved.revision}
-    model_type = AutoConfig.from_pretrained(resolved.location, **kwargs).model_type
-    generative = is_decoder(model_type)
-    if generative:
-        from stages import prompts
-
-        report["generative"] = {}
-        for split in SPLITS:
-            frame = prompts.tokenize_prompts(splits[split], tokenizer, classes, multi_label, max_length,
-                                             plan["tokenize"].get("prompt"))
-            frame.to_parquet(out / f"gen_{split}.parquet", index=False)
-            lengths = (frame["prompt_ids"].map(len) + frame["answer_ids"].map(len)).to_numpy()
-            report["generative"][split] = {k: v for k, v in length_stats(lengths, 10**9).items()
-                                           if not k.startswith("trunc")}
-    meta = {
-        "dataset": dataset["name"], "task": dataset["task"], "labels": classes, "model": model,
-        "model_type": model_type, "max_length": max_length, "generative": generative,
-        "tokenizer": {"class": type(tokenizer).__name__, "vocab_size": len(tokenizer),
-                      "pad_token": tokenizer.pad_token, "eos_token": tokenizer.eos_token,
-                      "chat_template": bool(getattr(tokenizer, "chat_template", None))},
-        "files": {p.name: sha256_file(p) for p in sorted(out.glob("*.parquet"))},
-        # decoders only: an encoder's files (and so its trained runs) do not depend on the prompt
-        **({"prompt": prompts.prompt_settings(plan["tokenize"].get("prompt"))} if generative else {}),
-        "source": read_json(audited_dir / "meta.json"),
-    }
-    write_json(out / "meta.json", meta)
-    return report
+from emotune.atomic import atomic_dir, read_json, write_json
+from emotune.errors import EmotuneError, run_cli
+from emotune.paths import project_root, tokenize_metrics_path, tokenize_plan_path, tokenized_dir
+from emotune.tokenize import tokenize_dataset
 
 
 def main(argv: list[str]) -> None:
@@ -165,7 +34,7 @@ def main(argv: list[str]) -> None:
         raise EmotuneError(f"{plan_file}: no plan; is {args.dataset!r} in datasets and {args.model!r} in "
                            f"models? Run the plan stage first (`dvc repro plan`)")
     plan = read_json(plan_file)
-    audited = ROOT / "data" / "audited" / args.dataset
+    audited = project_root() / "data" / "audited" / args.dataset
     with atomic_dir(tokenized_dir(args.dataset, args.model)) as out:
         report = tokenize_dataset(plan, audited, out)
     write_json(tokenize_metrics_path(args.dataset, args.model), report)
@@ -175,4 +44,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -4,15 +4,14 @@
   params.yaml entry would be, so every test also goes through the validation.
 - `mirror`: the team's read-only raw-data mirror (`../shared/datasets` beside the checkout);
   tests that need it skip when it is absent.
-- `project` + `run_stage`: a throw-away copy of the project (stages/ + a params.yaml) in which the
-  stage CLIs run as subprocesses. ROOT comes from stages/config.py's location, so every output
-  lands inside the copy, never in the real checkout.
+- `project` + `run_stage`: a throw-away project (a folder with a params.yaml, no code) in which the
+  stages run as subprocesses, `python -m stages.<name>` with the checkout on PYTHONPATH. The project is
+  the working directory (emotune/paths.py), so every output lands inside it, never in the checkout.
 """
 from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import config
-from stages.config import parse_params
+from emotune.config import parse_params
 
-PROJECT = Path(config.ROOT)
+PROJECT = Path(__file__).resolve().parent.parent  # the checkout
 MIRROR = (PROJECT / "../shared/datasets").resolve()
 
 # The smallest params mapping parse_params accepts; sections left empty take their defaults.
@@ -36,7 +34,7 @@ TOY_ENTRY = {"task": "single_label", "labels": ["joy", "anger", "sadness"], "off
 @pytest.fixture
 def shipped_params() -> dict:
     """The project's params.yaml as a plain mapping (freshly read, so a test may change it)."""
-    return yaml.safe_load(config.PARAMS_FILE.read_text(encoding="utf-8"))
+    return yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -72,12 +70,10 @@ def mirror() -> Path:
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory):
-    """project(params: dict) -> Path of a fresh project copy (stages/ + that params.yaml)."""
+    """project(params: dict) -> Path of a fresh project folder holding that params.yaml."""
 
     def make(params: dict) -> Path:
         root = tmp_path_factory.mktemp("project")
-        shutil.copytree(PROJECT / "stages", root / "stages",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
         return root
 
@@ -85,8 +81,10 @@ def project(tmp_path_factory):
 
 
 def stage_env() -> dict:
+    """The environment of a stage subprocess: offline, and the checkout's stages/ importable from a project
+    folder that has no code (emotune itself is installed)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_ENDPOINT")}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(PROJECT))
     return env
 
 
@@ -104,15 +102,15 @@ def run_stage():
 @pytest.fixture(scope="session")
 def params():
     """The shipped params.yaml, parsed."""
-    from stages.config import load_params
+    from emotune.config import load_params
 
-    return load_params()
+    return load_params(PROJECT / "params.yaml")
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """tiny(model_type) -> folder of a saved tiny base model (built once per session)."""
-    from stages.model_registry import save_tiny_model
+    from emotune.testing import save_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     made = {}

@@ -8,9 +8,11 @@ import json
 import pytest
 import torch
 
-from stages import adapters as ad
-from stages import model_registry as mr
-from stages.config import EmotuneError, build
+from emotune import adapters as ad
+from emotune import model_registry as mr
+from emotune import testing
+from emotune.config import build
+from emotune.errors import EmotuneError
 
 torch.set_num_threads(1)
 
@@ -207,11 +209,11 @@ def test_hparams_from_params_yaml_are_validated():
 
 
 def test_load_trained_refuses_a_changed_base(tiny, tmp_path):
-    folder = mr.save_tiny_model("bert", tmp_path / "base")
+    folder = testing.save_tiny_model("bert", tmp_path / "base")
     loaded = ad.load_base(str(folder), "lora", LABELS)
     model = ad.apply_adapter(loaded, "lora", HP)
     saved = ad.save_trained(model, tmp_path / "out", loaded, "lora", HP)
-    mr.save_tiny_model("bert", folder, seed=1)  # same name, other weights
+    testing.save_tiny_model("bert", folder, seed=1)  # same name, other weights
     with pytest.raises(EmotuneError, match="changed since training"):
         ad.load_trained(saved)
     with pytest.raises(EmotuneError, match="not a model saved by emotune"):
@@ -301,7 +303,7 @@ def test_rslora_scales_by_alpha_over_sqrt_r(tiny):
     scalings = {m.scaling["default"] for m in model.modules() if isinstance(getattr(m, "scaling", None), dict)}
     assert scalings == {32 / 16 ** 0.5}  # plain LoRA: 32 / 16 = 2.0
     generative = ad.AdapterHParams(r=4, alpha=8, use_rslora=True, bias="lora_only")
-    from stages.generative import apply_generative_adapter, load_causal
+    from emotune.generative import apply_generative_adapter, load_causal
 
     gen = load_causal(str(tiny("llama")), "gen_lora", LABELS, "single_label")
     config = apply_generative_adapter(gen, "gen_lora", generative).peft_config["default"]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from stages.artifacts import atomic_dir, write_atomic, write_json
+from emotune.atomic import atomic_dir, write_atomic, write_json
 
 
 def listing(folder):

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from stages.audit import audit_splits, plant_label_noise, planted_noise_recovery, review_markdown
-from stages.clean import clean_splits
-from stages.data_registry import fetch_dataset
+from emotune.audit import audit_splits, plant_label_noise, planted_noise_recovery, review_markdown
+from emotune.clean import clean_splits
+from emotune.data_registry import fetch_dataset
 
 RATE = 0.08  # share of planted flips: random flagging has this precision
 

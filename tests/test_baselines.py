@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from toy_runs import LABELS, toy_frame
 
-from stages import aggregate as ag
-from stages import audit
-from stages import baseline as bl
-from stages import metrics
-from stages.config import BaselineConfig, EmotuneError, RnnBaseline, parse_params
-from stages.model_registry import packages_installed
-from toy_runs import CUES, LABELS, toy_frame
+from emotune import aggregate as ag
+from emotune import audit, metrics
+from emotune import baseline as bl
+from emotune.config import BaselineConfig, RnnBaseline, parse_params
+from emotune.errors import EmotuneError
+from emotune.model_registry import packages_installed
 
 torch.set_num_threads(1)
 
@@ -32,7 +32,7 @@ class Params:
     """The slice of Params run_baseline reads."""
 
     def __init__(self, tokenizer, **rnn):
-        from stages.config import TokenizeConfig
+        from emotune.config import TokenizeConfig
 
         self.baseline = BaselineConfig(rnn=RnnBaseline(tokenizer=tokenizer, **rnn))
         self.model_registry = {}
@@ -96,7 +96,7 @@ def test_sentence_embeddings_lr_uses_the_audit_embedder(task):
 
 @pytest.mark.parametrize("task", ["single_label", "multi_label"])
 def test_zero_shot_prompts_a_decoder_with_the_label_names(task, tiny, monkeypatch):
-    from stages import prompts
+    from emotune import prompts
 
     splits, spec = toy_splits(task), Spec(task)
     folder = str(tiny("llama"))
@@ -116,7 +116,7 @@ def test_zero_shot_prompts_a_decoder_with_the_label_names(task, tiny, monkeypatc
     assert report["params"]["trainable"] == 0 and report["params"]["total"] > 0
     assert "invalid_rate" in report["test"] and len(report["answers_sample"]) == 20
     # the random decoder's answers are parsed back exactly as the generative runs' are
-    from stages.generative import decode_predictions
+    from emotune.generative import decode_predictions
 
     again, invalid = decode_predictions(report["answers_sample"], LABELS, spec.multi_label)
     assert np.array_equal(again, pred[:20]) and report["test"]["invalid_rate"] >= invalid.mean() * 20 / 120
@@ -126,8 +126,8 @@ def test_zero_shot_prompts_a_decoder_with_the_label_names(task, tiny, monkeypatc
 def test_zero_shot_rank_picks_the_likeliest_label_answer(tiny):
     """decode rank: each label's answer log-likelihood after the prompt, batched and left-padded; checked
     row by row against an unpadded forward pass of prompt + answer."""
-    from stages.generative import load_causal
-    from stages.prompts import tokenize_prompts
+    from emotune.generative import load_causal
+    from emotune.prompts import tokenize_prompts
 
     splits, spec = toy_splits("single_label"), Spec("single_label")
     folder = str(tiny("llama"))

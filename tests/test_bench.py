@@ -8,11 +8,13 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from bench import report
-from stages.config import ROOT
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 
 def run_bench(module: str, *args: str) -> str:

@@ -6,9 +6,10 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from stages.clean import clean_splits
-from stages.config import CleanConfig, EmotuneError
-from stages.text import normalise
+from emotune.clean import clean_splits
+from emotune.config import CleanConfig
+from emotune.errors import EmotuneError
+from emotune.text import normalise
 
 DEFAULT = CleanConfig()
 

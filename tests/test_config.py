@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from stages.config import DatasetSpec, EmotuneError, LineFiles, Params, load_params, parse_params
+from emotune.config import DatasetSpec, LineFiles, Params, load_params, parse_params
+from emotune.errors import EmotuneError
 
 
 def test_shipped_params_load():

@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from stages import aggregate as ag
-from stages import baseline as bl
-from stages import evaluate as ev
-from stages import metrics
-from stages import model_registry as mr
-from stages import train as tr
-from stages.config import EmotuneError, Reference
 from toy_runs import DATASET, LABELS, prepare_run, toy_frame
+
+from emotune import aggregate as ag
+from emotune import baseline as bl
+from emotune import evaluate as ev
+from emotune import metrics, testing
+from emotune import train as tr
+from emotune.config import Reference
+from emotune.errors import EmotuneError
+from emotune.paths import eval_paths
+from emotune.rows import load_rows
 
 QUIET = lambda message: None  # noqa: E731
 
@@ -108,7 +110,7 @@ def test_confusion_rows_for_multi_label_put_misses_and_false_alarms_on_none():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")
-    return {t: mr.save_tiny_model(t, root / f"tiny-{t}") for t in ("bert", "llama")}
+    return {t: testing.save_tiny_model(t, root / f"tiny-{t}") for t in ("bert", "llama")}
 
 
 @pytest.mark.parametrize("task, threshold", [("single_label", "tuned"), ("multi_label", "tuned"),
@@ -119,7 +121,7 @@ def test_evaluate_a_reloaded_run(task, threshold, tiny, tmp_path):
     name = paths.model.parent.name
     report = ev.evaluate_run(DATASET, name, "lora", threshold, samples=5, root=tmp_path)
 
-    json_path, plots = ev.eval_paths(DATASET, name, "lora", tmp_path)
+    json_path, plots = eval_paths(DATASET, name, "lora", tmp_path)
     assert json.loads(json_path.read_text()) == report
     test_rows = len(pd.read_parquet(paths.data / "test.parquet"))
     assert report["test_rows"] == test_rows
@@ -128,7 +130,7 @@ def test_evaluate_a_reloaded_run(task, threshold, tiny, tmp_path):
     assert 0 <= report["test"]["ece"] <= 1 and 0 <= report["test"]["roc_auc_macro"] <= 1
     # The reloaded model predicts test exactly as the model that just trained does
     recipe = tr.ClassifierRecipe(plan, paths.data, "cpu")
-    split = tr.ClassificationBatches(tr.load_rows(paths.data, "test"), ev_tokenizer(paths), task == "multi_label")
+    split = tr.ClassificationBatches(load_rows(paths.data, "test"), ev_tokenizer(paths), task == "multi_label")
     probs = metrics.probabilities(recipe.predict(trained["model"], split, 64, contextlib.nullcontext)["logits"],
                                   task == "multi_label")
     expected = metrics.decide(probs, task == "multi_label", report["thresholds"])
@@ -161,7 +163,7 @@ def test_evaluate_a_generative_run_counts_invalid_answers(tiny, tmp_path):
     assert report["threshold_mode"] == "generated" and report["thresholds"] is None
     assert 0 <= report["test"]["invalid_rate"] <= 1
     assert "ece" not in report["test"] and "roc_auc_macro" not in report["test"]  # no probabilities
-    confusion = pd.read_csv(ev.eval_paths(DATASET, paths.model.parent.name, "gen_lora", tmp_path)[1] / "confusion.csv")
+    confusion = pd.read_csv(eval_paths(DATASET, paths.model.parent.name, "gen_lora", tmp_path)[1] / "confusion.csv")
     assert (confusion["predicted"] == "(invalid)").mean() == pytest.approx(report["test"]["invalid_rate"])
 
 
@@ -217,7 +219,7 @@ def fake_run(root, model, adapter, official, trainable, seconds):
 
 class Params:
     def __init__(self, runs):
-        from stages.config import BaselineConfig
+        from emotune.config import BaselineConfig
 
         self._runs, self.datasets = runs, [DATASET]
         self.baseline = BaselineConfig()  # no zero-shot rows

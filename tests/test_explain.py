@@ -7,17 +7,21 @@ import html
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
-from stages import explain as xp
-from stages import model_registry as mr
-from stages import predict as pr
-from stages.config import ROOT, EmotuneError, load_params
 from toy_runs import LABELS
 from use_runs import make_project, train_run
+
+from emotune import explain as xp
+from emotune import testing
+from emotune.config import load_params
+from emotune.errors import EmotuneError
+from emotune.runs import resolve_run
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 VENV_DVC = ROOT / ".venv" / "bin" / "dvc"
 
@@ -25,7 +29,7 @@ VENV_DVC = ROOT / ".venv" / "bin" / "dvc"
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     base = tmp_path_factory.mktemp("explain")
-    llama = mr.save_tiny_model("llama", base / "tiny-llama")
+    llama = testing.save_tiny_model("llama", base / "tiny-llama")
     root = make_project(base / "single")
     return root, llama, {a: train_run(root, llama, a) for a in ("lora", "qlora")}
 
@@ -39,7 +43,7 @@ def probability(trained, run, ids, label: str) -> float:
 
 def test_explain_writes_a_page_and_a_picture_with_attributions_for_each_example(project):
     root, _, runs = project
-    run = pr.resolve_run(runs["lora"], root)
+    run = resolve_run(runs["lora"], root)
     out = xp.explain(run, per_class=2, steps=24)
     assert out == root / "metrics" / "explain" / "toy" / "tiny-llama" / "lora"
     assert sorted(p.name for p in out.iterdir()) == sorted(xp.FILES)
@@ -79,7 +83,7 @@ def test_explain_writes_a_page_and_a_picture_with_attributions_for_each_example(
 
 def test_same_seed_same_explanations_and_qlora_runs_explain_too(project, tmp_path):
     root, _, runs = project
-    run = pr.resolve_run(runs["qlora"], root)
+    run = resolve_run(runs["qlora"], root)
     first = json.loads((xp.explain(run, per_class=1, steps=8, out=tmp_path / "a") / "attributions.json").read_text())
     again = json.loads((xp.explain(run, per_class=1, steps=8, out=tmp_path / "b") / "attributions.json").read_text())
     assert first == again
@@ -91,7 +95,7 @@ def test_same_seed_same_explanations_and_qlora_runs_explain_too(project, tmp_pat
 
 def test_shap_beside_integrated_gradients_on_one_page(project, tmp_path):
     root, _, runs = project
-    run = pr.resolve_run(runs["lora"], root)
+    run = resolve_run(runs["lora"], root)
     out = xp.explain(run, per_class=1, steps=8, method="both", shap_evals=60, out=tmp_path / "both")
     report = json.loads((out / "attributions.json").read_text())
     examples = report["examples"]
@@ -127,7 +131,7 @@ def test_shap_beside_integrated_gradients_on_one_page(project, tmp_path):
 def test_multi_label_runs_explain_each_labels_sigmoid(tmp_path, project):
     _, llama, _ = project
     root = make_project(tmp_path / "multi", "multi_label")
-    run = pr.resolve_run(train_run(root, llama, "lora", "multi_label"), root)
+    run = resolve_run(train_run(root, llama, "lora", "multi_label"), root)
     examples = json.loads((xp.explain(run, per_class=1, steps=8) / "attributions.json").read_text())["examples"]
     assert [e["target"] for e in examples] == LABELS
     trained = run.load()
@@ -141,14 +145,14 @@ def test_command_and_refusals(project, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(xp, "ROOT", root)
     xp.main([runs["lora"], "--per-class", "1", "--steps", "4", "--out", str(tmp_path / "cli")])
     assert f"explain {runs['lora']}: -> {tmp_path / 'cli' / 'explanations.html'}" in capsys.readouterr().out
-    gen = pr.resolve_run(train_run(root, llama, "gen_lora"), root)
+    gen = resolve_run(train_run(root, llama, "gen_lora"), root)
     with pytest.raises(EmotuneError, match=r"explain covers classifier runs; a generative run \(gen_lora\)"):
         xp.explain(gen)
     audited = root / "data" / "audited" / "toy"
     shutil.move(audited, tmp_path / "audited")
     try:
         with pytest.raises(EmotuneError, match=r"data/audited/toy/test.parquet: missing; run the pipeline"):
-            xp.explain(pr.resolve_run(runs["lora"], root))
+            xp.explain(resolve_run(runs["lora"], root))
     finally:
         shutil.move(tmp_path / "audited", audited)
 
@@ -171,7 +175,7 @@ def test_explain_stages_are_registered_but_off_the_default_pipeline(tmp_path):
     assert sorted(listed) == sorted(f"explain/dvc.yaml:explain@{d}-{m}-{a}" for d in params.datasets
                                     for m in params.models for a in params.adapters)
     stage = yaml.safe_load((tmp_path / "explain" / "dvc.yaml").read_text())["stages"]["explain"]
-    assert stage["wdir"] == ".." and stage["cmd"].startswith("python -m stages.explain ")
+    assert stage["wdir"] == ".." and stage["cmd"].startswith("python -m emotune.explain ")
     assert [next(iter(p)) for p in stage["plots"]] == [
         "metrics/explain/${item.dataset}/${item.model}/${item.adapter}/attributions.png"]
     assert "models/${item.dataset}/${item.model}/${item.adapter}" in stage["deps"]

@@ -10,12 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-
-from stages import export as ex
-from stages import model_registry as mr
-from stages import predict as pr
 from toy_runs import LABELS
 from use_runs import CUE_LORA_LR, CUE_TEXTS, make_project, train_run
+
+from emotune import export as ex
+from emotune import predict as pr
+from emotune import testing
+from emotune.runs import resolve_run
 
 TEXTS = list(CUE_TEXTS.values()) + ["i am not sure what i feel about work and life but it is a day"]
 
@@ -28,7 +29,7 @@ def runs(tmp_path_factory):
 
     def get(model_type: str, adapter: str, task: str = "single_label"):
         if model_type not in models:
-            models[model_type] = mr.save_tiny_model(model_type, base / f"tiny-{model_type}")
+            models[model_type] = testing.save_tiny_model(model_type, base / f"tiny-{model_type}")
         if task not in roots:
             roots[task] = make_project(base / task, task)
         key = (model_type, adapter, task)
@@ -54,7 +55,7 @@ def pipeline_probabilities(folder, texts) -> np.ndarray:
     ("llama", "dora"), ("bert", "lora"), ("bert", "qlora")])
 def test_export_loads_with_plain_transformers_and_predicts_like_the_run(model_type, adapter, runs):
     root, name = runs(model_type, adapter)
-    run = pr.resolve_run(name, root)
+    run = resolve_run(name, root)
     out = ex.export(run)
     assert out == root / "exports" / name
     files = {p.name for p in out.iterdir()}
@@ -80,7 +81,7 @@ def test_export_loads_with_plain_transformers_and_predicts_like_the_run(model_ty
 
 def test_the_export_needs_no_emotune_code(runs, tmp_path):
     root, name = runs("llama", "lora")
-    out = ex.export(pr.resolve_run(name, root), tmp_path / "standalone")
+    out = ex.export(resolve_run(name, root), tmp_path / "standalone")
     script = (f"import json, sys\nfrom transformers import pipeline\n"
               f"clf = pipeline('text-classification', model={str(out)!r})\n"
               f"print(json.dumps([clf(t)[0]['label'] for t in {list(CUE_TEXTS.values())!r}]))\n"
@@ -98,7 +99,7 @@ def test_multi_label_export_keeps_sigmoid_scores_and_the_tuned_thresholds(runs):
     evaluation.parent.mkdir(parents=True, exist_ok=True)
     evaluation.write_text(json.dumps({"labels": LABELS, "task": "multi_label", "thresholds": [0.3, 0.6, 0.45],
                                       "test": {"jaccard": 0.71, "macro_f1": 0.64}}))
-    run = pr.resolve_run(name, root)
+    run = resolve_run(name, root)
     out = ex.export(run)
     assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
     np.testing.assert_allclose(pipeline_probabilities(out, TEXTS), pr.predict(run, TEXTS, show_progress=False)
@@ -115,7 +116,7 @@ def test_multi_label_export_keeps_sigmoid_scores_and_the_tuned_thresholds(runs):
 def test_qlora_dequantised_merge_matches_the_4bit_model_and_the_original_merge_is_measured(model_type, runs,
                                                                                            tmp_path):
     root, name = runs(model_type, "qlora")
-    run = pr.resolve_run(name, root)
+    run = resolve_run(name, root)
     checks = {}
     for base in ("dequantized", "original"):
         out = ex.export(run, tmp_path / base, qlora_base=base)
@@ -137,7 +138,7 @@ def test_generative_runs_export_the_merged_causal_lm(adapter, runs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root, name = runs("llama", adapter)
-    run = pr.resolve_run(name, root)
+    run = resolve_run(name, root)
     out = ex.export(run)
     info = json.loads((out / "export.json").read_text())
     assert info["kind"] == "causal_lm" and info["check"]["label_agreement"] == 1.0
@@ -225,7 +226,7 @@ class RecordingHfApi:
 
 def test_push_to_hub_uploads_the_checked_export_with_its_card(runs, tmp_path):
     root, name = runs("llama", "lora")
-    out = ex.export(pr.resolve_run(name, root), tmp_path / "export", check_rows=8)
+    out = ex.export(resolve_run(name, root), tmp_path / "export", check_rows=8)
     api = RecordingHfApi()
     url = ex.push_to_hub(out, "me/toy-emotions", private=True, api=api)
     assert url == "https://huggingface.co/me/toy-emotions/commit/abc"

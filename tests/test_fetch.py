@@ -17,8 +17,9 @@ import datasets
 import pandas as pd
 import pytest
 
-from stages.config import EmotuneError, FetchConfig
-from stages.data_registry import HubUnavailable, fetch_dataset, read_hub
+from emotune.config import FetchConfig
+from emotune.data_registry import HubUnavailable, fetch_dataset, read_hub
+from emotune.errors import EmotuneError
 
 SPLITS = ("train", "validation", "test")
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages.config import PARAMS_FILE
+PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
+
 
 USER_FILES = {
     "train": ("data/user/train.csv",

@@ -10,10 +10,11 @@ from collections import Counter
 
 import pytest
 
-from stages.clean import clean_splits
-from stages.config import EmotuneError, load_params
-from stages.data_registry import fetch_dataset
-from stages.text import dedupe_key, normalise
+from emotune.clean import clean_splits
+from emotune.config import load_params
+from emotune.data_registry import fetch_dataset
+from emotune.errors import EmotuneError
+from emotune.text import dedupe_key, normalise
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_DATASETS = ["emotion", "tweet_eval_emotion", "semeval2018_ec", "semeval2025_eng"]

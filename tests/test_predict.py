@@ -12,20 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from stages import model_registry as mr
-from stages import predict as pr
-from stages.config import ROOT, EmotuneError
-from stages.prompts import parse_answer
 from toy_runs import LABELS
 from use_runs import CUE_LORA_LR, CUE_TEXTS, make_project, train_run
+
+from emotune import predict as pr
+from emotune import testing
+from emotune.errors import EmotuneError
+from emotune.prompts import parse_answer
+from emotune.runs import best_run, normaliser, resolve_run
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """(root, classifier run, generative run): single-label toy runs of a tiny Llama."""
     base = tmp_path_factory.mktemp("predict")
-    llama = mr.save_tiny_model("llama", base / "tiny-llama")
+    llama = testing.save_tiny_model("llama", base / "tiny-llama")
     root = make_project(base / "single")
     return root, train_run(root, llama, "lora", lr=CUE_LORA_LR), train_run(root, llama, "gen_lora")
 
@@ -34,7 +37,7 @@ def single(tmp_path_factory):
 def multi(tmp_path_factory):
     base = tmp_path_factory.mktemp("predict-multi")
     root = make_project(base / "multi", "multi_label")
-    return root, train_run(root, mr.save_tiny_model("llama", base / "tiny-llama"), "lora", "multi_label")
+    return root, train_run(root, testing.save_tiny_model("llama", base / "tiny-llama"), "lora", "multi_label")
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ def test_texts_from_the_command_line(single, cli):
         assert sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-5)
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
     # the same numbers as the library call
-    direct = pr.predict(pr.resolve_run(run, root), list(CUE_TEXTS.values()), show_progress=False)
+    direct = pr.predict(resolve_run(run, root), list(CUE_TEXTS.values()), show_progress=False)
     np.testing.assert_allclose([list(r["probabilities"].values()) for r in rows], direct.probabilities, atol=1e-6)
 
 
@@ -121,10 +124,10 @@ def test_large_inputs_show_a_progress_bar(single, cli):
 
 def test_texts_are_normalised_as_clean_normalised_the_training_data(single):
     root, run, _ = single
-    trained_run = pr.resolve_run(run, root)
+    trained_run = resolve_run(run, root)
     raw = ["i am so happy &amp; great @bob   today http://t.co/x", "we are sad&lt;3"]
     clean = ["i am so happy & great @user today http", "we are sad<3"]
-    assert [pr.normaliser("toy", root)(t) for t in raw] == clean
+    assert [normaliser("toy", root)(t) for t in raw] == clean
     got = pr.predict(trained_run, raw, show_progress=False).probabilities
     np.testing.assert_allclose(got, pr.predict(trained_run, clean, show_progress=False).probabilities, atol=1e-6)
     trained = trained_run.load()
@@ -134,11 +137,11 @@ def test_texts_are_normalised_as_clean_normalised_the_training_data(single):
 
 def test_clean_settings_come_from_dvc_lock_when_it_has_them(tmp_path):
     root = make_project(tmp_path)
-    assert pr.normaliser("toy", root)("a &amp; b @bob") == "a & b @user"
+    assert normaliser("toy", root)("a &amp; b @bob") == "a & b @user"
     lock = {"schema": "2.0", "stages": {"clean@toy": {"params": {"params.yaml": {
         "clean": {"html_unescape": False, "mask_mentions": None}, "dataset_registry.toy": {"tweets": True}}}}}}
     (root / "dvc.lock").write_text(json.dumps(lock))  # JSON is YAML
-    assert pr.normaliser("toy", root)("a &amp; b @bob") == "a &amp; b @bob"
+    assert normaliser("toy", root)("a &amp; b @bob") == "a &amp; b @bob"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +186,7 @@ def test_best_run_from_the_leaderboard(single, cli):
         {**row, "adapter": "majority", "kind": "baseline", "best": True, "official": 0.4},
         {**row, "adapter": "gen_lora", "kind": "run", "best": False, "official": 0.5},
         {**row, "adapter": "lora", "kind": "run", "best": True, "official": 0.9}]}))
-    assert pr.best_run("toy", root).name == run
+    assert best_run("toy", root).name == run
     assert jsonl(cli(root, "--best", "toy", "--text", CUE_TEXTS["anger"])[0])[0]["label"] == "anger"
     with pytest.raises(EmotuneError, match=r"no best run for dataset 'tyo' \(did you mean 'toy'\?\); it ranks toy"):
         cli(root, "--best", "tyo", "--text", "hi")
@@ -203,7 +206,7 @@ def test_generative_runs_answer_with_label_words_and_report_invalid_answers(sing
         def predict(self, texts, **kwargs):
             return [["joy"], None][:len(texts)], ["joy", "happy-ish"][:len(texts)]
 
-    result = pr.predict(pr.resolve_run(gen_run, root), ["a", "b"], trained=Babbler(), show_progress=False)
+    result = pr.predict(resolve_run(gen_run, root), ["a", "b"], trained=Babbler(), show_progress=False)
     assert result.predicted == [["joy"], None]
     assert result.notes == ["1 of 2 answers name no valid label (written with valid=false and their raw answer; "
                             "not mapped to a label)"]
@@ -218,11 +221,11 @@ def test_unknown_runs(single, tmp_path):
     root, run, _ = single
     with pytest.raises(EmotuneError, match=r"models/toy/tiny-llama/lorra: no trained run 'toy/tiny-llama/lorra' "
                                            r"\(did you mean 'toy/tiny-llama/lora'\?\); trained runs: "):
-        pr.resolve_run("toy/tiny-llama/lorra", root)
+        resolve_run("toy/tiny-llama/lorra", root)
     with pytest.raises(EmotuneError, match=r"expected <dataset>/<model>/<adapter>"):
-        pr.resolve_run("toy/lora", root)
+        resolve_run("toy/lora", root)
     with pytest.raises(EmotuneError, match=r"no run is trained yet: `dvc repro` trains"):
-        pr.resolve_run("toy/tiny-llama/lora", tmp_path)
+        resolve_run("toy/tiny-llama/lora", tmp_path)
 
 
 @pytest.mark.parametrize("name, content, argv, message", [

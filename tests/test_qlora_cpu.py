@@ -20,14 +20,15 @@ import json
 
 import pytest
 import torch
-
-from stages import adapters as ad
-from stages import export as ex
-from stages import model_registry as mr
-from stages import predict as pr
-from stages import train as tr
 from toy_runs import LABELS, prepare_run
 from use_runs import make_project, train_run
+
+from emotune import adapters as ad
+from emotune import export as ex
+from emotune import predict as pr
+from emotune import testing
+from emotune import train as tr
+from emotune.runs import resolve_run
 
 torch.set_num_threads(1)
 QUIET = lambda message: None  # noqa: E731
@@ -71,7 +72,7 @@ def tiny(tmp_path_factory):
 
     def get(model_type: str):
         if model_type not in made:
-            made[model_type] = mr.save_tiny_model(model_type, root / f"tiny-{model_type}")
+            made[model_type] = testing.save_tiny_model(model_type, root / f"tiny-{model_type}")
         return made[model_type]
 
     return get
@@ -118,7 +119,7 @@ def test_qlora_runs_the_same_on_both_kinds_of_cpu(monkeypatch, tiny, tmp_path):
     predict and export the same QLoRA run on this CPU and on a simulated AVX512-BF16 one: the same numbers.
     The export check compares the float32 export with the run's unpacked 4-bit model computing in float32:
     equal to float32 rounding (below 1e-5; the packed bfloat16 kernel was 2e-3 off)."""
-    from stages import evaluate as ev
+    from emotune import evaluate as ev
 
     results = {}
     for cpu in ("this", "avx512_bf16"):
@@ -127,7 +128,7 @@ def test_qlora_runs_the_same_on_both_kinds_of_cpu(monkeypatch, tiny, tmp_path):
                 simulate_avx512_bf16(patch)
             root = make_project(tmp_path / cpu)
             name = train_run(root, tiny("bert"), "qlora", epochs=3)
-            run = pr.resolve_run(name, root)
+            run = resolve_run(name, root)
             report = ev.evaluate_run(run.dataset, run.model, "qlora", "tuned", 2, root=root, device="cpu")
             trained = run.load(None)
             probs = pr.predict(run, TEXTS, trained=trained, show_progress=False).probabilities

@@ -15,14 +15,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
-from stages import evaluate as evaluate_stage
-from stages import plan as plan_stage
-from stages import recipes
-from stages import tokenize as tokenize_stage
-from stages import train as train_stage
-from stages.config import EmotuneError
 from toy_runs import DATASET, local_entry, toy_params, write_audited
+
+from emotune import evaluate as evaluate_stage
+from emotune import plan as plan_stage
+from emotune import recipes
+from emotune import tokenize as tokenize_stage
+from emotune import train as train_stage
+from emotune.errors import EmotuneError
+from emotune.paths import run_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 # The architecture of each Hub model the recipes name (its tiny stand-in)
@@ -52,7 +53,7 @@ def test_overrides_survive_dvcs_own_parser(tmp_path):
 
 
 def as_floats(value):
-    """DVC writes 3e-05 without a dot, which YAML 1.1 (PyYAML) reads as a string; stages/config.py reads
+    """DVC writes 3e-05 without a dot, which YAML 1.1 (PyYAML) reads as a string; emotune/config.py reads
     either as the float (tests/test_config.py), so compare them as floats."""
     if isinstance(value, dict):
         return {k: as_floats(v) for k, v in value.items()}
@@ -91,7 +92,7 @@ def test_the_command_is_dvc_exp_run_with_the_overrides():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from stages.model_registry import save_tiny_model
+    from emotune.testing import save_tiny_model
 
     root = tmp_path_factory.mktemp("recipe-models")
     made = {}
@@ -128,7 +129,7 @@ def run_recipe(name: str, root: Path, tiny_models, sizes=(96, 40, 30), offline: 
                 plan["train"]["threads"] = 2
                 if not wandb:  # the optional extra: tests/test_train.py runs it offline where installed
                     plan["train"]["report_to"] = [r for r in plan["train"]["report_to"] if r != "wandb"]
-                paths = train_stage.run_paths(DATASET, model["name"], adapter, root)
+                paths = run_paths(DATASET, model["name"], adapter, root)
                 paths.plan.parent.mkdir(parents=True, exist_ok=True)
                 paths.plan.write_text(json.dumps(plan))
                 lines = []
@@ -213,8 +214,8 @@ def test_recipe_2_multilabel_comparative_full_lora_qlora(tmp_path, tiny_models):
 def test_recipe_3_tweeteval_tinyllama_qlora_sft_with_the_system_prompt(tmp_path, tiny_models):
     from transformers import AutoTokenizer
 
-    from stages import prompts
-    from stages.model_card import model_card  # noqa: F401  (the card is built by export; its text is below)
+    from emotune import prompts
+    from emotune.model_card import model_card  # noqa: F401  (the card is built by export; its text is below)
 
     recipe = recipes.load_recipe("tweeteval_sentiment_tinyllama")
     system = recipe.params["tokenize.prompt.system"]
@@ -271,7 +272,7 @@ def check_recipe_4(plan, result, paths):
 
 
 def test_recipe_4_offline_on_minilm_a_real_bert(tmp_path, tiny_models):
-    from stages.model_registry import resolve_model
+    from emotune.model_registry import resolve_model
 
     minilm = resolve_model("minilm").folder
     runs = run_recipe("semeval2025_bert_large", tmp_path, tiny_models, sizes=(48, 20, 20), offline=True,
@@ -310,7 +311,7 @@ def test_recipe_3_offline_on_smollm2_a_real_llama(tmp_path, tiny_models):
     models of requirements-models.txt) in 4 bit, with the recipe's system prompt in its chat template."""
     from transformers import AutoTokenizer
 
-    from stages.model_registry import resolve_model
+    from emotune.model_registry import resolve_model
 
     try:
         smollm2 = resolve_model("smollm2").folder

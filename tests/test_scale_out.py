@@ -27,12 +27,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from stages import model_registry as mr
-from stages import train as tr
-from stages.config import ROOT, EmotuneError, parse_params
 from toy_project import DVC, VENV_BIN, dvc_env, ran, sh, write_toy_project
 from toy_runs import prepare_run, toy_params
+
+from emotune import testing
+from emotune import train as tr
+from emotune.config import parse_params
+from emotune.errors import EmotuneError
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
 pytestmark = pytest.mark.scale_out  # pytest.ini; `-m "not scale_out"` leaves these ~4 minutes out
 QUIET = lambda message: None  # noqa: E731
@@ -42,7 +45,7 @@ QUIET = lambda message: None  # noqa: E731
 # Data parallel: the same train stage as 2 processes
 # ---------------------------------------------------------------------------------------------
 # 160 rows in global batches of 16: each process takes 8 rows of every batch (Trainer, through accelerate,
-# hands process r the r-th slice of the length-grouped global batch; stages/train.py cuts the length
+# hands process r the r-th slice of the length-grouped global batch; emotune/train.py cuts the length
 # groups from the global batch so both runs see the same batches). Dropout is off (tiny model config,
 # adapter.dropout 0): with it, two processes draw other masks than one, and the runs could not be compared.
 SETTINGS = dict(epochs=2, batch_size=16, checkpoint_every=3)
@@ -110,7 +113,7 @@ def two_processes(tmp_path_factory):
     the stage starts torchrun itself), with every write of each process logged; and the same run in one
     process."""
     base = tmp_path_factory.mktemp("ddp")
-    model = mr.save_tiny_model("bert", base / "tiny-bert")
+    model = testing.save_tiny_model("bert", base / "tiny-bert")
     config = json.loads((model / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (model / "config.json").write_text(json.dumps(config))

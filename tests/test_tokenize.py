@@ -7,19 +7,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from stages import model_registry as mr
-from stages import plan as plan_stage
-from stages import prompts
-from stages import tokenize as tk
-from stages.config import EmotuneError
 from toy_runs import DATASET, LABELS, local_entry, toy_params, write_audited
+
+from emotune import plan as plan_stage
+from emotune import prompts, testing
+from emotune import tokenize as tk
+from emotune.errors import EmotuneError
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")
-    return {t: mr.save_tiny_model(t, root / f"tiny-{t}") for t in ("bert", "llama")}
+    return {t: testing.save_tiny_model(t, root / f"tiny-{t}") for t in ("bert", "llama")}
 
 
 def tokenize(tmp_path, model_folder, task="single_label", max_length=16, long_every=5):

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from stages import adapters as ad
-from stages import generative as gen
-from stages import model_registry as mr
-from stages import train as tr
-from stages.config import EmotuneError
 from toy_runs import DATASET, LABELS, prepare_run, toy_params
+
+from emotune import adapters as ad
+from emotune import generative as gen
+from emotune import testing
+from emotune import train as tr
+from emotune.errors import EmotuneError
+from emotune.rows import load_rows, sample_rows
 
 LR = {"full": 2e-3, "head": 2e-2, "lora": 1e-2, "dora": 1e-2, "ia3": 5e-2, "qlora": 1e-2,
       "gen_lora": 1e-2, "gen_qlora": 1e-2}
@@ -37,7 +38,7 @@ def tiny(tmp_path_factory):
 
     def get(model_type: str) -> Path:
         if model_type not in made:
-            made[model_type] = mr.save_tiny_model(model_type, root / f"tiny-{model_type}")
+            made[model_type] = testing.save_tiny_model(model_type, root / f"tiny-{model_type}")
         return made[model_type]
 
     return get
@@ -139,9 +140,9 @@ def test_max_train_examples_is_a_seeded_sample(tiny, tmp_path):
     plan, paths = prepare_run(tmp_path, tiny("bert"), "head", lr=1e-2, epochs=1, max_train_examples=50)
     result = tr.train(plan, paths, log=QUIET)
     assert result["summary"]["train_examples"] == 50
-    frame = tr.load_rows(paths.data, "train")
-    assert tr.sample_rows(frame, 50, 7)["id"].tolist() == tr.sample_rows(frame, 50, 7)["id"].tolist()
-    assert tr.sample_rows(frame, 50, 7)["id"].tolist() != tr.sample_rows(frame, 50, 8)["id"].tolist()
+    frame = load_rows(paths.data, "train")
+    assert sample_rows(frame, 50, 7)["id"].tolist() == sample_rows(frame, 50, 7)["id"].tolist()
+    assert sample_rows(frame, 50, 7)["id"].tolist() != sample_rows(frame, 50, 8)["id"].tolist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def test_trainer_batches_are_length_grouped_and_pad_to_their_longest_row(tiny, t
     random_pad = sum(c.max() * len(c) - c.sum() for c in np.array_split(shuffled, len(batches)))
     assert pad < 0.5 * random_pad, (pad, random_pad)
     # the batches come in random order, not in the long-to-short sweep of each of Trainer's length-sorted
-    # mega-batches (which left a short real run at the majority class; stages/train.py), and the first
+    # mega-batches (which left a short real run at the majority class; emotune/train.py), and the first
     # holds the longest row
     falling = np.mean([a >= b for a, b in zip(widths[1:], widths[2:])])
     assert falling < 0.7, (falling, widths)

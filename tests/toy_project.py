@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from stages import model_registry as mr
-from stages.config import PARAMS_FILE, ROOT
 from toy_runs import LABELS, toy_frame
+
+from emotune import testing
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+PARAMS_FILE = ROOT / "params.yaml"
 
 VENV_BIN = Path(sys.executable).parent
 DVC = str(VENV_BIN / "dvc")
@@ -72,7 +74,7 @@ def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), e
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for k, (split, n, name) in enumerate([("train", 120, "train"), ("validation", 40, "dev"), ("test", 30, "test")]):
         write_csv(root / "data/user/toy" / f"{name}.csv", toy_frame(n, "single_label", 100 + k, split))
-    mr.save_tiny_model("bert", root / "tiny-bert")
+    testing.save_tiny_model("bert", root / "tiny-bert")
     sh(root, "git", "init", "-q")
     sh(root, DVC, "init", "-q")
     sh(root, "git", "add", "-A")

@@ -1,6 +1,6 @@
 """Helpers for the tokenize/train/pipeline tests: a learnable synthetic emotion dataset written in the
 words the tiny models' tokenizers know, and one-call set-up of a run (plan + tokenized data) under a
-temporary root, so that stages/train.py `train()` can run in-process on it."""
+temporary root, so that emotune/train.py `train()` can run in-process on it."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages import plan as plan_stage
-from stages import tokenize as tokenize_stage
-from stages import train as train_stage
-from stages.config import parse_params
+from emotune import plan as plan_stage
+from emotune import tokenize as tokenize_stage
+from emotune.config import parse_params
+from emotune.paths import run_paths
 
 LABELS = ["joy", "anger", "sadness"]
-# Each label has its own cue words; the filler words are shared. All are in model_registry.TINY_WORDS.
+# Each label has its own cue words; the filler words are shared. All are in emotune/testing.py TINY_WORDS.
 CUES = {"joy": ["happy", "joy", "great", "wonderful", "love"], "anger": ["angry", "hate", "awful", "terrible"],
         "sadness": ["sad", "lonely", "tired", "sorry"]}
 FILLER = "i am you are we they so very really the a and but today night people work home life time".split()
@@ -86,7 +86,7 @@ def prepare_run(root: Path, model_folder: Path, adapter: str, task: str = "singl
     audited = root / "data" / "audited" / DATASET
     if not (audited / "meta.json").exists():
         write_audited(audited, task, sizes)
-    paths = train_stage.run_paths(DATASET, model["name"], adapter, root)
+    paths = run_paths(DATASET, model["name"], adapter, root)
     if not (paths.data / "meta.json").exists():
         paths.data.mkdir(parents=True, exist_ok=True)
         tokenize_stage.tokenize_dataset(plan_stage.tokenize_plan(params, DATASET, model), audited, paths.data)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-
-from stages import train as tr
-from stages.config import parse_params
 from toy_runs import DATASET, prepare_run, registry_entry
+
+from emotune import train as tr
+from emotune.config import parse_params
 
 LR = {"full": 2e-3, "head": 2e-2, "lora": 1e-2, "dora": 1e-2, "ia3": 5e-2, "qlora": 1e-2,
       "gen_lora": 2e-2, "gen_qlora": 2e-2}

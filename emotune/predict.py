@@ -1,8 +1,8 @@
 """predict: label new texts with a trained run.
 
-    python -m stages.predict emotion/minilm/lora --text "i feel great" --text "so tired of all this"
-    python -m stages.predict --best emotion --input reviews.csv --text-column review --output preds.csv
-    cat texts.txt | python -m stages.predict emotion/minilm/lora > preds.jsonl
+    python -m emotune.predict emotion/minilm/lora --text "i feel great" --text "so tired of all this"
+    python -m emotune.predict --best emotion --input reviews.csv --text-column review --output preds.csv
+    cat texts.txt | python -m emotune.predict emotion/minilm/lora > preds.jsonl
 
 A run is `<dataset>/<model>/<adapter>`, the folder `models/<dataset>/<model>/<adapter>/` the train stage
 wrote, or `--best <dataset>`: the best run of that dataset on metrics/leaderboard.json. Texts come from
@@ -13,8 +13,7 @@ the label (multi-label: the set of labels whose probability is above the run's t
 label's probability. Generative runs (gen_lora, gen_qlora) answer with label words: their raw answer is
 written too, and an answer that names no valid label is reported as invalid, never mapped to a label.
 
-This module also holds what export and explain share: finding a run (`resolve_run`, `best_run`) and
-loading it (`Run.load`).
+Finding and loading a run, shared with export and explain, is emotune/runs.py.
 """
 from __future__ import annotations
 
@@ -25,209 +24,20 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
-# Idle OpenMP threads sleep instead of spinning (see stages/train.py); before torch is imported.
+# Idle OpenMP threads sleep instead of spinning (see emotune/train.py); before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from stages import metrics  # noqa: E402
-from stages.artifacts import read_json, run_stage, write_atomic  # noqa: E402
-from stages.adapters import METADATA_FILE  # noqa: E402  (the generative recipe writes the same file)
-from stages.config import ROOT, CleanConfig, EmotuneError, _did_you_mean, build, load_params  # noqa: E402
-from stages.plan import GENERATIVE  # noqa: E402
+from emotune import metrics  # noqa: E402
+from emotune.atomic import write_atomic  # noqa: E402
+from emotune.errors import EmotuneError, did_you_mean, run_cli  # noqa: E402
+from emotune.paths import project_root  # noqa: E402
+from emotune.runs import Run, add_run_arguments, normaliser, quiet_transformers, run_from_args, thresholds, warn  # noqa: E402
 
-DEFAULT_THRESHOLD = 0.5
 CHUNK_BATCHES = 8  # batches per progress-bar step: long enough to sort by length well, short enough to tick
-
-
-def warn(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
-
-
-def quiet_transformers() -> None:
-    """Commands print what concerns the user only: loading a run rebuilds the base model first, and
-    transformers' report that its head is missing (it comes from the run's files next) and its
-    weight-loading bars would only alarm."""
-    import warnings
-
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-
-
-# ---------------------------------------------------------------------------------------------
-# Runs
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Run:
-    """A trained run: models/<dataset>/<model>/<adapter>/ under `root`. The model name may hold slashes
-    (a local folder or a Hub id), so a run name splits as first / middle / last."""
-
-    dataset: str
-    model: str
-    adapter: str
-    root: Path = ROOT
-
-    @property
-    def name(self) -> str:
-        return f"{self.dataset}/{self.model}/{self.adapter}"
-
-    @property
-    def folder(self) -> Path:
-        return self.root / "models" / self.dataset / self.model / self.adapter
-
-    @property
-    def generative(self) -> bool:
-        return self.adapter in GENERATIVE
-
-    @cached_property
-    def metadata(self) -> dict:
-        return read_json(self.folder / METADATA_FILE)
-
-    @cached_property
-    def card(self) -> dict:
-        """run.json, the run card the train stage writes (plan, data checksums, metrics, versions)."""
-        path = self.folder / "run.json"
-        if not path.exists():
-            raise EmotuneError(f"{path}: missing; {self.folder} was not written by the train stage. Retrain "
-                               f"it with `dvc repro train@...` (or `python -m stages.train {self.dataset} "
-                               f"{self.model} {self.adapter}`)")
-        return read_json(path)
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.metadata["labels"])
-
-    @property
-    def multi_label(self) -> bool:
-        return self.card["plan"]["dataset"]["task"] == "multi_label"
-
-    @property
-    def max_length(self) -> int:
-        """The truncation the run was trained with (tokenize.max_length, capped by the model)."""
-        return int(self.card["data"]["max_length"])
-
-    def path(self, kind: str, suffix: str = ".json") -> Path:
-        """metrics/<kind>/<dataset>/<model>/<adapter><suffix>, where evaluate/explain put per-run files."""
-        return self.root / "metrics" / kind / self.dataset / self.model / f"{self.adapter}{suffix}"
-
-    def load(self, device: str | None = None):
-        """The trained model for inference: stages/adapters.py TrainedModel (classifiers) or
-        stages/generative.py TrainedGenerative. `device` None: the CPU."""
-        from stages.plan import model_source
-
-        _, registry = model_source(self.card["plan"]["model"])  # Hub models: the pinned revision
-        if self.generative:
-            from stages.generative import load_generative
-
-            return load_generative(self.folder, registry=registry, device=device)
-        from stages.adapters import load_trained
-
-        return load_trained(self.folder, registry=registry, device=device)
-
-
-def known_runs(root: Path = ROOT) -> list[str]:
-    models = Path(root) / "models"
-    found = sorted(p.parent.relative_to(models).as_posix() for p in models.rglob(METADATA_FILE)) \
-        if models.is_dir() else []
-    return [r for r in found if not r.startswith("checkpoints/")]
-
-
-def resolve_run(name: str, root: Path = ROOT) -> Run:
-    parts = name.strip("/").split("/")
-    if len(parts) < 3 or not all(parts):
-        raise EmotuneError(f"run {name!r}: expected <dataset>/<model>/<adapter>, e.g. emotion/minilm/lora "
-                           f"(or --best <dataset>)")
-    run = Run(parts[0], "/".join(parts[1:-1]), parts[-1], Path(root))
-    if not (run.folder / METADATA_FILE).exists():
-        runs = known_runs(root)
-        listed = (f"trained runs: {', '.join(runs)}" if runs else
-                  "no run is trained yet: `dvc repro` trains the runs of params.yaml")
-        raise EmotuneError(f"{run.folder.relative_to(run.root)}: no trained run {name!r}"
-                           f"{_did_you_mean(name, runs)}; {listed}")
-    return run
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run a command works on: a positional <dataset>/<model>/<adapter>, or --best <dataset>."""
-    parser.add_argument("run", nargs="?", help="<dataset>/<model>/<adapter>, a folder under models/")
-    parser.add_argument("--best", metavar="DATASET", help="the best run of DATASET on metrics/leaderboard.json")
-
-
-def run_from_args(args: argparse.Namespace, root: Path) -> Run:
-    if bool(args.run) == bool(args.best):
-        raise EmotuneError("name one run: <dataset>/<model>/<adapter>, or --best <dataset>")
-    return best_run(args.best, root) if args.best else resolve_run(args.run, root)
-
-
-def best_run(dataset: str, root: Path = ROOT) -> Run:
-    """The row of metrics/leaderboard.json with this dataset, kind "run" and best true."""
-    path = Path(root) / "metrics" / "leaderboard.json"
-    if not path.exists():
-        raise EmotuneError(f"{path.relative_to(root)}: missing; `dvc repro` writes it (the aggregate stage), "
-                           f"or name a run as <dataset>/<model>/<adapter>")
-    rows = read_json(path).get("rows", [])
-    best = [r for r in rows if r.get("dataset") == dataset and r.get("kind") == "run" and r.get("best")]
-    if not best:
-        datasets = sorted({r.get("dataset") for r in rows if r.get("kind") == "run"})
-        raise EmotuneError(f"{path.relative_to(root)}: no best run for dataset {dataset!r}"
-                           f"{_did_you_mean(dataset, datasets)}; it ranks {', '.join(datasets) or 'no runs'}")
-    row = best[0]
-    return resolve_run(f"{row['dataset']}/{row['model']}/{row['adapter']}", root)
-
-
-# ---------------------------------------------------------------------------------------------
-# What predictions need besides the model: text normalisation and thresholds
-# ---------------------------------------------------------------------------------------------
-def clean_settings(dataset: str, root: Path = ROOT) -> tuple[CleanConfig, bool]:
-    """(clean settings, tweets flag) that produced the run's training data: dvc.lock records the params
-    the clean stage last ran with (params.yaml may have been edited since); params.yaml otherwise."""
-    import yaml
-
-    lock = Path(root) / "dvc.lock"
-    if lock.exists():
-        stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(f"clean@{dataset}")
-        params = (stage or {}).get("params", {}).get("params.yaml", {})
-        if "clean" in params and f"dataset_registry.{dataset}" in params:
-            clean = build(CleanConfig, params["clean"], f"{lock.name}: clean@{dataset}.clean")
-            return clean, bool(params[f"dataset_registry.{dataset}"].get("tweets", False))
-    params = load_params(Path(root) / "params.yaml")
-    return params.clean, params.dataset(dataset).tweets
-
-
-def normaliser(dataset: str, root: Path = ROOT) -> Callable[[str], str]:
-    from stages.text import normalise
-
-    cfg, tweets = clean_settings(dataset, root)
-    return lambda text: normalise(text, cfg, tweets)
-
-
-def thresholds(run: Run) -> np.ndarray | None:
-    """Per-class decision thresholds of a multi-label run, tuned on validation by the evaluate stage
-    (metrics/eval/<dataset>/<model>/<adapter>.json); 0.5 each, with a note, when there is no such file."""
-    if not run.multi_label:
-        return None
-    path = run.path("eval")
-    if not path.exists():
-        warn(f"{path.relative_to(run.root)} is missing (run the evaluate stage: `dvc repro`); using threshold "
-             f"{DEFAULT_THRESHOLD} for every label")
-        return np.full(len(run.labels), DEFAULT_THRESHOLD)
-    report = read_json(path)
-    if report.get("labels") != run.labels:
-        raise EmotuneError(f"{path}: labels {report.get('labels')} differ from the run's {run.labels}; the "
-                           f"evaluation is stale: rerun it (`dvc repro`)")
-    values = report.get("thresholds")
-    if values is None:
-        return np.full(len(run.labels), DEFAULT_THRESHOLD)
-    if len(values) != len(run.labels):
-        raise EmotuneError(f"{path}: thresholds has {len(values)} values for {len(run.labels)} labels")
-    return np.asarray(values, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +81,7 @@ def parse_records(text: str, fmt: str, source: str) -> tuple[list[dict], list[in
         pairs = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         return [{"text": line} for _, line in pairs], [n for n, _ in pairs]
     if fmt == "jsonl":
-        from stages.data_registry import jsonl_rows
+        from emotune.data_registry import jsonl_rows
 
         return jsonl_rows(text, source)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
@@ -319,7 +129,7 @@ def read_inputs(texts: list[str] | None, path: Path | None, stdin, fmt: str | No
                            f"{' or has only a header' if fmt in ('csv', 'tsv') else ''})")
     columns = list(dict.fromkeys(k for r in records for k in r))
     if text_column not in columns:
-        raise EmotuneError(f"{source}: no column {text_column!r}{_did_you_mean(text_column, columns)}; its "
+        raise EmotuneError(f"{source}: no column {text_column!r}{did_you_mean(text_column, columns)}; its "
                            f"columns are {', '.join(map(repr, columns))}: pass --text-column NAME")
     values = [r.get(text_column) for r in records]
     bad = [line for line, v in zip(lines, values) if not isinstance(v, str) or not v.strip()]
@@ -355,12 +165,12 @@ def classifier_probabilities(trained, run: Run, texts: list[str], batch_size: in
                              show_progress: bool = True) -> np.ndarray:
     """Softmax (single-label) or sigmoid (multi-label) probabilities, (texts, labels). Texts are tokenized
     as the tokenize stage does (truncated at the run's max_length, no padding); the batches go through
-    stages/train.py ClassifierRecipe.predict, the code that scored validation during training."""
+    emotune/train.py ClassifierRecipe.predict, the code that scored validation during training."""
     import contextlib
 
     import pandas as pd
 
-    from stages.train import ClassificationBatches, ClassifierRecipe
+    from emotune.train import ClassificationBatches, ClassifierRecipe
 
     tokenizer = trained.tokenizer
     encoded = tokenizer(texts, truncation=True, max_length=run.max_length)
@@ -479,11 +289,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
-    run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
+    run = run_from_args(args, project_root())  # the project the command runs in (emotune/paths.py)
     out_fmt = output_format(args.output, args.output_format)
     inputs = read_inputs(args.text, args.input, None if args.text or args.input else sys.stdin.buffer,
                          args.format, args.text_column)
-    from stages.train import pick_device
+    from emotune.devices import pick_device
 
     quiet_transformers()
     result = predict(run, inputs.texts, batch_size=args.batch_size, device=pick_device(),
@@ -499,4 +309,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

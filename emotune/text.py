@@ -6,7 +6,7 @@ import html
 import re
 import unicodedata
 
-from stages.config import CleanConfig
+from emotune.config import CleanConfig
 
 MENTION = re.compile(r"(?<![\w@])@\w+")
 URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)

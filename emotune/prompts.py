@@ -1,4 +1,4 @@
-"""Prompts and answers of the generative recipe (stages/generative.py): shared by the tokenize stage
+"""Prompts and answers of the generative recipe (emotune/generative.py): shared by the tokenize stage
 (decoder models get gen_<split>.parquet) and the trained model's predictions, so that training and
 inference build exactly the same token ids.
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from stages.config import EmotuneError
+from emotune.errors import EmotuneError
 
 NONE_ANSWER = "none"  # multi-label rows without any label
 INSTRUCTIONS = {
@@ -95,7 +95,7 @@ def tokenize_prompts(frame: pd.DataFrame, tokenizer, classes: list[str], multi_l
                      max_length: int, prompt: dict | None = None) -> pd.DataFrame:
     """Columns id, prompt_ids, answer_ids (ending with eos), labels (class id / multi-hot), length.
     `prompt`: {"system", "instruction"} (params.yaml tokenize.prompt; None: the defaults)."""
-    from stages.tokenize import label_targets
+    from emotune.rows import label_targets
 
     fmt = prompt_format(tokenizer, classes, multi_label, **prompt_settings(prompt))
     texts = tokenizer(frame["text"].tolist(), add_special_tokens=False, truncation=True,

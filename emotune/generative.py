@@ -3,10 +3,10 @@
 Adapters `gen_lora` and `gen_qlora` (decoders only) train LoRA / QLoRA on the causal LM itself, no
 classification head: supervised fine-tuning where the loss covers the answer tokens only (the prompt's
 labels are -100). Predictions are generated greedily and parsed back to labels with
-stages/prompts.py `parse_answer`; an answer that is not a label (or, multi-label, a list of labels, or
+emotune/prompts.py `parse_answer`; an answer that is not a label (or, multi-label, a list of labels, or
 "none") is INVALID: counted and reported, scored as wrong, never mapped to a nearby label.
 
-stages/train.py runs this recipe through the same transformers.Trainer as the classifiers
+emotune/train.py runs this recipe through the same transformers.Trainer as the classifiers
 (GenerativeRecipe below: batches, loss, predictions, saving), not TRL's SFTTrainer. Measured
 (bench/generative_sft.py, metrics/bench/generative_sft.json): SmolLM2-135M LoRA, the same rows, prompts
 (system message included), optimizer and batches, 2 alternating pairs on 2 CPU cores: SFTTrainer with
@@ -16,7 +16,7 @@ and a token-accuracy metric at every position, this recipe the LM head at the an
 left-padded with explicit position ids, the layout generate() uses, so training, validation (scored on
 generated answers inside the Trainer loop) and inference see the same positions. The loss is the same
 as SFTTrainer's (answer tokens only); the prompt (system message, instruction) comes from params.yaml
-`tokenize.prompt` (stages/prompts.py).
+`tokenize.prompt` (emotune/prompts.py).
 """
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stages.config import AdapterHParams, EmotuneError, check_hparams
-from stages.prompts import eos_id, parse_answer, prompt_format, prompt_settings, tokenize_prompts
+from emotune.config import AdapterHParams, check_hparams
+from emotune.errors import EmotuneError
+from emotune.prompts import eos_id, parse_answer, prompt_format, prompt_settings, tokenize_prompts
 
-GEN_METADATA_FILE = "emotune_model.json"  # the same file name and format as stages/adapters.py
+GEN_METADATA_FILE = "emotune_model.json"  # the same file name and format as emotune/adapters.py
 FORMAT_VERSION = 1
 
 
@@ -119,8 +120,8 @@ def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, d
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from stages.model_registry import (arch_defaults, bnb_4bit_config, check_model_config,
-                                       keep_4bit_layout_trainable, resolve_model)
+    from emotune.model_registry import bnb_4bit_config, check_model_config, keep_4bit_layout_trainable, resolve_model
+    from emotune.models import arch_defaults
 
     check_generative_adapter(adapter)
     resolved = resolve_model(model, registry, cache_dir)
@@ -152,7 +153,7 @@ def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, d
 def lora_config(loaded: LoadedGenerative, hp: AdapterHParams):
     from peft import LoraConfig, TaskType
 
-    from stages.adapters import _targets
+    from emotune.adapters import _targets
 
     targets, _ = _targets(loaded, hp, "lora")  # hp.target_modules or the architecture's LoRA targets
     return LoraConfig(task_type=TaskType.CAUSAL_LM, r=hp.r, lora_alpha=hp.alpha, lora_dropout=hp.dropout,
@@ -207,7 +208,7 @@ def decode_predictions(texts: list[str], classes: list[str], multi_label: bool) 
 
 
 class GenerativeRecipe:
-    """The generative recipe for stages/train.py's Trainer (same interface as its ClassifierRecipe)."""
+    """The generative recipe for emotune/train.py's Trainer (same interface as its ClassifierRecipe)."""
 
     generative = True
 
@@ -219,7 +220,7 @@ class GenerativeRecipe:
         self.hp = AdapterHParams(**plan["adapter"]["hparams"])
 
     def build(self):
-        from stages.plan import model_source
+        from emotune.plan import model_source
 
         name, registry = model_source(self.plan["model"])
         loaded = load_causal(name, self.adapter, self.labels, self.plan["dataset"]["task"], registry=registry,
@@ -229,7 +230,7 @@ class GenerativeRecipe:
         return loaded, model if loaded.quantized else model.to(self.device)
 
     def data(self, tokenizer, max_train: int | None, seed: int):
-        from stages.train import load_rows, sample_rows
+        from emotune.rows import load_rows, sample_rows
 
         self.tokenizer, self.eos = tokenizer, eos_id(tokenizer)
         pad = tokenizer.pad_token_id
@@ -256,7 +257,7 @@ class GenerativeRecipe:
     def predict(self, model, split: GenerativeBatches, batch_size: int, autocast) -> dict:
         import torch
 
-        from stages.train import eval_batches
+        from emotune.rows import eval_batches
 
         model.eval()
         texts = [""] * len(split)
@@ -273,7 +274,7 @@ class GenerativeRecipe:
         return {"pred": pred, "invalid": invalid, "loss": loss_sum / max(len(split), 1), "texts": texts}
 
     def save(self, model, folder: Path, loaded: LoadedGenerative, extra: dict) -> None:
-        from stages.artifacts import read_json
+        from emotune.atomic import read_json
 
         prompt = read_json(self.data_dir / "meta.json").get("prompt")  # what the tokenize stage built
         save_generative(model, folder, loaded, self.adapter, self.hp, max_new_tokens=self.max_new_tokens,
@@ -286,9 +287,9 @@ class GenerativeRecipe:
 def save_generative(model, folder: Path, loaded: LoadedGenerative, adapter: str, hp: AdapterHParams,
                     max_new_tokens: int, extra: dict | None = None, prompt: dict | None = None) -> Path:
     """The LoRA adapter (adapter_model.safetensors), tokenizer and emotune_model.json (the same format as
-    stages/adapters.save_trained, plus the prompt) into `folder`, replaced atomically."""
-    from stages.adapters import parameter_counts
-    from stages.artifacts import atomic_dir
+    emotune/adapters.save_trained, plus the prompt) into `folder`, replaced atomically."""
+    from emotune.adapters import parameter_counts
+    from emotune.atomic import atomic_dir
 
     settings = prompt_settings(prompt)
     fmt = prompt_format(loaded.tokenizer, list(loaded.labels), loaded.task == "multi_label", **settings)
@@ -347,7 +348,7 @@ def load_generative(folder: Path, *, registry=None, cache_dir=None, device: str 
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from stages.adapters import _check_base
+    from emotune.adapters import _check_base
 
     folder = Path(folder)
     try:

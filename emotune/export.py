@@ -1,7 +1,7 @@
 """export: a trained run -> a standalone model folder that plain transformers loads, with a model card.
 
-    python -m stages.export emotion/minilm/lora                 # -> exports/emotion/minilm/lora/
-    python -m stages.export --best emotion --out my-model
+    python -m emotune.export emotion/minilm/lora                 # -> exports/emotion/minilm/lora/
+    python -m emotune.export --best emotion --out my-model
 
 Classifier runs become an `AutoModelForSequenceClassification` folder (safetensors weights, tokenizer,
 `id2label`/`label2id`, `problem_type`) that `transformers.pipeline("text-classification", model=<folder>)`
@@ -43,10 +43,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from stages.artifacts import atomic_dir, read_json, run_stage  # noqa: E402
-from stages.config import ROOT, EmotuneError  # noqa: E402
-from stages.predict import (Run, add_run_arguments, clean_settings, quiet_transformers,  # noqa: E402
-                            run_from_args, thresholds)
+from emotune.atomic import atomic_dir, read_json  # noqa: E402
+from emotune.errors import EmotuneError, run_cli
+from emotune.paths import project_root  # noqa: E402
+from emotune.runs import Run, add_run_arguments, clean_settings, quiet_transformers, run_from_args, thresholds
 
 TOLERANCE = 1e-4  # max |probability difference| between the exported and the run's model
 EXPORT_FILE = "export.json"
@@ -56,7 +56,7 @@ EXPORT_FILE = "export.json"
 # Building the standalone model
 # ---------------------------------------------------------------------------------------------
 def _registry(run: Run):
-    from stages.plan import model_source
+    from emotune.plan import model_source
 
     return model_source(run.card["plan"]["model"])[1]
 
@@ -83,12 +83,12 @@ def dequantize_into(quantized, target) -> int:
 def float_base(run: Run, qlora_base: str):
     """The base model unquantised in float32 (classifier or causal LM, as the run), its 4-bit layers
     replaced by their dequantised values when `qlora_base` is "dequantized"."""
-    from stages.adapters import _check_base
-    from stages.model_registry import load_for_classification
+    from emotune.adapters import _check_base
+    from emotune.model_registry import load_for_classification
 
     meta, registry = run.metadata, _registry(run)
     if run.generative:
-        from stages.generative import load_causal
+        from emotune.generative import load_causal
 
         def load(quantized: bool):
             return load_causal(meta["base_model"], "gen_qlora" if quantized else "gen_lora", meta["labels"],
@@ -134,7 +134,8 @@ class Check:
 
 
 def _test_rows(run: Run, limit: int, generative: bool):
-    from stages.train import load_rows, run_paths
+    from emotune.paths import run_paths
+    from emotune.rows import load_rows
 
     data = run_paths(run.dataset, run.model, run.adapter, run.root).data
     try:
@@ -148,8 +149,8 @@ def _test_rows(run: Run, limit: int, generative: bool):
 def check_classifier(run: Run, reference, exported, tokenizer, limit: int) -> Check:
     import torch
 
-    from stages.metrics import scores
-    from stages.train import ClassificationBatches, ClassifierRecipe
+    from emotune.metrics import scores
+    from emotune.train import ClassificationBatches, ClassifierRecipe
 
     frame, source = _test_rows(run, limit, False)
     if frame is None:
@@ -172,9 +173,9 @@ def check_classifier(run: Run, reference, exported, tokenizer, limit: int) -> Ch
 
 
 def check_generative(run: Run, reference, exported, tokenizer, limit: int) -> Check:
-    from stages.generative import GenerativeBatches, decode_predictions, generate
-    from stages.prompts import eos_id
-    from stages.metrics import scores
+    from emotune.generative import GenerativeBatches, decode_predictions, generate
+    from emotune.metrics import scores
+    from emotune.prompts import eos_id
 
     frame, source = _test_rows(run, limit, True)
     if frame is None:
@@ -207,7 +208,7 @@ def export_dir(run: Run) -> Path:
 
 def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", check_rows: int = 256) -> Path:
     """Write the standalone model, export.json and the model card to `out` (replaced atomically)."""
-    from stages.model_card import model_card
+    from emotune.model_card import model_card
 
     out = Path(out) if out is not None else export_dir(run)
     trained = run.load()
@@ -277,7 +278,7 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = False, commit_mes
     missing = [name for name in HUB_FILES if not (folder / name).is_file()]
     if missing or not list(folder.glob("*.safetensors")):
         raise EmotuneError(f"{folder}: not an exported model folder (missing {missing or ['*.safetensors']}); "
-                           f"run `python -m stages.export <run>` first")
+                           f"run `python -m emotune.export <run>` first")
     info = read_json(folder / EXPORT_FILE)
     if api is None:
         from huggingface_hub import HfApi
@@ -309,7 +310,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)  # before the export's minutes of work
-    run = run_from_args(args, ROOT)  # ROOT looked up at call time: tests point it at a throw-away project
+    run = run_from_args(args, project_root())  # the project the command runs in (emotune/paths.py)
     quiet_transformers()
     out = export(run, args.out, args.qlora_base, args.check_rows)
     info = read_json(out / EXPORT_FILE)["check"]
@@ -332,4 +333,4 @@ def hub_api():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

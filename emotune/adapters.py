@@ -20,13 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from stages.config import ALL_LINEAR, AdapterHParams, EmotuneError, HubModel, _did_you_mean, check_hparams
-from stages.model_registry import (
-    LoadedModel,
-    _covered,
-    load_for_classification,
-    require_arch,
-)
+from emotune.config import ALL_LINEAR, AdapterHParams, check_hparams
+from emotune.errors import EmotuneError, did_you_mean
+from emotune.model_registry import LoadedModel, _covered, load_for_classification
+from emotune.models import HubModel, require_arch
 
 ADAPTERS = ("full", "head", "lora", "dora", "ia3", "qlora")
 PEFT_ADAPTERS = ("lora", "dora", "ia3", "qlora")
@@ -39,7 +36,7 @@ AdapterName = Literal["full", "head", "lora", "dora", "ia3", "qlora"]
 
 def check_adapter(adapter: str) -> str:
     if adapter not in ADAPTERS:
-        raise EmotuneError(f"unknown adapter {adapter!r}{_did_you_mean(adapter, ADAPTERS)}; "
+        raise EmotuneError(f"unknown adapter {adapter!r}{did_you_mean(adapter, ADAPTERS)}; "
                            f"choose one of {', '.join(ADAPTERS)}")
     return adapter
 
@@ -199,7 +196,7 @@ def save_trained(model, folder: Path, loaded: LoadedModel, adapter: str, hp: Ada
     `emotune_model.json`. `extra` is stored in the metadata as is (e.g. metrics, training params)."""
     from safetensors.torch import save_file
 
-    from stages.artifacts import atomic_dir
+    from emotune.atomic import atomic_dir
 
     check_adapter(adapter)
     hp = hp or AdapterHParams()
@@ -309,13 +306,13 @@ def load_trained(folder: Path, *, registry: Mapping[str, HubModel] | None = None
 
 # ---------------------------------------------------------------------------------------------
 # Starting the head where the data is, and training it at its own pace (independent of the loop:
-# the hand-written one in stages/train.py and transformers.Trainer call the same two functions)
+# the hand-written one in emotune/train.py and transformers.Trainer call the same two functions)
 # ---------------------------------------------------------------------------------------------
 PRIOR_CLIP = 1e-3  # a label seen in no (or every) training row gets logit(0.001), not -inf
 
 
-def label_prior_logits(targets) -> "np.ndarray":
-    """log(p / (1 - p)) of each label's share of positive rows in the multi-hot `targets`."""
+def label_prior_logits(targets):
+    """log(p / (1 - p)) of each label's share of positive rows in the multi-hot `targets` (a numpy array)."""
     import numpy as np
 
     p = np.clip(np.asarray(targets, dtype=np.float64).mean(0), PRIOR_CLIP, 1 - PRIOR_CLIP)

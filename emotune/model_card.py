@@ -2,15 +2,17 @@
 
 Everything comes from files the pipeline wrote: the run card (models/.../run.json: plan, data checksums,
 validation metrics, versions), the test evaluation (metrics/eval/...), the label-noise audit
-(metrics/audit/<dataset>.json) and the export's own check (stages/export.py). A missing report is said to
+(metrics/audit/<dataset>.json) and the export's own check (emotune/export.py). A missing report is said to
 be missing, never guessed.
 """
 from __future__ import annotations
 
 import json
-from stages.artifacts import read_json
-from stages.config import EmotuneError, load_params
-from stages.predict import Run
+
+from emotune.atomic import read_json
+from emotune.config import load_params
+from emotune.errors import EmotuneError
+from emotune.runs import Run
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -97,8 +99,8 @@ print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
 
 An answer that is not one of the labels{' (or a comma-separated list of them, or "none")' if info['task'] == 'multi_label' else ''}
 is invalid: count it as such, do not map it to a nearby label. emotune's own
-`python -m stages.predict {run.name}` does this parsing, and builds the prompt's token ids from its parts
-(`stages/prompts.py`), exactly as in training; tokenizing the whole prompt at once, as above, can split a
+`python -m emotune.predict {run.name}` does this parsing, and builds the prompt's token ids from its parts
+(`emotune/prompts.py`), exactly as in training; tokenizing the whole prompt at once, as above, can split a
 part boundary differently with some tokenizers."""
     elif info["task"] == "multi_label":
         body = f"""```python
@@ -117,7 +119,7 @@ clf = pipeline("text-classification", model="<this folder>", top_k=None)   # sof
 print(clf("i can't believe how lucky we are", truncation=True))
 ```"""
     return (f"{body}\n\n**Normalise texts first**, as the training data was: {normalisation} "
-            f"(emotune's `stages/text.py` `normalise`; `python -m stages.predict` does it). Texts are cut at "
+            f"(emotune's `emotune/text.py` `normalise`; `python -m emotune.predict` does it). Texts are cut at "
             f"{info['max_length']} tokens (`truncation=True`).")
 
 
@@ -152,7 +154,7 @@ def card_body(run: Run, info: dict) -> str:
              "original": " The LoRA update was merged into the original float32 base weights, not the NF4 ones "
                          "it was trained on; see the export check for what that changes."}.get(info["qlora_base"], "")
     parts = [title, "",
-             f"Exported from the emotune run `{run.name}` (`models/{run.name}/`) with `python -m stages.export`: "
+             f"Exported from the emotune run `{run.name}` (`models/{run.name}/`) with `python -m emotune.export`: "
              f"a standalone {kind} in float32 safetensors.{qlora}", "",
              "## Use", "", usage(run, info), ""]
 

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from stages.artifacts import sha256_file
-from stages.config import ROOT, SPLITS, DatasetSpec, EmotuneError, FetchConfig, LineFiles, _did_you_mean
+from emotune.atomic import sha256_file
+from emotune.config import DatasetSpec, FetchConfig, LineFiles
+from emotune.errors import EmotuneError, did_you_mean
+from emotune.paths import SPLITS, USER_DATA, project_root
 
 TRUE_VALUES = {"1", "true", "1.0"}
 FALSE_VALUES = {"0", "false", "0.0", ""}
@@ -102,8 +104,8 @@ def fetch_dataset(spec: DatasetSpec, cfg: FetchConfig, seed: int) -> Fetched:
 def local_root(spec: DatasetSpec, cfg: FetchConfig) -> Path:
     if spec.mirror_dir:
         mirror = Path(cfg.mirror)
-        return (mirror if mirror.is_absolute() else ROOT / mirror) / spec.mirror_dir
-    return ROOT
+        return (mirror if mirror.is_absolute() else project_root() / mirror) / spec.mirror_dir
+    return project_root()
 
 
 def _split_paths(spec: DatasetSpec, root: Path) -> list[Path]:
@@ -151,7 +153,7 @@ def read_local(spec: DatasetSpec, root: Path) -> Fetched:
             table, lines = read_table(spec, path, key)
             splits[split] = to_unified(table, file_columns(spec), spec, split, str(path), lines)
     # A relative source keeps meta.json (and so the DVC hashes) the same on every machine.
-    return Fetched(splits, source=f"local:{os.path.relpath(root, ROOT)}", checksums=checksums)
+    return Fetched(splits, source=f"local:{os.path.relpath(root, project_root())}", checksums=checksums)
 
 
 def file_columns(spec: DatasetSpec) -> Columns:
@@ -325,7 +327,7 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
     needed = [cols.text, *filter(None, [cols.label, cols.id]), *(cols.labels or [])]
     for column in needed:
         if column not in table.columns:
-            raise EmotuneError(f"{where}: no column {column!r}{_did_you_mean(column, table.columns)}; "
+            raise EmotuneError(f"{where}: no column {column!r}{did_you_mean(column, table.columns)}; "
                                f"columns are {list(table.columns)}. Fix dataset_registry.{spec.name} in params.yaml")
     if table.empty:
         raise EmotuneError(f"{where}: no data rows (only a header line {list(table.columns)}); add the examples "
@@ -373,7 +375,7 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
                            f"label_delimiter {cols.delimiter!r}" if cols.delimiter else
                            f"label {name!r} looks like several labels joined by {separator!r}")
                 else:
-                    bad(i, f"unknown label {name!r}{'' if numeric else _did_you_mean(name, known)}")
+                    bad(i, f"unknown label {name!r}{'' if numeric else did_you_mean(name, known)}")
             if separator:
                 hints.add(f"the label column seems to use {separator!r} between labels: set "
                           f"dataset_registry.{spec.name}.label_delimiter: {separator!r}"
@@ -440,7 +442,7 @@ def hub_reachable(timeout: float = 5.0) -> None:
 def read_hub(spec: DatasetSpec, load_dataset=None) -> Fetched:
     """Load `spec.hub` with `datasets.load_dataset` and map it like a local file."""
     hub = spec.hub
-    local = ROOT / hub.path  # a folder of data files (or a saved Hub copy) loads with no network
+    local = project_root() / hub.path  # a folder of data files (or a saved Hub copy) loads with no network
     if load_dataset is None:
         import datasets
 
@@ -501,3 +503,20 @@ def published_size_problems(spec: DatasetSpec, splits: dict[str, pd.DataFrame]) 
 
 
 __all__ = ["fetch_dataset", "read_hub", "hub_split_to_frame", "carve_validation", "Fetched", "SPLITS"]
+
+
+def check_tracked_by_dvc(spec: DatasetSpec) -> None:
+    """A user's own files must sit under data/user/, the folder every fetch stage depends on in dvc.yaml:
+    elsewhere DVC would never see them change, and `dvc repro` would keep serving the old data."""
+    if spec.mirror_dir:  # the team's read-only mirror, outside the repository; its files are sha256-pinned
+        return
+    user = (project_root() / USER_DATA).resolve()
+    for split, files in spec.files.items():
+        names = [files.text, files.labels] if isinstance(files, LineFiles) else [files]
+        for name in names:
+            if not (project_root() / name).resolve().is_relative_to(user):
+                raise EmotuneError(
+                    f"dataset_registry.{spec.name}.files.{split}: {name} is outside {USER_DATA}/; DVC tracks "
+                    f"a dataset's own files only there (dvc.yaml: every fetch stage depends on {USER_DATA}), "
+                    f"so a change elsewhere would never rerun the fetch. Move the file into {USER_DATA}/ "
+                    f"(e.g. {USER_DATA}/{spec.name}/{Path(name).name}) and update the path.")

@@ -7,7 +7,6 @@ objects.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -18,18 +17,9 @@ from typing import Any, Literal, Union
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-PARAMS_FILE = ROOT / "params.yaml"
-SPLITS = ("train", "validation", "test")
-# Where a user's own dataset files live (relative to the repository). Every fetch stage depends on this
-# folder in dvc.yaml: DVC cannot look up `dataset_registry.<name>.files` inside a `foreach` (no nested
-# interpolation, treeverse/dvc#5167), so one folder it can name is what makes edits to those files rerun
-# the fetch.
-USER_DATA = "data/user"
-
-
-class EmotuneError(Exception):
-    """An error in the user's input or params, with a message that says what to fix."""
+from emotune.errors import EmotuneError, did_you_mean
+from emotune.models import HubModel, model_kind
+from emotune.paths import SPLITS, params_file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,18 +129,9 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
-class HubModel:
-    """A Hugging Face Hub model (params.yaml `model_registry` entries have this shape)."""
-
-    hub_id: str
-    revision: str = "main"  # pin a commit hash; "main" moves
-    description: str = ""
-
-
-@dataclass(frozen=True)
 class AdapterHParams:
     """Shared adapter hyper-parameters (params.yaml `adapter:`). `target_modules` None: the
-    architecture's defaults (stages/model_registry.py ARCHITECTURES); "all-linear": peft's own shorthand
+    architecture's defaults (emotune/model_registry.py ARCHITECTURES); "all-linear": peft's own shorthand
     for every Linear/Conv1D layer outside the classification head; for IA3 the feed-forward modules must
     be a subset of the targets. `model_config` overrides keys of the pretrained model's config when it is
     loaded (any adapter), e.g. {hidden_dropout_prob: 0.2}."""
@@ -201,7 +182,7 @@ class ZeroShotBaseline:
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    embedding_model: str = "minilm"  # sentence encoder of embed_lr (stages/audit.py embed_texts)
+    embedding_model: str = "minilm"  # sentence encoder of embed_lr (emotune/audit.py embed_texts)
     embedding_batch_size: int = 128
     rnn: RnnBaseline = field(default_factory=lambda: RnnBaseline())
     zero_shot: ZeroShotBaseline = field(default_factory=lambda: ZeroShotBaseline())
@@ -209,7 +190,7 @@ class BaselineConfig:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """The generative recipe's prompt (stages/prompts.py): `system`, a system message (chat templates; a
+    """The generative recipe's prompt (emotune/prompts.py): `system`, a system message (chat templates; a
     first paragraph in plain prompts and for templates without a system role), and `instruction`, the
     question before the text, where "{labels}" becomes the label names. null: the built-in instruction."""
 
@@ -228,8 +209,8 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 128
-    lr: float | None = None  # null: the adapter's default (stages/plan.py DEFAULT_LR)
-    head_lr: float | None = None  # the fresh classification head's LR; null: stages/plan.py DEFAULT_HEAD_LR
+    lr: float | None = None  # null: the adapter's default (emotune/plan.py DEFAULT_LR)
+    head_lr: float | None = None  # the fresh classification head's LR; null: emotune/plan.py DEFAULT_HEAD_LR
     head_bias: Literal["prior", "zero"] = "prior"  # multi-label: start each sigmoid at its label's frequency
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
@@ -245,7 +226,7 @@ class TrainConfig:
     optim: str = "auto"  # any transformers optim; auto: adamw_torch_fused, paged_adamw_8bit for QLoRA on a GPU
     lr_scheduler_type: str = "linear"  # any transformers scheduler: linear, cosine, constant_with_warmup, ...
     warmup_steps: int | None = None  # absolute warmup steps; null: warmup_ratio of all steps
-    bf16: Union[bool, Literal["auto"]] = "auto"  # auto: on a GPU with bf16; off on the CPU (stages/train.py)
+    bf16: Union[bool, Literal["auto"]] = "auto"  # auto: on a GPU with bf16; off on the CPU (emotune/train.py)
     torch_compile: bool = False
     report_to: list[str] = field(default_factory=list)  # besides DVCLive (always): wandb, tensorboard, mlflow, ...
 
@@ -318,7 +299,7 @@ class Params:
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.dataset_registry:
-            raise EmotuneError(f"unknown dataset {name!r}{_did_you_mean(name, self.dataset_registry)}; "
+            raise EmotuneError(f"unknown dataset {name!r}{did_you_mean(name, self.dataset_registry)}; "
                                f"known: {', '.join(sorted(self.dataset_registry))} (params.yaml: dataset_registry)")
         return self.dataset_registry[name]
 
@@ -333,11 +314,6 @@ REUSES_TOKENIZED = ("generative", "reference")
 # Validation
 # ---------------------------------------------------------------------------------------------
 FLOAT_NOTATION = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
-
-
-def _did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _key(where: str, name) -> str:
@@ -374,11 +350,11 @@ def _coerce(value: Any, tp, where: str):
             if isinstance(value, dict) and dataclasses.is_dataclass(arg) or len(errors) == 1:
                 raise exc
         words = [w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
-        hint = _did_you_mean(value, words) if isinstance(value, str) else ""
+        hint = did_you_mean(value, words) if isinstance(value, str) else ""
         raise EmotuneError(f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}{hint}")
     if origin is Literal:
         if value not in args:
-            raise EmotuneError(f"{where}: {value!r} is not allowed{_did_you_mean(value, args)}; "
+            raise EmotuneError(f"{where}: {value!r} is not allowed{did_you_mean(value, args)}; "
                                f"choose one of {', '.join(map(repr, args))}")
         return value
     if origin is list:
@@ -427,7 +403,7 @@ def build(cls, data: Any, where: str, **extra):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields or key in extra:
-            raise EmotuneError(f"{_key(where, key)}: unknown key{_did_you_mean(key, fields)}; "
+            raise EmotuneError(f"{_key(where, key)}: unknown key{did_you_mean(key, fields)}; "
                                f"allowed: {', '.join(k for k in fields if k not in extra)}")
     kwargs = dict(extra)
     for name, f in fields.items():
@@ -461,7 +437,7 @@ def _check_dataset(spec: DatasetSpec, where: str) -> None:
         raise EmotuneError(f"{where}.official_metric: jaccard is for multi-label datasets")
     for split in (*spec.files, *spec.split_sizes, *(spec.hub.splits if spec.hub else ())):
         if split not in SPLITS:
-            raise EmotuneError(f"{where}: unknown split {split!r}{_did_you_mean(split, SPLITS)}; "
+            raise EmotuneError(f"{where}: unknown split {split!r}{did_you_mean(split, SPLITS)}; "
                                f"splits are {', '.join(SPLITS)}")
     if spec.files and ("train" not in spec.files or "test" not in spec.files):
         raise EmotuneError(f"{where}.files: needs at least train and test (validation is carved "
@@ -486,7 +462,7 @@ def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
             also = f"{ALL_LINEAR!r}, " if key == "target_modules" else ""
             raise EmotuneError(f"{where}.{key}: a non-empty list of module names, {also}or null for the defaults")
     if hp.bias not in ("none", "all", "lora_only"):
-        raise EmotuneError(f"{where}.bias: {hp.bias!r}{_did_you_mean(hp.bias, ('none', 'all', 'lora_only'))}; "
+        raise EmotuneError(f"{where}.bias: {hp.bias!r}{did_you_mean(hp.bias, ('none', 'all', 'lora_only'))}; "
                            f"choose none, all or lora_only")
     check_model_config_values(hp.model_config, f"{where}.model_config")
     if hp.ia3_feedforward_modules and isinstance(hp.target_modules, list):
@@ -537,12 +513,12 @@ def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
         raise EmotuneError(f"{where}.warmup_steps: must be >= 0 or null (warmup_ratio), got {cfg.warmup_steps}")
     stray = [r for r in cfg.report_to if r not in REPORT_TO]
     if stray:
-        raise EmotuneError(f"{where}.report_to: {stray} unknown{_did_you_mean(stray[0], REPORT_TO)}; choose from "
+        raise EmotuneError(f"{where}.report_to: {stray} unknown{did_you_mean(stray[0], REPORT_TO)}; choose from "
                            f"{', '.join(REPORT_TO)} (DVCLive always logs)")
     if cfg.lr is not None and not cfg.lr > 0:
         raise EmotuneError(f"{where}.lr: must be > 0 or null (the adapter's default), got {cfg.lr}")
     if cfg.head_lr is not None and not cfg.head_lr > 0:
-        raise EmotuneError(f"{where}.head_lr: must be > 0 or null (stages/plan.py DEFAULT_HEAD_LR), got {cfg.head_lr}")
+        raise EmotuneError(f"{where}.head_lr: must be > 0 or null (emotune/plan.py DEFAULT_HEAD_LR), got {cfg.head_lr}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise EmotuneError(f"{where}.warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.weight_decay < 0 or cfg.max_grad_norm <= 0 or cfg.early_stopping_patience < 1:
@@ -571,7 +547,6 @@ def _parse(raw: dict) -> Params:
         registry[name] = spec
     sections = {k: v for k, v in raw.items() if k != "dataset_registry"}
     params = build(Params, sections, "", dataset_registry=registry)
-    from stages.model_registry import model_kind  # cheap: names only, nothing is loaded
 
     check_hparams(params.adapter, "adapter")
     check_train(params.train, "train")
@@ -583,7 +558,7 @@ def _parse(raw: dict) -> Params:
         for i, name in enumerate(section.datasets):
             if name not in registry:
                 raise EmotuneError(f"{_key(prefix, 'datasets')}[{i}] = {name!r} is not in dataset_registry"
-                                   f"{_did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
+                                   f"{did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
         for i, name in enumerate(section.models):
             try:
                 model_kind(name, params.model_registry)
@@ -645,8 +620,6 @@ def check_baseline(params: Params) -> None:
         raise EmotuneError(f"baseline.rnn: dropout in [0, 1) and lr > 0, got {rnn.dropout} and {rnn.lr}")
     if cfg.embedding_batch_size < 1 or cfg.zero_shot.batch_size < 1:
         raise EmotuneError("baseline.embedding_batch_size and baseline.zero_shot.batch_size: must be >= 1")
-    from stages.model_registry import model_kind
-
     for key, name in (("baseline.embedding_model", cfg.embedding_model), ("baseline.rnn.tokenizer", rnn.tokenizer)):
         try:
             model_kind(name, params.model_registry)
@@ -655,7 +628,7 @@ def check_baseline(params: Params) -> None:
     for i, name in enumerate(cfg.zero_shot.datasets):  # like the large/generative groups' datasets
         if name not in params.dataset_registry:
             raise EmotuneError(f"baseline.zero_shot.datasets[{i}] = {name!r} is not in dataset_registry"
-                               f"{_did_you_mean(name, params.dataset_registry)}; known: "
+                               f"{did_you_mean(name, params.dataset_registry)}; known: "
                                f"{', '.join(sorted(params.dataset_registry))}")
     for i, name in enumerate(cfg.zero_shot.models):
         try:
@@ -670,7 +643,7 @@ def check_baseline(params: Params) -> None:
     for name in cfg.zero_shot.label_maps:
         if name not in cfg.zero_shot.models:
             raise EmotuneError(f"baseline.zero_shot.label_maps.{name}: not in baseline.zero_shot.models "
-                               f"{cfg.zero_shot.models}{_did_you_mean(name, cfg.zero_shot.models)}")
+                               f"{cfg.zero_shot.models}{did_you_mean(name, cfg.zero_shot.models)}")
     for key in ("datasets", "models"):
         values = getattr(cfg.zero_shot, key)
         if len(set(values)) != len(values):
@@ -708,17 +681,12 @@ def _check_matrices_disjoint(matrices: list[Matrix]) -> None:
                                    f"models/datasets)")
 
 
-def params_and_dataset(argv: list[str], description: str) -> tuple[Params, DatasetSpec]:
-    """The command line of a per-dataset stage: `python -m stages.<stage> <dataset>`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("dataset", help="a name from params.yaml dataset_registry")
-    params = load_params()
-    return params, params.dataset(parser.parse_args(argv).dataset)
-
-
-def load_params(path: Path = PARAMS_FILE) -> Params:
+def load_params(path: Path | None = None) -> Params:
+    """The project's params.yaml (emotune/paths.py project_root), validated."""
+    path = params_file() if path is None else Path(path)
+    if not path.is_file():
+        raise EmotuneError(f"{path}: no such file; run this in an emotune project (a folder holding params.yaml "
+                           f"and dvc.yaml, or one below it), e.g. a clone of the emotune repository")
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

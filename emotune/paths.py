@@ -1,0 +1,94 @@
+"""Where a project's files live. The project is the folder holding params.yaml: the working directory
+or the nearest folder above it (as git and dvc find theirs), never where this code is installed, so
+one installed emotune serves any number of projects and a test's project is just a temporary folder
+it runs in. A leaf: imports nothing of emotune."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PARAMS_NAME = "params.yaml"
+SPLITS = ("train", "validation", "test")
+# Where a user's own dataset files live (relative to the project). Every fetch stage depends on this
+# folder in dvc.yaml: DVC cannot look up `dataset_registry.<name>.files` inside a `foreach` (no nested
+# interpolation, treeverse/dvc#5167), so one folder it can name is what makes edits to those files rerun
+# the fetch.
+USER_DATA = "data/user"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder from `start` (default: the working directory) upwards that holds params.yaml;
+    `start` itself when none does (a command then says params.yaml is missing there)."""
+    start = Path.cwd() if start is None else Path(start).resolve()
+    for folder in (start, *start.parents):
+        if (folder / PARAMS_NAME).is_file():
+            return folder
+    return start
+
+
+def params_file(root: Path | None = None) -> Path:
+    return (root or project_root()) / PARAMS_NAME
+
+
+def data_dir(kind: str, dataset: str, root: Path | None = None) -> Path:
+    return (root or project_root()) / "data" / kind / dataset
+
+
+def metrics_path(kind: str, dataset: str, suffix: str = ".json", root: Path | None = None) -> Path:
+    return (root or project_root()) / "metrics" / kind / f"{dataset}{suffix}"
+
+
+def plans_dir(root: Path | None = None) -> Path:
+    return (root or project_root()) / "data" / "plans"
+
+
+def models_cache(root: Path | None = None) -> Path:
+    """Where packaged models are assembled once (git-ignored)."""
+    return (root or project_root()) / ".cache" / "models"
+
+
+def plan_path(dataset: str, model: str, adapter: str, root: Path | None = None) -> Path:
+    """The plan stage's file for one run (read by train and evaluate)."""
+    return plans_dir(root) / dataset / model / f"{adapter}.json"
+
+
+def tokenize_plan_path(dataset: str, model: str, root: Path | None = None) -> Path:
+    return plans_dir(root) / dataset / model / "tokenize.json"
+
+
+def tokenized_dir(dataset: str, model: str, root: Path | None = None) -> Path:
+    return (root or project_root()) / "data" / "tokenized" / dataset / model
+
+
+def tokenize_metrics_path(dataset: str, model: str, root: Path | None = None) -> Path:
+    return (root or project_root()) / "metrics" / "tokenize" / dataset / f"{model}.json"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one dataset x model x adapter run reads and writes."""
+
+    plan: Path
+    data: Path  # data/tokenized/<dataset>/<model>
+    model: Path
+    checkpoints: Path
+    live: Path
+    metrics: Path
+
+
+def run_paths(dataset: str, model: str, adapter: str, root: Path | None = None) -> RunPaths:
+    root = root or project_root()
+    return RunPaths(
+        plan=plan_path(dataset, model, adapter, root),
+        data=tokenized_dir(dataset, model, root),
+        model=root / "models" / dataset / model / adapter,
+        checkpoints=root / "models" / "checkpoints" / dataset / model / adapter,
+        live=root / "metrics" / "train" / dataset / model / adapter,
+        metrics=root / "metrics" / "train" / dataset / model / f"{adapter}.json",
+    )
+
+
+def eval_paths(dataset: str, model: str, adapter: str, root: Path | None = None) -> tuple[Path, Path]:
+    """(metrics JSON, plots folder) of a run or a baseline."""
+    base = (root or project_root()) / "metrics" / "eval" / dataset / model
+    return base / f"{adapter}.json", base / adapter

@@ -1,0 +1,23 @@
+"""The command lines of the DVC stages (stages/*.py): one dataset, or one dataset x model x adapter run."""
+from __future__ import annotations
+
+import argparse
+
+from emotune.config import DatasetSpec, Params, load_params
+
+
+def params_and_dataset(argv: list[str], description: str) -> tuple[Params, DatasetSpec]:
+    """The command line of a per-dataset stage: `python -m stages.<stage> <dataset>`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("dataset", help="a name from params.yaml dataset_registry")
+    params = load_params()
+    return params, params.dataset(parser.parse_args(argv).dataset)
+
+
+
+def run_args(argv: list[str], description: str) -> argparse.Namespace:
+    """The `<dataset> <model> <adapter>` command line of the per-run stages (train, evaluate)."""
+    parser = argparse.ArgumentParser(description=description)
+    for name in ("dataset", "model", "adapter"):
+        parser.add_argument(name)
+    return parser.parse_args(argv)
