@@ -3,9 +3,11 @@
 #   make test   install, then run the test suite (what CI runs)
 PY := .venv/bin/python
 
-.venv/installed: requirements.txt
+# requirements-test.txt = requirements.txt (the pinned runtime + this checkout as the editable package
+# `emotune`, pyproject.toml) + pytest
+.venv/installed: requirements.txt requirements-test.txt pyproject.toml
 	python3 -m venv .venv
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
 # The optional offline models (mpnet, smollm2, gemma3) of the default `large`/`generative` matrices;

@@ -62,7 +62,8 @@ def derived_rows(rows: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
 
 def write_project(root: Path, frame: pd.DataFrame, labels: list[str], model: str, folds: int, seed: int):
     """A project copy with the dataset `scale` (train with planted flips, test clean) under data/user/."""
-    shutil.copytree(ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("stages", "emotune"):  # the code its dvc.yaml hashes
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     rng = np.random.default_rng(seed + 1)
     n_test = len(frame) // 5
     test, train = frame.iloc[:n_test], frame.iloc[n_test:].copy()

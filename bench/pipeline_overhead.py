@@ -97,7 +97,8 @@ def slice_frames(tiny: bool, rows: dict[str, int], work: Path):
 
 
 def make_project(root: Path, tiny: bool, rows: dict[str, int], adapters: list[str], work: Path) -> dict:
-    shutil.copytree(ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in ("stages", "emotune"):  # the code its dvc.yaml hashes
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, root / name)
     frames, labels = slice_frames(tiny, rows, work)

@@ -142,7 +142,7 @@ def test_multi_label_runs_explain_each_labels_sigmoid(tmp_path, project):
 
 def test_command_and_refusals(project, monkeypatch, capsys, tmp_path):
     root, llama, runs = project
-    monkeypatch.setattr(xp, "ROOT", root)
+    monkeypatch.chdir(root)
     xp.main([runs["lora"], "--per-class", "1", "--steps", "4", "--out", str(tmp_path / "cli")])
     assert f"explain {runs['lora']}: -> {tmp_path / 'cli' / 'explanations.html'}" in capsys.readouterr().out
     gen = resolve_run(train_run(root, llama, "gen_lora"), root)
@@ -175,7 +175,7 @@ def test_explain_stages_are_registered_but_off_the_default_pipeline(tmp_path):
     assert sorted(listed) == sorted(f"explain/dvc.yaml:explain@{d}-{m}-{a}" for d in params.datasets
                                     for m in params.models for a in params.adapters)
     stage = yaml.safe_load((tmp_path / "explain" / "dvc.yaml").read_text())["stages"]["explain"]
-    assert stage["wdir"] == ".." and stage["cmd"].startswith("python -m emotune.explain ")
+    assert stage["wdir"] == ".." and stage["cmd"].startswith("python -m stages.explain ")
     assert [next(iter(p)) for p in stage["plots"]] == [
         "metrics/explain/${item.dataset}/${item.model}/${item.adapter}/attributions.png"]
     assert "models/${item.dataset}/${item.model}/${item.adapter}" in stage["deps"]

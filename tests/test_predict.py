@@ -45,7 +45,7 @@ def cli(monkeypatch, capsys):
     """cli(root, *argv, stdin=bytes) -> (stdout, stderr) of predict's main() run on project `root`."""
 
     def call(root: Path, *argv: str, stdin: bytes | None = None):
-        monkeypatch.setattr(pr, "ROOT", root)
+        monkeypatch.chdir(root)  # predict finds its project from the working directory
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
         capsys.readouterr()
@@ -263,7 +263,7 @@ def test_bad_command_lines(single, cli):
 
 
 def test_the_command_exits_with_one_clear_line():
-    result = subprocess.run([sys.executable, "-m", "stages.predict", "nope/x/y", "--text", "hi"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "emotune.predict", "nope/x/y", "--text", "hi"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: models/nope/x/y: no trained run 'nope/x/y'"), result.stderr

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -83,15 +82,19 @@ if os.environ.get("RANK") is not None and os.environ.get("WRITES_LOG"):
 
 
 def stage_env(**extra) -> dict:
+    """A stage subprocess's environment: the checkout's stages/ importable from a project with no code
+    (after any PYTHONPATH of `extra`), offline."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_ENDPOINT")}
+    python_path = os.pathsep.join([*filter(None, [extra.pop("PYTHONPATH", None)]), str(ROOT)])
     env.update(HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1",
-               **extra)
+               PYTHONPATH=python_path, **extra)
     return env
 
 
 def ddp_project(root: Path, model: Path, processes: int):
-    """stages/ and a run (plan + tokenized toy data) of `model` with train.processes = `processes`."""
-    shutil.copytree(ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    """A project (no code: stage_env puts the checkout's stages/ on PYTHONPATH) with a run (plan + tokenized
+    toy data) of `model` with train.processes = `processes`."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump({"seed": 7, "datasets": [], "fetch": {}, "clean": {},
                                                       "audit": {}, "dataset_registry": {}}))
     return prepare_run(root, model, "lora", params=toy_params(processes=processes, **SETTINGS), lr=LR, sizes=SIZES)
@@ -255,18 +258,18 @@ def test_the_stage_starts_torchrun_itself_and_checks_a_launcher(monkeypatch):
     started = []
     monkeypatch.setattr(os, "execv", lambda path, argv: started.append(argv) or sys.exit(0))
     with pytest.raises(SystemExit):
-        tr.launch(plan, ["toy", "tiny-bert", "lora"])
+        tr.launch(plan, "stages.train", ["toy", "tiny-bert", "lora"])
     assert started == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                         "-m", "stages.train", "toy", "tiny-bert", "lora"]]
     monkeypatch.setenv("WORLD_SIZE", "2")
-    tr.launch(plan, [])  # under a launcher with as many processes: nothing to do
+    tr.launch(plan, "stages.train", [])  # under a launcher with as many processes: nothing to do
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(EmotuneError, match=r"started 4 processes but train\.processes is 2: set train\.processes to 4"):
-        tr.launch(plan, [])
+        tr.launch(plan, "stages.train", [])
     with pytest.raises(EmotuneError, match=r"large\.train\.processes is 2"):
-        tr.launch({"train": {"processes": 2}, "matrix": "large"}, [])
+        tr.launch({"train": {"processes": 2}, "matrix": "large"}, "stages.train", [])
     monkeypatch.delenv("WORLD_SIZE")
-    tr.launch({"train": {"processes": 1}, "matrix": "main"}, [])  # one process: runs as it is
+    tr.launch({"train": {"processes": 1}, "matrix": "main"}, "stages.train", [])  # one process: runs as it is
     assert len(started) == 1
 
 

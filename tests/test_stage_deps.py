@@ -94,9 +94,9 @@ def test_stage_deps_are_its_import_closure(path, name, stage):
     declared = declared_code_deps(stage)
     missing, extra = sorted(needed - declared), sorted(declared - needed)
     assert not missing, (f"{path.relative_to(ROOT)}: stage {name!r} imports {missing} but does not depend on "
-                         f"them: add them to its deps, or a change there will not rerun it")
+                         f"them: add them to its deps (python scripts/sync_stage_deps.py), or a change there will not rerun it")
     assert not extra, (f"{path.relative_to(ROOT)}: stage {name!r} depends on {extra}, which it never imports: "
-                       f"remove them, or every change there reruns it for nothing")
+                       f"remove them (python scripts/sync_stage_deps.py), or every change there reruns it for nothing")
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -197,20 +196,23 @@ def plan_max_length(paths) -> int:
 # Resume after a kill
 # ---------------------------------------------------------------------------------------------
 def stage_env() -> dict:
+    """The train stage runs as `python -m stages.train` from a project with no code: the checkout's stages/
+    on PYTHONPATH, emotune installed."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", OMP_WAIT_POLICY="PASSIVE")
+    env.update(HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", OMP_WAIT_POLICY="PASSIVE",
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     return env
 
 
-def copy_project(root: Path) -> Path:
-    shutil.copytree(Path(tr.ROOT) / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+def make_project(root: Path) -> Path:
+    root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump({"seed": 7, "datasets": [], "fetch": {}, "clean": {},
                                                       "audit": {}, "dataset_registry": {}}))
     return root
 
 
 def test_killed_run_resumes_and_ends_with_the_same_metrics(tiny, tmp_path):
-    root = copy_project(tmp_path / "project")
+    root = make_project(tmp_path / "project")
     params = toy_params(epochs=2, batch_size=8, grad_accum=2, checkpoint_every=3)
     plan, paths = prepare_run(root, tiny("bert"), "lora", params=params, lr=5e-3, sizes=(400, 60, 20))
     command = [sys.executable, "-m", "stages.train", DATASET, plan["model"]["name"], "lora"]

@@ -1,4 +1,4 @@
-"""A throw-away copy of the project (stages/, dvc.yaml, params.yaml) as a git + DVC repository with one
+"""A throw-away copy of the project (stages/, emotune/, dvc.yaml, params.yaml) as a git + DVC repository with one
 tiny CSV dataset `toy` and a tiny BERT in the folder `tiny-bert`: what the DVC-level tests run `dvc repro`,
 `dvc exp run`, `dvc plots show` and the report script in."""
 from __future__ import annotations
@@ -52,7 +52,10 @@ def skipped(output: str) -> set[str]:
 def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), epochs: int = 2) -> Path:
     """The project (stages/, dvc.yaml, params.yaml) with one tiny CSV dataset `toy` and a tiny BERT in
     the folder `tiny-bert`, as a git + DVC repository with one commit and nothing reproduced yet."""
-    shutil.copytree(ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    # A DVC project carries the code its dvc.yaml hashes (each stage depends on its stages/ and emotune/
+    # files), so the toy project holds a copy of both; `python -m stages.<name>` there runs that copy.
+    for package in ("stages", "emotune"):
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, root / name)
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
