@@ -3,13 +3,11 @@
 Every dataset, built-in or user-declared, comes out as DataFrames with columns `id`, `text` and
 `labels` (a list of label names; exactly one for single-label tasks, possibly none for a neutral
 multi-label row). Sources, in order: local files (the team's mirror of the raw files, or the user's
-own CSV/TSV/JSONL), then the Hugging Face Hub through `datasets.load_dataset`.
+own CSV/TSV/JSONL, read by emotune/readers.py as predict's inputs are), then the Hugging Face Hub
+through `datasets.load_dataset`.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from emotune import readers
 from emotune.atomic import sha256_file
 from emotune.config import DatasetSpec, FetchConfig, LineFiles
 from emotune.errors import EmotuneError, did_you_mean
@@ -161,158 +160,45 @@ def file_columns(spec: DatasetSpec) -> Columns:
                    spec.label_delimiter, spec.label_ids)
 
 
-# What a file that is not text usually is, by its first bytes: the fix is different for each.
-MAGIC = [(b"PK\x03\x04", "a ZIP archive (or an .xlsx/.docx, which are ZIP files)",
-          "unzip it, or save the sheet as CSV (UTF-8)"),
-         (b"\x1f\x8b", "gzip-compressed", "decompress it first (`gunzip`)"),
-         (b"BZh", "bzip2-compressed", "decompress it first (`bunzip2`)"),
-         (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (`unxz`)"),
-         (b"PAR1", "a Parquet file", "export it as CSV or JSONL (pandas: read_parquet(...).to_csv(...))"),
-         (b"\xd0\xcf\x11\xe0", "an old Excel/Word file (OLE2)", "save the sheet as CSV (UTF-8)"),
-         (b"%PDF", "a PDF", "export the table as CSV (UTF-8)"),
-         (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV (`sqlite3 -csv`)")]
-# UTF-32 before UTF-16: the UTF-32-LE mark starts with the UTF-16-LE one.
-BOMS = [(b"\xff\xfe\x00\x00", "UTF-32-LE"), (b"\x00\x00\xfe\xff", "UTF-32-BE"),
-        (b"\xff\xfe", "UTF-16-LE"), (b"\xfe\xff", "UTF-16-BE")]
-
-
-def sniff_not_utf8_text(data: bytes) -> str | None:
-    """What the file is when it is not UTF-8 text (with the fix), or None when it may well be."""
-    for bom, encoding in BOMS:
-        if data.startswith(bom):
-            return (f"is {encoding} text (it starts with a {encoding} byte-order mark). Re-save it as UTF-8 "
-                    f"(e.g. `iconv -f {encoding} -t UTF-8`, or \"UTF-8\" in the editor's save dialog).")
-    for magic, what, fix in MAGIC:
-        if data.startswith(magic):
-            return f"is {what}, not a text file: {fix}."
-    head = data[:4096]
-    if head.count(b"\x00") > len(head) // 8:
-        # UTF-16 without a byte-order mark: every other byte of ASCII text is NUL.
-        even, odd = head[0::2].count(b"\x00"), head[1::2].count(b"\x00")
-        if max(even, odd) > 0.4 * (len(head) // 2) and min(even, odd) < 0.05 * (len(head) // 2):
-            encoding = "UTF-16-BE" if even > odd else "UTF-16-LE"
-            return (f"looks like {encoding} text without a byte-order mark (every other byte is 0). Re-save "
-                    f"it as UTF-8 (e.g. `iconv -f {encoding} -t UTF-8`).")
-    control = sum(1 for b in head if b < 32 and b not in b"\t\n\r\f")
-    if head.count(b"\x00") > len(head) // 8 or control > len(head) // 20:
-        # Text holds no control characters beyond tab and line breaks; 5% of them is no text file.
-        return "is a binary file, not text: point the dataset at the CSV/TSV/JSONL file."
-    return None
-
-
-def decode(path: Path, key: str = "") -> str:
-    data = path.read_bytes()
-    not_text = sniff_not_utf8_text(data)
-    if not_text:
-        raise EmotuneError(f"{path}: {not_text}")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise EmotuneError(f"{path}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8. "
-                           f"Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8` if it came from "
-                           f"a Western-European Windows or Excel export).") from None
-    if "\x00" in text:
-        lines = [n for n, line in enumerate(text.split("\n"), 1) if "\x00" in line]
-        shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
-        raise EmotuneError(f"{path}: NUL bytes (\\x00) on line(s) {shown}; text never holds them (a broken "
-                           f"export or a binary column pasted in). Remove them (e.g. `tr -d '\\000' < in > out`) "
-                           f"or fix the rows.")
+def read_text(path: Path, key: str) -> str:
+    """A dataset file's text (emotune/readers.py decodes it, as for predict); an empty file names `key`."""
+    text = readers.decode_file(path)
     if not text.strip():
-        raise EmotuneError(f"{path}: the file is empty; point {key or 'the dataset files'} at the right file")
+        raise EmotuneError(f"{path}: the file is empty; point {key} at the right file")
     return text
 
 
-def file_format(spec: DatasetSpec, path: Path) -> str:
-    if spec.format:
-        return spec.format
-    by_ext = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "tsv"}
-    if path.suffix.lower() not in by_ext:
-        raise EmotuneError(f"{path}: cannot tell the format from the extension; set format: "
-                           f"csv | tsv | jsonl in dataset_registry.{spec.name}")
-    return by_ext[path.suffix.lower()]
-
-
-def read_table(spec: DatasetSpec, path: Path, key: str = "") -> tuple[pd.DataFrame, list[int]]:
-    """Read a CSV/TSV/JSONL file into string columns; returns the table and each row's line number."""
-    fmt = file_format(spec, path)
-    text = decode(path, key)
-    if fmt == "jsonl":
-        rows, lines = jsonl_rows(text, str(path))
-        return pd.DataFrame(rows), lines
-    delimiter = spec.delimiter or {"csv": ",", "tsv": "\t"}[fmt]
-    quoting = csv.QUOTE_NONE if spec.quoting == "none" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    rows, lines, start = [], [], 1
-    # csv's default field limit (131072 characters) rejects valid long texts (the tokenizer truncates
-    # them later); no field can be longer than the file, so that bound never rejects one and caps nothing
-    # the file does not already hold in memory.
-    previous_limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
-    try:
-        for row in reader:
-            if row:  # blank lines carry no row
-                rows.append(row)
-                lines.append(start)
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise EmotuneError(f"{path}: line {reader.line_num}: {exc}") from None
-    finally:
-        csv.field_size_limit(previous_limit)
-    header = spec.columns or []
-    if spec.header:
-        header, rows, lines = rows[0], rows[1:], lines[1:]
-        if spec.columns and spec.columns != header:
-            raise EmotuneError(f"{path}: header {header} differs from dataset_registry.{spec.name}.columns "
-                               f"{spec.columns}")
-    if not header:
-        raise EmotuneError(f"{path}: the file has no header; set header: false and columns: [...] "
-                           f"in dataset_registry.{spec.name}")
-    expected = {spec.text_column, *(spec.label_columns or []), *filter(None, [spec.label_column])}
-    if len(header) == 1 and not expected <= set(header):
-        names = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
-        guess = next((d for d in names if d != delimiter and d in header[0]), None)
-        if guess:
-            raise EmotuneError(f"{path}: line 1 has one column {header[0]!r:.80} but looks "
-                               f"{names[guess]}-separated; set delimiter: {guess!r} (or the matching "
-                               f"format) in dataset_registry.{spec.name}")
-    for row, line in zip(rows, lines):
-        if len(row) != len(header):
-            raise EmotuneError(f"{path}: line {line}: {len(row)} fields, expected "
-                               f"{len(header)} ({', '.join(header)}); check the delimiter "
-                               f"{delimiter!r} and the quoting of that line")
-    return pd.DataFrame(rows, columns=header, dtype=object), lines
-
-
-def jsonl_rows(text: str, where: str) -> tuple[list[dict], list[int]]:
-    """The JSON objects of a JSONL text and their line numbers; blank lines are skipped."""
-    rows, lines = [], []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EmotuneError(f"{where}: line {number}: not valid JSON ({exc.msg}); each line "
-                               f"must be one JSON object") from None
-        if not isinstance(row, dict):
-            raise EmotuneError(f"{where}: line {number}: expected a JSON object, got {row!r:.60}")
-        rows.append(row)
-        lines.append(number)
-    return rows, lines
+def read_table(spec: DatasetSpec, path: Path, key: str) -> tuple[pd.DataFrame, list[int]]:
+    """A CSV/TSV/JSONL dataset file as a table of its raw values and each row's line number."""
+    fmt = readers.file_format(path, spec.format, f"set format: csv | tsv | jsonl in dataset_registry.{spec.name}")
+    if fmt == "lines":
+        # One text a line holds no labels; only a pair of line-aligned files (read_lines) does.
+        raise EmotuneError(f"{path}: format lines (plain text, one text a line: what .txt means) has no labels; "
+                           f"if the file is a table set format: csv | tsv | jsonl in dataset_registry.{spec.name}, "
+                           f"or give texts and labels as two line files: {key}: {{text: ..., labels: ...}}")
+    if not spec.header and not spec.columns:
+        raise EmotuneError(f"{path}: header: false needs the column names; set columns: [...] in "
+                           f"dataset_registry.{spec.name}")
+    wanted = (spec.text_column, *(spec.label_columns or []), *filter(None, [spec.label_column]))
+    table = readers.parse(read_text(path, key), fmt, str(path), delimiter=spec.delimiter, quoting=spec.quoting,
+                          names=None if spec.header else spec.columns, wanted=wanted,
+                          how_to_declare=f"set delimiter: or format: in dataset_registry.{spec.name}")
+    if spec.header and spec.columns and spec.columns != table.columns:
+        raise EmotuneError(f"{path}: header {table.columns} differs from dataset_registry.{spec.name}.columns "
+                           f"{spec.columns}")
+    return pd.DataFrame(table.rows, columns=table.columns, dtype=object), table.lines
 
 
 def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str) -> pd.DataFrame:
-    """TweetEval layout: texts and labels in two line-aligned files."""
+    """TweetEval layout: texts and labels in two line-aligned files (so blank lines count)."""
     key = f"dataset_registry.{spec.name}.files.{split}"
-    texts = decode(text_path, key).split("\n")
-    labels = decode(label_path, key).split("\n")
-    for seq in (texts, labels):
-        if seq and seq[-1] == "":
-            seq.pop()
+    texts, labels = (readers.plain_lines(read_text(path, key), keep_blank_lines=True).rows
+                     for path in (text_path, label_path))
     if len(texts) != len(labels):
         raise EmotuneError(f"{text_path} has {len(texts)} lines but {label_path} has {len(labels)}; "
                            f"the two files must be line-aligned")
-    table = pd.DataFrame({"text": texts, "label": [s.strip() for s in labels]}, dtype=object)
+    table = pd.DataFrame({"text": [r["text"] for r in texts], "label": [r["text"].strip() for r in labels]},
+                         dtype=object)
     columns = Columns("text", "label", None, None, None, spec.label_ids)
     return to_unified(table, columns, spec, split, str(label_path), list(range(1, len(table) + 1)))
 

@@ -6,12 +6,13 @@
 
 A run is `<dataset>/<model>/<adapter>`, the folder `models/<dataset>/<model>/<adapter>/` the train stage
 wrote, or `--best <dataset>`: the best run of that dataset on metrics/leaderboard.json. Texts come from
-`--text` (repeatable), `--input FILE` or stdin, as CSV, TSV, JSONL or plain lines (by extension, or
-`--format`). Each text is normalised exactly as the clean stage normalised the training data, then
-classified in length-sorted batches. Output (CSV or JSONL, by `--output`'s extension or `--output-format`):
-the label (multi-label: the set of labels whose probability is above the run's tuned threshold) and every
-label's probability. Generative runs (gen_lora, gen_qlora) answer with label words: their raw answer is
-written too, and an answer that names no valid label is reported as invalid, never mapped to a label.
+`--text` (repeatable), `--input FILE` or stdin, as CSV, TSV, JSONL or plain lines (.txt), by extension or
+`--format`, read by emotune/readers.py (the reader of dataset files too). Each text is normalised exactly as
+the clean stage normalised the training data, then classified in length-sorted batches. Output (CSV or
+JSONL, by `--output`'s extension or `--output-format`): the label (multi-label: the set of labels whose
+probability is above the run's tuned threshold) and every label's probability. Generative runs (gen_lora,
+gen_qlora) answer with label words: their raw answer is written too, and an answer that names no valid
+label is reported as invalid, never mapped to a label.
 
 Finding and loading a run, shared with export and explain, is emotune/runs.py.
 """
@@ -31,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from emotune import metrics  # noqa: E402
+from emotune import metrics, readers  # noqa: E402
 from emotune.atomic import write_atomic  # noqa: E402
 from emotune.errors import EmotuneError, did_you_mean, run_cli  # noqa: E402
 from emotune.paths import project_root  # noqa: E402
@@ -43,8 +44,9 @@ CHUNK_BATCHES = 8  # batches per progress-bar step: long enough to sort by lengt
 # ---------------------------------------------------------------------------------------------
 # Input
 # ---------------------------------------------------------------------------------------------
-FORMATS = ("csv", "tsv", "jsonl", "lines")
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "lines"}
+# Formats and their extensions are emotune/readers.py's, as for dataset files; stdin has no extension.
+STDIN_FORMAT = "lines"
+PICK_FORMAT = f"pass --format {' | '.join(readers.FORMATS)}"
 
 
 @dataclass
@@ -55,53 +57,10 @@ class Inputs:
     ids: list[str] | None = None  # the input's id column, carried to the output
 
 
-def decode(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise EmotuneError(f"{source}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8. Re-save it as "
-                           f"UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
-
-
 def input_format(path: Path | None, fmt: str | None) -> str:
-    if fmt:
-        return fmt
     if path is None:
-        return "lines"  # stdin: one text per line unless --format says otherwise
-    if path.suffix.lower() not in EXTENSIONS:
-        raise EmotuneError(f"{path}: cannot tell the format from the extension {path.suffix!r}; pass --format "
-                           f"{' | '.join(FORMATS)}")
-    return EXTENSIONS[path.suffix.lower()]
-
-
-def parse_records(text: str, fmt: str, source: str) -> tuple[list[dict], list[int]]:
-    """Rows as {column: value} with each row's line number. Plain lines: one column, "text"."""
-    if fmt == "lines":
-        pairs = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-        return [{"text": line} for _, line in pairs], [n for n, _ in pairs]
-    if fmt == "jsonl":
-        from emotune.data_registry import jsonl_rows
-
-        return jsonl_rows(text, source)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
-    rows, lines, start = [], [], 1
-    try:
-        for row in reader:
-            if row:
-                rows.append(row)
-                lines.append(start)
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise EmotuneError(f"{source}: line {reader.line_num}: {exc}") from None
-    if not rows:
-        return [], []
-    header = rows[0]
-    for row, line in zip(rows[1:], lines[1:]):
-        if len(row) != len(header):
-            raise EmotuneError(f"{source}: line {line}: {len(row)} fields, the header has {len(header)} "
-                               f"({', '.join(header)}); check the quoting of that line (or --format)")
-    return [dict(zip(header, row)) for row in rows[1:]], lines[1:]
+        return fmt or STDIN_FORMAT  # stdin: one text per line unless --format says otherwise
+    return readers.file_format(path, fmt, PICK_FORMAT)
 
 
 def read_inputs(texts: list[str] | None, path: Path | None, stdin, fmt: str | None = None,
@@ -123,11 +82,12 @@ def read_inputs(texts: list[str] | None, path: Path | None, stdin, fmt: str | No
             raise EmotuneError("no texts: give them with --text \"...\", --input FILE, or on stdin")
         source, data = "stdin", stdin.read()
     fmt = input_format(path, fmt)
-    records, lines = parse_records(decode(data, source), fmt, source)
+    table = readers.parse(readers.decode(data, source), fmt, source, wanted=(text_column,),
+                          how_to_declare=f"{PICK_FORMAT} (or re-save the file as CSV)")
+    records, lines, columns = table.rows, table.lines, table.columns
     if not records:
         raise EmotuneError(f"{source}: no texts to predict (the input is empty"
                            f"{' or has only a header' if fmt in ('csv', 'tsv') else ''})")
-    columns = list(dict.fromkeys(k for r in records for k in r))
     if text_column not in columns:
         raise EmotuneError(f"{source}: no column {text_column!r}{did_you_mean(text_column, columns)}; its "
                            f"columns are {', '.join(map(repr, columns))}: pass --text-column NAME")
@@ -282,7 +242,7 @@ def main(argv: list[str]) -> None:
     add_run_arguments(parser)
     parser.add_argument("--text", action="append", help="a text to classify (repeatable)")
     parser.add_argument("--input", type=Path, help="CSV, TSV, JSONL or .txt (one text a line); default stdin")
-    parser.add_argument("--format", choices=FORMATS, help="input format (default: by extension; stdin: lines)")
+    parser.add_argument("--format", choices=readers.FORMATS, help="input format (default: by extension; stdin: lines)")
     parser.add_argument("--text-column", default="text", help="column (CSV/TSV) or key (JSONL) of the texts")
     parser.add_argument("--output", type=Path, help="file to write (.csv or .jsonl); default stdout")
     parser.add_argument("--output-format", choices=("csv", "jsonl"), help="default: by --output's extension; jsonl")

@@ -237,7 +237,8 @@ def test_unknown_runs(single, tmp_path):
     ("in.jsonl", '{"text": "a"}\n{"text": \n', [], r"in.jsonl: line 2: not valid JSON"),
     ("in.jsonl", '{"text": "a"}\n{"text": ""}\n{"text": 3}\n', [],
      r"in.jsonl: line 2: no text in column 'text' \(and 1 more lines\); fill or remove them"),
-    ("in.csv", 'text,id\n"a",1\nb,2,3\n', [], r"in.csv: line 3: 3 fields, the header has 2"),
+    ("in.csv", 'text,id\n"a",1\nb,2,3\n', [], r"in.csv: line 3: 3 fields, expected 2 \(text, id\); check the "
+                                               r"delimiter ',' and the quoting of that line, or pass --format"),
     ("in.xlsx", "x", [], r"in.xlsx: cannot tell the format from the extension '.xlsx'; pass --format"),
     ("in.txt", b"caf\xe9\n", [], r"in.txt: line 1: byte 0xe9 is not UTF-8"),
 ])
