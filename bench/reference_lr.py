@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lrs", default="5e-5,1e-4,2e-4")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--adapter", default="full", help="one adapter, or several: lora,ia3")
-    parser.add_argument("--lr-factors", help="instead of --lrs: multiples of each adapter's DEFAULT_LR, e.g. 0.33,1,3")
+    parser.add_argument("--lr-factors", help="instead of --lrs: multiples of each adapter's default LR (emotune/adapter_table.py), e.g. 0.33,1,3")
     parser.add_argument("--rows", type=int, help="training rows (default all; the main matrix uses 1000)")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--threads", type=int, default=2)
@@ -94,15 +94,15 @@ def main(argv=None) -> None:
             result["rows"][dataset] = rows
             result["tfidf_lr_all"][dataset] = tfidf_all(splits, params, dataset)
             print(f"{dataset}: {rows}, tfidf_lr_all {result['tfidf_lr_all'][dataset]}", flush=True)
-            from emotune.plan import DEFAULT_LR
+            from emotune.adapter_table import ADAPTERS
 
             for adapter in args.adapter.split(","):
-                lrs = ([round(DEFAULT_LR[adapter] * float(f), 8) for f in args.lr_factors.split(",")]
+                lrs = ([round(ADAPTERS[adapter].lr * float(f), 8) for f in args.lr_factors.split(",")]
                        if args.lr_factors else [float(v) for v in args.lrs.split(",")])
                 for lr in lrs:
                     figures = run(root, params, model, dataset, adapter, lr, args.epochs, args.threads, args.rows,
                                   "reference" if args.rows is None else "")
-                    result["runs"].append({**figures, "default_lr": DEFAULT_LR[adapter]})
+                    result["runs"].append({**figures, "default_lr": ADAPTERS[adapter].lr})
                     print(json.dumps(figures), flush=True)
                     common.write_result(out_path, result)
     common.write_result(out_path, result)

@@ -1,48 +1,42 @@
-"""How much of a model trains: the adapters emotune compares, and saving/loading what was trained.
+"""How much of a model trains: the classifier adapters of emotune/adapter_table.py (what each is, its
+hyper-parameters, its default LR), built here on peft, and saving/loading what was trained.
 
-* `full`  every weight trains.
-* `head`  the pretrained body is frozen; only the classification head trains.
-* `lora`  peft LoRA on the architecture's attention/MLP projections (`ArchDefaults.lora_targets`).
-* `dora`  LoRA with weight decomposition (peft `use_dora`).
-* `ia3`   peft IA3: learned scaling vectors on keys, values and the feed-forward output.
-* `qlora` the body loaded as 4-bit NF4 (double quantisation), `prepare_model_for_kbit_training`, LoRA on top.
+BUILDERS holds one function per table entry that is not generative (the generative recipe's are in
+emotune/generative.py): `full` sets every weight trainable, `head` only the head's, the LoRA family
+(lora, dora, qlora: qlora's entry says `quantized`, so its body loads as 4-bit NF4 with double
+quantisation and goes through `prepare_model_for_kbit_training` first) and IA3 wrap the body in peft.
 
 In every adapter the classification head (and any module the checkpoint lacked) trains and is saved with
 the adapter (peft `modules_to_save`). A saved folder holds `emotune_model.json` (adapter, labels, problem
-type, hyper-parameters, the base model's name and provenance), the tokenizer, and: `full` the whole model
-(`model.safetensors`), `head` only the head (`head.safetensors`), peft adapters `adapter_model.safetensors`
-+ `adapter_config.json`. Loading rebuilds the base from the model registry and checks its weights' sha256.
+type, hyper-parameters, the base model's name and provenance), the tokenizer, and: `whole_body` adapters
+(full) the whole model (`model.safetensors`), `head` only the head (`head.safetensors`), peft adapters
+`adapter_model.safetensors` + `adapter_config.json`. Loading rebuilds the base from the model registry and
+checks its weights' sha256.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from emotune.config import ALL_LINEAR, AdapterHParams, check_hparams
-from emotune.errors import EmotuneError, did_you_mean
+from emotune.adapter_table import ALL_LINEAR, Adapter, AdapterHParams, adapter_entry, check_hparams, names
+from emotune.errors import EmotuneError
 from emotune.model_registry import LoadedModel, _covered, load_for_classification
 from emotune.models import HubModel, require_arch
 
-ADAPTERS = ("full", "head", "lora", "dora", "ia3", "qlora")
-PEFT_ADAPTERS = ("lora", "dora", "ia3", "qlora")
 METADATA_FILE = "emotune_model.json"
 HEAD_FILE = "head.safetensors"
 FORMAT_VERSION = 1
 
-AdapterName = Literal["full", "head", "lora", "dora", "ia3", "qlora"]
 
-
-def check_adapter(adapter: str) -> str:
-    if adapter not in ADAPTERS:
-        raise EmotuneError(f"unknown adapter {adapter!r}{did_you_mean(adapter, ADAPTERS)}; "
-                           f"choose one of {', '.join(ADAPTERS)}")
-    return adapter
+def check_adapter(adapter: str) -> Adapter:
+    """The table entry of a classifier adapter (this module's); an EmotuneError naming the choices else."""
+    return adapter_entry(adapter, names(generative=False))
 
 
 def needs_4bit(adapter: str) -> bool:
-    return check_adapter(adapter) == "qlora"
+    return check_adapter(adapter).quantized
 
 
 def load_base(model: str, adapter: str, labels: Sequence[str], problem_type: str = "single_label_classification",
@@ -54,11 +48,12 @@ def load_base(model: str, adapter: str, labels: Sequence[str], problem_type: str
                                    config_overrides=overrides, **kwargs)
 
 
-def _targets(loaded: LoadedModel, hp: AdapterHParams, adapter: str) -> tuple[list[str] | str, list[str] | None]:
-    """(target modules, IA3 feed-forward modules) from the hyper-parameters or the architecture.
-    "all-linear" is handed to peft as is: peft expands it to every Linear / Conv1D (4-bit ones included)
-    but the output layer, and `peft_config`'s exclude_modules keeps the rest of the head out."""
-    ia3 = adapter == "ia3"
+def _targets(loaded: LoadedModel, hp: AdapterHParams, adapter: str, ia3: bool = False
+             ) -> tuple[list[str] | str, list[str] | None]:
+    """(target modules, IA3 feed-forward modules: `ia3` only, else None) from the hyper-parameters or the
+    architecture (its IA3 or LoRA targets). "all-linear" is handed to peft as is: peft expands it to every
+    Linear / Conv1D (4-bit ones included) but the output layer, and `peft_config`'s exclude_modules keeps
+    the rest of the head out. `adapter` names the adapter in errors."""
     if hp.target_modules == ALL_LINEAR:
         feedforward = None
         if ia3:
@@ -112,53 +107,92 @@ def _linear_names(model, within: Sequence[str] | None = None) -> list[str]:
     return seen
 
 
-def peft_config(loaded: LoadedModel, adapter: str, hp: AdapterHParams):
-    """The peft config for a peft adapter (lora, dora, ia3, qlora) on `loaded`."""
-    from peft import IA3Config, LoraConfig, TaskType
+def _peft_common(loaded: LoadedModel, targets) -> dict:
+    """The peft config arguments every classifier adapter shares: the head trains in full
+    (modules_to_save); an adapter inside it as well (BERT's pooler.dense is a "dense" target) would only
+    add parameters that merging folds back into the same weights."""
+    from peft import TaskType
 
-    targets, feedforward = _targets(loaded, hp, adapter)
-    fan_in_fan_out = bool(loaded.arch and loaded.arch.fan_in_fan_out)
-    # The head trains in full (modules_to_save); an adapter inside it as well (BERT's pooler.dense is a
-    # "dense" target) would only add parameters that merging folds back into the same weights.
     inside_head = [n for n, _ in loaded.model.named_modules() if n and _covered(n, loaded.head_modules)]
-    common = dict(task_type=TaskType.SEQ_CLS, target_modules=targets, exclude_modules=inside_head or None,
-                  modules_to_save=list(loaded.head_modules), fan_in_fan_out=fan_in_fan_out)
-    if adapter == "ia3":
-        return IA3Config(feedforward_modules=feedforward, **common)
+    return dict(task_type=TaskType.SEQ_CLS, target_modules=targets, exclude_modules=inside_head or None,
+                modules_to_save=list(loaded.head_modules),
+                fan_in_fan_out=bool(loaded.arch and loaded.arch.fan_in_fan_out))
+
+
+def lora_config(loaded: LoadedModel, entry: Adapter, hp: AdapterHParams, **extra):
+    from peft import LoraConfig
+
+    targets, _ = _targets(loaded, hp, entry.name)
     return LoraConfig(r=hp.r, lora_alpha=hp.alpha, lora_dropout=hp.dropout, bias=hp.bias,
-                      use_rslora=hp.use_rslora, use_dora=adapter == "dora", **common)
+                      use_rslora=hp.use_rslora, **extra, **_peft_common(loaded, targets))
 
 
-def apply_adapter(loaded: LoadedModel, adapter: str, hp: AdapterHParams | None = None):
-    """Make `loaded.model` trainable the adapter's way; returns the model to train (a peft model for the
-    peft adapters, `loaded.model` itself for `full` and `head`)."""
-    check_adapter(adapter)
-    hp = check_hparams(hp or AdapterHParams())
-    model = loaded.model
-    if needs_4bit(adapter) != loaded.quantized:
-        raise EmotuneError(f"adapter {adapter!r} needs a model loaded with quantize_4bit={needs_4bit(adapter)} "
-                           f"(use adapters.load_base)")
-    if hp.gradient_checkpointing and adapter != "qlora":
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if adapter == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    if adapter == "head":
-        for name, p in model.named_parameters():
-            p.requires_grad_(_covered(name.rsplit(".", 1)[0], loaded.head_modules))
-        return model
+def dora_config(loaded: LoadedModel, entry: Adapter, hp: AdapterHParams):
+    return lora_config(loaded, entry, hp, use_dora=True)
+
+
+def ia3_config(loaded: LoadedModel, entry: Adapter, hp: AdapterHParams):
+    from peft import IA3Config
+
+    targets, feedforward = _targets(loaded, hp, entry.name, ia3=True)
+    return IA3Config(feedforward_modules=feedforward, **_peft_common(loaded, targets))
+
+
+def _peft_model(loaded: LoadedModel, entry: Adapter, hp: AdapterHParams, config):
+    """`loaded.model` wrapped in peft with `config` (a 4-bit body prepared for k-bit training first)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    if adapter == "qlora":
+    model = loaded.model
+    if entry.quantized:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=hp.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model = get_peft_model(model, peft_config(loaded, adapter, hp))
+    peft_model = get_peft_model(model, config)
     head_params = [n for n, p in peft_model.named_parameters() if p.requires_grad and "modules_to_save" in n]
     if not head_params:
-        raise EmotuneError(f"{adapter}: the classification head {loaded.head_modules} is not trainable")
+        raise EmotuneError(f"{entry.name}: the classification head {loaded.head_modules} is not trainable")
     return peft_model
+
+
+def build_full(loaded: LoadedModel, entry: Adapter, hp: AdapterHParams):
+    for p in loaded.model.parameters():
+        p.requires_grad_(True)
+    return loaded.model
+
+
+def build_head(loaded: LoadedModel, entry: Adapter, hp: AdapterHParams):
+    for name, p in loaded.model.named_parameters():
+        p.requires_grad_(_covered(name.rsplit(".", 1)[0], loaded.head_modules))
+    return loaded.model
+
+
+# One builder per classifier entry of the adapter table (emotune/adapter_table.py `builder`), called as
+# builder(loaded, entry, hp). A peft adapter's builder returns its peft config, which apply_adapter wraps
+# the body with; the others (full, head) set what trains and return the model.
+BUILDERS: dict[str, Callable] = {"full": build_full, "head": build_head, "lora": lora_config, "dora": dora_config,
+                                 "ia3": ia3_config, "qlora": lora_config}
+
+
+def peft_config(loaded: LoadedModel, adapter: str, hp: AdapterHParams):
+    """The peft config a peft adapter (lora, dora, ia3, qlora) puts on `loaded`."""
+    entry = check_adapter(adapter)
+    if not entry.peft:
+        raise EmotuneError(f"adapter {adapter!r} is not a peft adapter; it has no peft config")
+    return BUILDERS[adapter](loaded, entry, hp)
+
+
+def apply_adapter(loaded: LoadedModel, adapter: str, hp: AdapterHParams | None = None):
+    """Make `loaded.model` trainable the adapter's way (its BUILDERS function); returns the model to train
+    (a peft model for the peft adapters, `loaded.model` itself for `full` and `head`)."""
+    entry = check_adapter(adapter)
+    hp = check_hparams(hp or AdapterHParams())
+    if entry.quantized != loaded.quantized:
+        raise EmotuneError(f"adapter {adapter!r} needs a model loaded with quantize_4bit={entry.quantized} "
+                           f"(use adapters.load_base)")
+    if hp.gradient_checkpointing and not entry.quantized:  # (k-bit preparation switches it on itself)
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    built = BUILDERS[adapter](loaded, entry, hp)
+    return _peft_model(loaded, entry, hp, built) if entry.peft else built
 
 
 def _count(param) -> int:
@@ -198,7 +232,7 @@ def save_trained(model, folder: Path, loaded: LoadedModel, adapter: str, hp: Ada
 
     from emotune.atomic import atomic_dir
 
-    check_adapter(adapter)
+    entry = check_adapter(adapter)
     hp = hp or AdapterHParams()
     folder = Path(folder)
     metadata = {
@@ -216,9 +250,9 @@ def save_trained(model, folder: Path, loaded: LoadedModel, adapter: str, hp: Ada
         "extra": dict(extra or {}),
     }
     with atomic_dir(folder) as tmp:
-        if adapter == "full":
+        if entry.whole_body:
             model.save_pretrained(tmp)
-        elif adapter == "head":
+        elif not entry.peft:  # head
             save_file(_head_state(model, loaded.head_modules), str(tmp / HEAD_FILE), metadata={"format": "pt"})
         else:
             model.save_pretrained(tmp)
@@ -272,22 +306,22 @@ def load_trained(folder: Path, *, registry: Mapping[str, HubModel] | None = None
 
     folder = Path(folder)
     metadata = read_metadata(folder)
-    adapter = check_adapter(metadata["adapter"])
+    entry = check_adapter(metadata["adapter"])
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    if adapter == "full":
+    if entry.whole_body:
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32,
             **({"device_map": {"": device}} if device else {}))
         return TrainedModel(model.eval(), tokenizer, metadata)
 
     loaded = load_for_classification(metadata["base_model"], metadata["labels"], metadata["problem_type"],
-                                     quantize_4bit=needs_4bit(adapter), registry=registry,
+                                     quantize_4bit=entry.quantized, registry=registry,
                                      cache_dir=cache_dir, device=device,
                                      config_overrides=metadata["hparams"].get("model_config") or {})
     _check_base(metadata, loaded, folder)
     model = loaded.model
     model.config.pad_token_id = tokenizer.pad_token_id
-    if adapter == "head":
+    if not entry.peft:  # head
         from safetensors.torch import load_file
 
         state = load_file(str(folder / HEAD_FILE))

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from emotune.adapter_table import AdapterHParams, AdapterName, check_hparams
 from emotune.errors import EmotuneError, did_you_mean
 from emotune.models import HubModel, model_kind
 from emotune.paths import SPLITS, params_file
@@ -129,25 +130,6 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
-class AdapterHParams:
-    """Shared adapter hyper-parameters (params.yaml `adapter:`). `target_modules` None: the
-    architecture's defaults (emotune/model_registry.py ARCHITECTURES); "all-linear": peft's own shorthand
-    for every Linear/Conv1D layer outside the classification head; for IA3 the feed-forward modules must
-    be a subset of the targets. `model_config` overrides keys of the pretrained model's config when it is
-    loaded (any adapter), e.g. {hidden_dropout_prob: 0.2}."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.1
-    target_modules: list[str] | Literal["all-linear"] | None = None
-    ia3_feedforward_modules: list[str] | None = None
-    gradient_checkpointing: bool = False  # trade compute for memory (any adapter)
-    bias: Literal["none", "all", "lora_only"] = "none"  # LoRA family: which biases train (peft LoraConfig.bias)
-    use_rslora: bool = False  # LoRA family: scale the update by alpha/sqrt(r) instead of alpha/r (rsLoRA)
-    model_config: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class RnnBaseline:
     """The from-scratch recurrent baseline (params `baseline.rnn`): token embeddings + a bidirectional
     LSTM/GRU + max and mean pooling + a linear layer, on the word pieces of `tokenizer`."""
@@ -209,8 +191,8 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 128
-    lr: float | None = None  # null: the adapter's default (emotune/plan.py DEFAULT_LR)
-    head_lr: float | None = None  # the fresh classification head's LR; null: emotune/plan.py DEFAULT_HEAD_LR
+    lr: float | None = None  # null: the adapter's default (emotune/adapter_table.py Adapter.lr)
+    head_lr: float | None = None  # the fresh classification head's LR; null: emotune/adapter_table.py DEFAULT_HEAD_LR
     head_bias: Literal["prior", "zero"] = "prior"  # multi-label: start each sigmoid at its label's frequency
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
@@ -235,9 +217,6 @@ class TrainConfig:
 class EvalConfig:
     threshold: Union[float, Literal["tuned"]] = "tuned"  # multi-label: one fixed threshold, or per label on validation
     latency_samples: int = 50  # test rows predicted one at a time for the p50/p95 latency
-
-
-AdapterName = Literal["full", "head", "lora", "dora", "ia3", "qlora", "gen_lora", "gen_qlora"]
 
 
 @dataclass(frozen=True)
@@ -446,56 +425,9 @@ def _check_dataset(spec: DatasetSpec, where: str) -> None:
         raise EmotuneError(f"{where}: give files (local CSV/TSV/JSONL) or hub (a Hub dataset id)")
 
 
-def check_hparams(hp: AdapterHParams, where: str = "adapter") -> AdapterHParams:
-    if hp.r < 1:
-        raise EmotuneError(f"{where}.r: must be >= 1, got {hp.r}")
-    if hp.alpha <= 0:
-        raise EmotuneError(f"{where}.alpha: must be > 0, got {hp.alpha}")
-    if not 0 <= hp.dropout < 1:
-        raise EmotuneError(f"{where}.dropout: must be in [0, 1), got {hp.dropout}")
-    for key in ("target_modules", "ia3_feedforward_modules"):
-        value = getattr(hp, key)
-        if value == ALL_LINEAR and key == "target_modules":
-            continue
-        if value is not None and (isinstance(value, str) or not value
-                                  or not all(isinstance(v, str) and v for v in value)):
-            also = f"{ALL_LINEAR!r}, " if key == "target_modules" else ""
-            raise EmotuneError(f"{where}.{key}: a non-empty list of module names, {also}or null for the defaults")
-    if hp.bias not in ("none", "all", "lora_only"):
-        raise EmotuneError(f"{where}.bias: {hp.bias!r}{did_you_mean(hp.bias, ('none', 'all', 'lora_only'))}; "
-                           f"choose none, all or lora_only")
-    check_model_config_values(hp.model_config, f"{where}.model_config")
-    if hp.ia3_feedforward_modules and isinstance(hp.target_modules, list):
-        stray = [m for m in hp.ia3_feedforward_modules if m not in hp.target_modules]
-        if stray:
-            raise EmotuneError(f"{where}.ia3_feedforward_modules: {stray} are not in target_modules "
-                               f"{hp.target_modules}")
-    return hp
-
-
 # Trainer's report_to integrations a user may add (transformers/integrations); dvclive is always on.
 REPORT_TO = ("dvclive", "wandb", "tensorboard", "mlflow", "comet_ml", "neptune", "clearml", "aim", "trackio",
              "swanlab")
-
-
-ALL_LINEAR = "all-linear"
-# Config keys emotune sets itself from the dataset and the adapter; an override would silently break them.
-RESERVED_MODEL_CONFIG = ("num_labels", "id2label", "label2id", "problem_type", "pad_token_id",
-                         "quantization_config", "model_type", "architectures", "torch_dtype", "dtype")
-
-
-def check_model_config_values(overrides: dict, where: str = "adapter.model_config") -> dict:
-    """Shape of `adapter.model_config`: plain scalar values, none of the keys emotune owns. Whether each key
-    exists in the model's config is checked against the config itself (model_registry.check_model_config)."""
-    if not isinstance(overrides, dict):
-        raise EmotuneError(f"{where}: a mapping of config key -> value, got {overrides!r}")
-    for key, value in overrides.items():
-        if key in RESERVED_MODEL_CONFIG:
-            raise EmotuneError(f"{where}.{key}: set by emotune from the dataset and adapter; remove it "
-                               f"(labels come from dataset_registry, quantisation from the adapter)")
-        if value is not None and not isinstance(value, (bool, int, float, str)):
-            raise EmotuneError(f"{where}.{key}: a number, string, boolean or null, got {value!r}")
-    return overrides
 
 
 def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
@@ -518,7 +450,8 @@ def check_train(cfg: TrainConfig, where: str = "train") -> TrainConfig:
     if cfg.lr is not None and not cfg.lr > 0:
         raise EmotuneError(f"{where}.lr: must be > 0 or null (the adapter's default), got {cfg.lr}")
     if cfg.head_lr is not None and not cfg.head_lr > 0:
-        raise EmotuneError(f"{where}.head_lr: must be > 0 or null (emotune/plan.py DEFAULT_HEAD_LR), got {cfg.head_lr}")
+        raise EmotuneError(f"{where}.head_lr: must be > 0 or null (emotune/adapter_table.py DEFAULT_HEAD_LR), "
+                           f"got {cfg.head_lr}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise EmotuneError(f"{where}.warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.weight_decay < 0 or cfg.max_grad_norm <= 0 or cfg.early_stopping_patience < 1:

@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from emotune import metrics  # noqa: E402
+from emotune.adapter_table import adapter_entry  # noqa: E402
 from emotune.atomic import atomic_dir, read_json, write_json  # noqa: E402
 from emotune.errors import EmotuneError
 from emotune.paths import eval_paths, project_root
-from emotune.plan import GENERATIVE  # noqa: E402
 
 NONE = "(none)"  # the gold/predicted side of a multi-label miss or false alarm in confusion.csv
 
@@ -175,7 +175,7 @@ def evaluate_run(dataset: str, model: str, adapter: str, threshold, samples: int
         raise EmotuneError(f"{card}: missing; train the run first (`dvc repro train@{dataset}-{model}-{adapter}`)")
     plan = read_json(card)["plan"]
     device = device or pick_device()
-    if adapter in GENERATIVE:
+    if adapter_entry(adapter).generative:
         y_true, y_pred, probs, invalid, thresholds, mode, cost = evaluate_generative(plan, paths.model, paths.data,
                                                                                       samples, device)
     else:

@@ -44,6 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+from emotune.adapter_table import names  # noqa: E402
 from emotune.atomic import atomic_dir  # noqa: E402
 from emotune.errors import EmotuneError, did_you_mean, run_cli
 from emotune.paths import project_root  # noqa: E402
@@ -298,7 +299,7 @@ def explain(run: Run, per_class: int = 2, steps: int = 32, seed: int = 0, out: P
     if run.generative:
         raise EmotuneError(f"{run.name}: explain covers classifier runs; a generative run ({run.adapter}) answers "
                            f"with generated words, not one score per class to attribute. Explain a "
-                           f"full/head/lora/dora/ia3/qlora run of the same model instead")
+                           f"{'/'.join(names(generative=False))} run of the same model instead")
     if per_class < 1 or steps < 2:
         raise EmotuneError("--per-class must be >= 1 and --steps >= 2")
     if method not in METHODS:

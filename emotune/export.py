@@ -43,6 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+from emotune.adapter_table import adapter_entry  # noqa: E402
 from emotune.atomic import atomic_dir, read_json  # noqa: E402
 from emotune.errors import EmotuneError, run_cli
 from emotune.paths import project_root  # noqa: E402
@@ -91,8 +92,8 @@ def float_base(run: Run, qlora_base: str):
         from emotune.generative import load_causal
 
         def load(quantized: bool):
-            return load_causal(meta["base_model"], "gen_qlora" if quantized else "gen_lora", meta["labels"],
-                               meta["task"], registry=registry)
+            return load_causal(meta["base_model"], run.adapter, meta["labels"], meta["task"], registry=registry,
+                               quantize_4bit=quantized)
     else:
         def load(quantized: bool):
             return load_for_classification(meta["base_model"], meta["labels"], meta["problem_type"],
@@ -106,9 +107,10 @@ def float_base(run: Run, qlora_base: str):
 
 def merged_model(run: Run, trained, qlora_base: str = "dequantized"):
     """The standalone model: merged (peft adapters), or the trained model itself (full, head)."""
-    if run.adapter in ("full", "head"):
+    entry = adapter_entry(run.adapter)
+    if not entry.peft:  # full, head
         return trained.model
-    if run.adapter in ("qlora", "gen_qlora"):
+    if entry.quantized:  # qlora, gen_qlora
         from peft import PeftModel
 
         peft_model = PeftModel.from_pretrained(float_base(run, qlora_base), run.folder, is_trainable=False)
@@ -216,7 +218,8 @@ def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", c
     tokenizer = trained.tokenizer
     checker = check_generative if run.generative else check_classifier
     check = checker(run, trained.model, exported, tokenizer, check_rows)
-    lossy = run.adapter in ("qlora", "gen_qlora") and qlora_base == "original"
+    quantized = adapter_entry(run.adapter).quantized
+    lossy = quantized and qlora_base == "original"
     if check.max_abs_prob_diff is not None and check.max_abs_prob_diff > TOLERANCE and not lossy:
         raise EmotuneError(f"export of {run.name}: the exported model's probabilities differ from the run's by "
                            f"up to {check.max_abs_prob_diff:.2e} (> {TOLERANCE}) on {check.rows} test rows; "
@@ -229,7 +232,7 @@ def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", c
     clean, tweets = clean_settings(run.dataset, run.root)
     cut = thresholds(run) if not run.generative else None
     info = {
-        "run": run.name, "adapter": run.adapter, "qlora_base": qlora_base if "qlora" in run.adapter else None,
+        "run": run.name, "adapter": run.adapter, "qlora_base": qlora_base if quantized else None,
         "kind": "causal_lm" if run.generative else "sequence_classification",
         "labels": run.labels, "task": run.card["plan"]["dataset"]["task"],
         "thresholds": cut.tolist() if cut is not None else None,

@@ -1,10 +1,11 @@
 """Generative classification: a decoder LM reads the text in a prompt and answers with the label word(s).
 
-Adapters `gen_lora` and `gen_qlora` (decoders only) train LoRA / QLoRA on the causal LM itself, no
-classification head: supervised fine-tuning where the loss covers the answer tokens only (the prompt's
-labels are -100). Predictions are generated greedily and parsed back to labels with
-emotune/prompts.py `parse_answer`; an answer that is not a label (or, multi-label, a list of labels, or
-"none") is INVALID: counted and reported, scored as wrong, never mapped to a nearby label.
+The adapter table's generative entries (emotune/adapter_table.py: `gen_lora`, `gen_qlora`; decoders only)
+train LoRA / QLoRA on the causal LM itself (BUILDERS below), no classification head: supervised
+fine-tuning where the loss covers the answer tokens only (the prompt's labels are -100). Predictions are
+generated greedily and parsed back to labels with emotune/prompts.py `parse_answer`; an answer that is
+not a label (or, multi-label, a list of labels, or "none") is INVALID: counted and reported, scored as
+wrong, never mapped to a nearby label.
 
 emotune/train.py runs this recipe through the same transformers.Trainer as the classifiers
 (GenerativeRecipe below: batches, loss, predictions, saving), not TRL's SFTTrainer. Measured
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emotune.config import AdapterHParams, check_hparams
+from emotune.adapter_table import Adapter, AdapterHParams, adapter_entry, check_hparams, names
 from emotune.errors import EmotuneError
 from emotune.prompts import eos_id, parse_answer, prompt_format, prompt_settings, tokenize_prompts
 
@@ -92,7 +93,7 @@ class GenerativeBatches:
 
 
 # ---------------------------------------------------------------------------------------------
-# Model: causal LM + LoRA (4-bit body for gen_qlora)
+# Model: causal LM + LoRA (4-bit body for the `quantized` entries: gen_qlora)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LoadedGenerative:
@@ -107,36 +108,38 @@ class LoadedGenerative:
     provenance: dict = field(default_factory=dict)
 
 
-def check_generative_adapter(adapter: str) -> str:
-    if adapter not in ("gen_lora", "gen_qlora"):
-        raise EmotuneError(f"unknown generative adapter {adapter!r}; choose gen_lora or gen_qlora")
-    return adapter
+def check_generative_adapter(adapter: str) -> Adapter:
+    """The table entry of a generative adapter; an EmotuneError naming the choices else."""
+    choices = names(generative=True)
+    if adapter not in choices:
+        raise EmotuneError(f"unknown generative adapter {adapter!r}; choose {' or '.join(choices)}")
+    return adapter_entry(adapter)
 
 
 def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, device: str | None = None,
-                cache_dir=None, config_overrides=None) -> LoadedGenerative:
-    """A decoder as AutoModelForCausalLM (NF4 4-bit body for gen_qlora; lm_head stays float); encoders
-    are refused with an EmotuneError."""
+                cache_dir=None, config_overrides=None, quantize_4bit: bool | None = None) -> LoadedGenerative:
+    """A decoder as AutoModelForCausalLM (an NF4 4-bit body when the adapter is `quantized`, or as
+    `quantize_4bit` says when given; lm_head stays float); encoders are refused with an EmotuneError."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from emotune.model_registry import bnb_4bit_config, check_model_config, keep_4bit_layout_trainable, resolve_model
     from emotune.models import arch_defaults
 
-    check_generative_adapter(adapter)
+    entry = check_generative_adapter(adapter)
     resolved = resolve_model(model, registry, cache_dir)
     common = {"local_files_only": True} if resolved.local else {"revision": resolved.revision}
     config = AutoConfig.from_pretrained(resolved.location, **common)
     arch = arch_defaults(config.model_type)
     if not (arch and arch.decoder):
         raise EmotuneError(f"adapter {adapter!r} needs a decoder language model; {model!r} is a "
-                           f"{config.model_type!r} model (use full/head/lora/dora/ia3/qlora for it)")
+                           f"{config.model_type!r} model (use {'/'.join(names(generative=False))} for it)")
     overrides = check_model_config(config_overrides or {}, config, repr(model))
     tokenizer = AutoTokenizer.from_pretrained(resolved.location, **common)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # pads are masked out of attention and loss
     kwargs: dict[str, Any] = dict(common, dtype=torch.float32, use_safetensors=True, **overrides)
-    quantized = adapter == "gen_qlora"
+    quantized = entry.quantized if quantize_4bit is None else quantize_4bit
     if quantized:
         kwargs["quantization_config"] = bnb_4bit_config(["lm_head"], device)
     if device is not None:
@@ -150,7 +153,7 @@ def load_causal(model: str, adapter: str, labels, task: str, *, registry=None, d
                             provenance)
 
 
-def lora_config(loaded: LoadedGenerative, hp: AdapterHParams):
+def lora_config(loaded: LoadedGenerative, entry: Adapter, hp: AdapterHParams):
     from peft import LoraConfig, TaskType
 
     from emotune.adapters import _targets
@@ -161,18 +164,23 @@ def lora_config(loaded: LoadedGenerative, hp: AdapterHParams):
                       fan_in_fan_out=bool(loaded.arch.fan_in_fan_out))
 
 
+# One builder per generative entry of the adapter table (emotune/adapter_table.py `builder`): the peft
+# config apply_generative_adapter wraps the causal LM with, builder(loaded, entry, hp).
+BUILDERS = {"gen_lora": lora_config, "gen_qlora": lora_config}
+
+
 def apply_generative_adapter(loaded: LoadedGenerative, adapter: str, hp: AdapterHParams | None = None):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    check_generative_adapter(adapter)
+    entry = check_generative_adapter(adapter)
     hp = check_hparams(hp or AdapterHParams())
     model = loaded.model
-    if adapter == "gen_qlora":
+    if entry.quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif hp.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return get_peft_model(model, lora_config(loaded, hp))
+    return get_peft_model(model, BUILDERS[adapter](loaded, entry, hp))
 
 
 def generate(model, batches: GenerativeBatches, idx, max_new_tokens: int, eos: int, device: str, autocast) -> list[list[int]]:
@@ -355,7 +363,7 @@ def load_generative(folder: Path, *, registry=None, cache_dir=None, device: str 
         metadata = json.loads((folder / GEN_METADATA_FILE).read_text())
     except FileNotFoundError:
         raise EmotuneError(f"{folder}: no {GEN_METADATA_FILE}; not a model saved by emotune") from None
-    adapter = check_generative_adapter(metadata["adapter"])
+    adapter = check_generative_adapter(metadata["adapter"]).name
     loaded = load_causal(metadata["base_model"], adapter, metadata["labels"], metadata["task"],
                          registry=registry, cache_dir=cache_dir, device=device)
     _check_base(metadata, loaded, folder)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from emotune.adapter_table import adapter_entry
 from emotune.atomic import read_json
 from emotune.config import load_params
 from emotune.errors import EmotuneError
@@ -205,7 +206,7 @@ def card_body(run: Run, info: dict) -> str:
     if check["skipped"]:
         parts += [f"Export check: skipped ({check['skipped']}).", ""]
     else:
-        reference = "the 4-bit model" if "qlora" in run.adapter else "the run's (unmerged) model"
+        reference = "the 4-bit model" if adapter_entry(run.adapter).quantized else "the run's (unmerged) model"
         rows = [["test rows compared", check["rows"]], [f"{check['metric']}, {reference}", check["run_metric"]],
                 [f"{check['metric']}, this export", check["export_metric"]],
                 ["same predicted label(s)" if info["kind"] != "causal_lm" else "same answer", check["label_agreement"]]]

@@ -430,7 +430,7 @@ def check_model_config(overrides: Mapping[str, Any], config, what: str,
     """`overrides` (params `adapter.model_config`) against the keys of the model's own `config`: an unknown
     key fails with the closest real one (BERT's `hidden_dropout_prob` is GPT-2's `resid_pdrop`), a value
     of another kind than the config's (a string for a float) fails too. Returns the overrides."""
-    from emotune.config import check_model_config_values
+    from emotune.adapter_table import check_model_config_values
 
     check_model_config_values(dict(overrides), where)
     known = config.to_dict()

@@ -18,45 +18,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from emotune.adapter_table import DEFAULT_HEAD_LR, adapter_entry, names
 from emotune.config import Params
 from emotune.errors import EmotuneError
 from emotune.paths import plan_path, plans_dir, project_root, tokenize_plan_path
-
-# Learning rates for each adapter when train.lr is null. emotune trains for few steps (CPU budgets: a few
-# thousand rows, 1-3 epochs), so these sit at the top of each adapter's usual range. They differ by
-# orders of magnitude because the adapters move very different amounts of weight from very different
-# starting points. Measured on MiniLM-L6 / dair-ai emotion, 2000 rows, 1 epoch, batch 32 (validation
-# accuracy; majority class 0.352):
-# * full 1e-4: every pretrained weight moves; BERT-family fine-tuning uses 2e-5..1e-4, small models the
-#   upper end (5e-5: 0.538, 1e-4: 0.572).
-# * head 1e-2: a linear probe on frozen features; nothing pretrained can be damaged and the fresh layer
-#   needs large steps (1e-3: 0.354, 1e-2: 0.377).
-# * lora / dora / qlora 2e-3: LoRA's B starts at zero and its update is scaled by alpha/r; papers use
-#   4e-4..5e-4 over tens of epochs, a short run needs more (5e-4: 0.276, i.e. still stuck on one class;
-#   2e-3: lora 0.618, qlora 0.609).
-# * ia3 1e-2: the learned scaling vectors start at 1 and move slowly (the IA3 paper's 3e-3: 0.384;
-#   1e-2: 0.533).
-# * gen_lora / gen_qlora 2e-4: supervised fine-tuning of a decoder LM with LoRA (QLoRA paper, common SFT
-#   recipes); the model already writes words, the LoRA update only steers which.
-DEFAULT_LR = {"full": 1e-4, "head": 1e-2, "lora": 2e-3, "dora": 2e-3, "qlora": 2e-3, "ia3": 1e-2,
-              "gen_lora": 2e-4, "gen_qlora": 2e-4}
-
-# The classification head (pooler + classifier for BERT models) starts random in every adapter; at the
-# body's LR (lora 2e-3, full 1e-4) it barely moves in a 1,000-row run and a multi-label head ends on "no
-# label". It trains at the head adapter's LR, or the run's LR when that is higher (bench/multilabel.py).
-DEFAULT_HEAD_LR = 1e-2
-
-# The adapter hyper-parameters each adapter reads; a plan holds these and no others, so a change to
-# another adapter's setting leaves its plan (and its trained model) alone.
-# `model_config` (config overrides such as dropout) changes the model itself, so every adapter reads it.
-_LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "bias", "use_rslora", "gradient_checkpointing",
-              "model_config")
-ADAPTER_KEYS = {"full": ("model_config",), "head": ("model_config",), "lora": _LORA_KEYS, "dora": _LORA_KEYS,
-                "qlora": _LORA_KEYS,
-                "ia3": ("target_modules", "ia3_feedforward_modules", "gradient_checkpointing", "model_config"),
-                "gen_lora": _LORA_KEYS, "gen_qlora": _LORA_KEYS}
-GENERATIVE = ("gen_lora", "gen_qlora")
-
 
 
 def check_model_path_name(model: str) -> None:
@@ -131,7 +96,7 @@ def check_generative(adapter: str, entry: dict, params: Params) -> None:
     if not is_decoder(model_type):
         raise EmotuneError(f"adapter {adapter!r} generates the label words with a decoder language model; "
                            f"model {entry['name']!r} is a {model_type!r} encoder. Use it with "
-                           f"full/head/lora/dora/ia3/qlora, or list a decoder (smollm2, gemma3, gpt2, ...) "
+                           f"{'/'.join(names(generative=False))}, or list a decoder (smollm2, gemma3, gpt2, ...) "
                            f"under models")
 
 
@@ -158,21 +123,23 @@ def head_lr(adapter: str, lr: float, configured: float | None = None) -> float:
     generative recipe has no head: its LR)."""
     if configured is not None:
         return configured
-    return lr if adapter in GENERATIVE else max(lr, DEFAULT_HEAD_LR)
+    return lr if adapter_entry(adapter).generative else max(lr, DEFAULT_HEAD_LR)
 
 
 def run_plan(params: Params, matrix, dataset: str, model: dict, adapter: str) -> dict:
     spec = params.dataset(dataset)
     hparams = dataclasses.asdict(params.adapter)
     train = dataclasses.asdict(matrix.train)
-    train["lr"] = matrix.train.lr if matrix.train.lr is not None else DEFAULT_LR[adapter]
+    entry = adapter_entry(adapter)
+    train["lr"] = matrix.train.lr if matrix.train.lr is not None else entry.lr
     train["head_lr"] = head_lr(adapter, train["lr"], matrix.train.head_lr)
     return {
         "dataset": {"name": spec.name, "task": spec.task, "labels": list(spec.labels),
                     "official_metric": spec.official_metric},
         "model": model,
-        "adapter": {"name": adapter, "hparams": {k: hparams[k] for k in ADAPTER_KEYS[adapter]}},
+        "adapter": {"name": adapter, "hparams": {k: hparams[k] for k in entry.hparams}},
         "train": train,
+        # "DEFAULT_LR": the adapter table's `lr` (the name the plans have always said)
         "lr_source": "train.lr" if matrix.train.lr is not None else "DEFAULT_LR",
         "matrix": matrix.name or "main",
         "seed": params.seed,
@@ -197,7 +164,7 @@ def make_plans(params: Params) -> dict[Path, dict]:
                 check_model_config_keys(entries[model_name], params)
             model = entries[model_name]
             for adapter in matrix.adapters:
-                if adapter in GENERATIVE:
+                if adapter_entry(adapter).generative:
                     check_generative(adapter, model, params)
             for dataset in matrix.datasets:
                 plans[tokenize_plan_path(dataset, model_name).relative_to(plans_dir())] = tokenize_plan(params, dataset, model)

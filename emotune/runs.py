@@ -12,12 +12,12 @@ from typing import Callable
 
 import numpy as np
 
+from emotune.adapter_table import adapter_entry
 from emotune.adapters import METADATA_FILE  # (the generative recipe writes the same file)
 from emotune.atomic import read_json
 from emotune.config import CleanConfig, build, load_params
 from emotune.errors import EmotuneError, did_you_mean
 from emotune.paths import project_root
-from emotune.plan import GENERATIVE
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -62,7 +62,7 @@ class Run:
 
     @property
     def generative(self) -> bool:
-        return self.adapter in GENERATIVE
+        return adapter_entry(self.adapter).generative
 
     @cached_property
     def metadata(self) -> dict:

@@ -49,6 +49,7 @@ import pandas as pd
 # set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from emotune.adapter_table import adapter_entry
 from emotune.atomic import atomic_dir, read_json, write_json  # noqa: E402
 from emotune.config import AdapterHParams  # noqa: E402
 from emotune.devices import cpu_has_fast_bf16, peak_memory_mb, pick_device  # noqa: E402
@@ -56,8 +57,7 @@ from emotune.errors import EmotuneError
 from emotune.metrics import collapse_warning, constant_level, majority_rate, scores  # noqa: E402
 from emotune.paths import (
     RunPaths,  # noqa: E402
-    )
-from emotune.plan import GENERATIVE
+)
 from emotune.rows import eval_batches, load_rows, sample_rows  # noqa: E402
 
 FINGERPRINT_FILE = "emotune_fingerprint.txt"  # in the checkpoints folder: which plan + data it belongs to
@@ -187,7 +187,7 @@ class ClassifierRecipe:
 
 
 def make_recipe(plan: dict, data_dir: Path, device: str):
-    if plan["adapter"]["name"] in GENERATIVE:
+    if adapter_entry(plan["adapter"]["name"]).generative:
         from emotune.generative import GenerativeRecipe
 
         return GenerativeRecipe(plan, data_dir, device)
@@ -211,7 +211,7 @@ def resolve_optim(optim: str, adapter: str, device: str, log=print) -> str:
     uses fused AdamW and says so."""
     on_gpu = device.startswith("cuda")
     if optim == "auto":
-        return "paged_adamw_8bit" if on_gpu and adapter in ("qlora", "gen_qlora") else "adamw_torch_fused"
+        return "paged_adamw_8bit" if on_gpu and adapter_entry(adapter).quantized else "adamw_torch_fused"
     if optim in PAGED_OPTIMIZERS and not on_gpu:
         log(f"train.optim: {optim} pages optimizer state out of GPU memory; on the CPU there is nothing to "
             f"page and bitsandbytes' CPU step measured 10x slower than fused AdamW, so this run uses "

@@ -78,13 +78,13 @@ def check_trainable(model, loaded, adapter):
         assert any("lora_magnitude_vector" in n for n in others)
 
 
-@pytest.mark.parametrize("adapter", ad.ADAPTERS)
+@pytest.mark.parametrize("adapter", tuple(ad.BUILDERS))
 @pytest.mark.parametrize("model_type", ARCHS)
 def test_adapter_trains_and_round_trips(model_type, adapter, tiny, tmp_path):
     run_case(model_type, adapter, "single_label_classification", tiny, tmp_path)
 
 
-@pytest.mark.parametrize("adapter", ad.ADAPTERS)
+@pytest.mark.parametrize("adapter", tuple(ad.BUILDERS))
 @pytest.mark.parametrize("model_type", ["bert", "llama"])
 def test_adapter_multi_label(model_type, adapter, tiny, tmp_path):
     run_case(model_type, adapter, "multi_label_classification", tiny, tmp_path)
@@ -353,3 +353,112 @@ def test_new_options_from_params_yaml_are_validated():
         build(ad.AdapterHParams, {"bias": "lora"}, "adapter")
     with pytest.raises(EmotuneError, match="adapter.target_modules: a non-empty list"):
         ad.check_hparams(ad.AdapterHParams(target_modules="query"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter table (emotune/adapter_table.py): every other place derives from it
+# ---------------------------------------------------------------------------------------------
+def test_every_table_entry_has_its_builder_and_every_builder_an_entry():
+    import importlib
+
+    from emotune import generative as gen
+    from emotune.adapter_table import ADAPTERS
+
+    assert not set(ad.BUILDERS) & set(gen.BUILDERS)
+    assert set(ad.BUILDERS) | set(gen.BUILDERS) == set(ADAPTERS)
+    for name, entry in ADAPTERS.items():
+        module, function = entry.builder.split(":")
+        recipe = gen if entry.generative else ad  # the generative recipe builds the generative entries
+        assert module == recipe.__name__, (name, entry.builder)
+        assert getattr(importlib.import_module(module), function) is recipe.BUILDERS[name], (name, entry.builder)
+        assert entry.description and "\n" not in entry.description
+        assert entry.lr > 0
+        assert not (entry.whole_body and entry.peft) and not (entry.generative and not entry.peft), name
+
+
+def test_the_table_names_every_adapter_hparam_and_only_those():
+    import dataclasses
+
+    from emotune.adapter_table import ADAPTERS, AdapterHParams
+
+    fields = [f.name for f in dataclasses.fields(AdapterHParams)]
+    read = {key for entry in ADAPTERS.values() for key in entry.hparams}
+    assert read == set(fields), "an `adapter:` key no adapter reads (or a key the table invents)"
+    for entry in ADAPTERS.values():
+        assert "model_config" in entry.hparams and len(set(entry.hparams)) == len(entry.hparams), entry.name
+
+
+def test_every_adapter_params_yaml_names_resolves_to_the_table():
+    import typing
+
+    from emotune import config
+    from emotune.adapter_table import ADAPTERS, AdapterName
+
+    assert typing.get_args(AdapterName) == tuple(ADAPTERS)  # what params validation allows, in table order
+    params = config.load_params()
+    listed = [a for matrix in params.matrices() for a in matrix.adapters]
+    listed += [a for group in config.GROUPS for a in getattr(params, group).adapters]
+    assert listed and all(a in ADAPTERS for a in listed), listed
+    with pytest.raises(EmotuneError, match=r"adapters\[1\]: 'qlroa' is not allowed \(did you mean 'qlora'\?\)"):
+        config.build(config.RunGroup, {"adapters": ["lora", "qlroa"]}, "large")
+    with pytest.raises(EmotuneError, match="unknown adapter 'gen_lora'.*; choose one of full, head, lora, dora, ia3, "
+                                           "qlora$"):
+        ad.check_adapter("gen_lora")  # the classifier side builds the classifier entries only
+
+
+def test_the_generative_and_quantized_flags_drive_plans_optimizers_and_runs(tmp_path):
+    from emotune import plan
+    from emotune import train as tr
+    from emotune.adapter_table import ADAPTERS, DEFAULT_HEAD_LR, names
+    from emotune.runs import Run
+
+    assert names(generative=True) == ("gen_lora", "gen_qlora")
+    assert names(quantized=True) == ("qlora", "gen_qlora")
+    for name, entry in ADAPTERS.items():
+        assert plan.head_lr(name, 2e-4) == (2e-4 if entry.generative else DEFAULT_HEAD_LR)  # no head to train
+        assert Run("d", "m", name, tmp_path).generative == entry.generative
+        assert (tr.resolve_optim("auto", name, "cuda") == "paged_adamw_8bit") == entry.quantized
+        assert tr.resolve_optim("auto", name, "cpu") == "adamw_torch_fused"
+        if not entry.generative:
+            assert ad.needs_4bit(name) == entry.quantized
+
+
+def test_a_new_adapter_is_one_table_entry_and_its_builder(tiny, monkeypatch):
+    """QDoRA (DoRA on the 4-bit body) as a new adapter: an entry and a builder, nothing else; the loader
+    quantises, the builder wraps, the plan takes its LR and keys, all from the table."""
+    import bitsandbytes as bnb
+
+    from emotune import adapter_table, plan
+    from emotune.config import load_params
+
+    entry = adapter_table.Adapter("qdora", "DoRA on a 4-bit NF4 body", ("r", "alpha", "model_config"), 3e-3,
+                                  "emotune.adapters:dora_config", quantized=True)
+    monkeypatch.setitem(adapter_table.ADAPTERS, "qdora", entry)
+    monkeypatch.setitem(ad.BUILDERS, "qdora", ad.dora_config)
+    loaded = ad.load_base(str(tiny("llama")), "qdora", LABELS)
+    assert loaded.quantized
+    model = ad.apply_adapter(loaded, "qdora", HP)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert any("lora_magnitude_vector" in n for n, p in model.named_parameters() if p.requires_grad)
+    params = load_params()
+    model_entry = {"name": "m", "kind": "local", "folder": "/nowhere", "files": {}}
+    run = plan.run_plan(params, params.matrices()[0], params.datasets[0], model_entry, "qdora")
+    assert run["adapter"] == {"name": "qdora", "hparams": {"r": 16, "alpha": 32, "model_config": {}}}
+    assert (run["train"]["lr"], run["lr_source"]) == (3e-3, "DEFAULT_LR")
+
+
+def test_the_readme_adapter_table_is_the_adapter_table():
+    import re
+    from pathlib import Path
+
+    from emotune.adapter_table import ADAPTERS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("| adapter | what | default LR | `adapter:` keys it reads |\n", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([0-9.e-]+) \| ([^|]+) \|$", block, re.M)
+    assert [r[0] for r in rows] == list(ADAPTERS), "README: one row per adapter, in table order"
+    for name, description, lr, keys in rows:
+        entry = ADAPTERS[name]
+        same = keys.strip().removeprefix("as ")
+        read = ADAPTERS[same].hparams if same in ADAPTERS else tuple(k.strip() for k in keys.split(","))
+        assert (description.strip(), float(lr), read) == (entry.description, entry.lr, entry.hparams), name

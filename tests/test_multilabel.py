@@ -96,11 +96,12 @@ def test_trainer_optimizer_has_the_head_groups_and_trainers_optimizer_class(tmp_
 
 def test_plan_gives_the_head_the_higher_of_the_adapter_lr_and_the_head_default():
     from emotune import plan as plan_stage
+    from emotune.adapter_table import DEFAULT_HEAD_LR
 
     params = toy_params("multi_label")
     model = {"name": "m", "kind": "local", "folder": "/nowhere", "files": {}}
     lora = plan_stage.run_plan(params, params.matrices()[0], "toy", model, "lora")["train"]
-    assert (lora["lr"], lora["head_lr"], lora["head_bias"]) == (2e-3, plan_stage.DEFAULT_HEAD_LR, "prior")
+    assert (lora["lr"], lora["head_lr"], lora["head_bias"]) == (2e-3, DEFAULT_HEAD_LR, "prior")
     params = toy_params("multi_label", lr=0.05)
     assert plan_stage.run_plan(params, params.matrices()[0], "toy", model, "lora")["train"]["head_lr"] == 0.05
     with pytest.raises(EmotuneError, match="train.head_lr: must be > 0"):

@@ -18,6 +18,7 @@ from toy_project import DVC, dvc_env, ran, sh, skipped
 from emotune import model_registry as mr
 from emotune import models, testing
 from emotune import plan as plan_stage
+from emotune.adapter_table import ADAPTERS
 from emotune.config import parse_params
 from emotune.errors import EmotuneError
 from emotune.paths import run_paths
@@ -53,7 +54,7 @@ def test_a_plan_holds_only_what_its_run_reads():
                                "official_metric": "accuracy"}
     assert lora["model"]["kind"] == "packaged" and lora["model"]["sha256"] == models.PACKAGED["minilm"].sha256
     assert {a: plans[Path(f"emotion/minilm/{a}.json")]["train"]["lr"] for a in ("full", "head", "lora", "ia3")} \
-        == {a: plan_stage.DEFAULT_LR[a] for a in ("full", "head", "lora", "ia3")}
+        == {a: ADAPTERS[a].lr for a in ("full", "head", "lora", "ia3")}
     assert plans[Path("semeval2018_ec/minilm/qlora.json")]["dataset"]["official_metric"] == "jaccard"
     tokenize = plans[Path("emotion/minilm/tokenize.json")]
     assert set(tokenize) == {"dataset", "model", "tokenize"}, "no adapter or train setting reaches tokenize"
