@@ -45,7 +45,7 @@ def run(root: Path, params, model: dict, dataset: str, adapter: str, bf16: bool,
     plan = plan_stage.run_plan(params, dataclasses.replace(matrix, train=train), dataset, model, adapter)
     paths = run_paths(dataset, model["name"], adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
-    paths.plan.write_text(json.dumps(plan))
+    paths.plan.write_text(json.dumps(plan.to_json()))
     out = train_stage.train(plan, paths, device="cpu", log=lambda m: None)
     report = evaluate_stage.evaluate_run(dataset, model["name"], adapter, params.eval.threshold, 0, root, device="cpu")
     summary = out["summary"]

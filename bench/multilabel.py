@@ -87,12 +87,12 @@ def run_arm(root: Path, params, model: dict, adapter: str, overrides: dict, seed
     from emotune.rows import load_rows
 
     plan = plan_stage.run_plan(dataclasses.replace(params, seed=seed), params.matrices()[0], DATASET, model, adapter)
-    plan["train"].update(overrides)
-    if plan["train"].get("head_lr") is None:
-        plan["train"]["head_lr"] = plan["train"]["lr"]  # "before": the head at the adapter's LR
+    plan = plan.with_train(**overrides)
+    if plan.train.head_lr is None:
+        plan = plan.with_train(head_lr=plan.train.lr)  # "before": the head at the adapter's LR
     paths = run_paths(DATASET, MODEL, adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
-    paths.plan.write_text(json.dumps(plan))
+    paths.plan.write_text(json.dumps(plan.to_json()))
     tick = time.perf_counter()
     out = train_stage.train(plan, paths, device="cpu", log=log)
     seconds = time.perf_counter() - tick
@@ -111,8 +111,8 @@ def run_arm(root: Path, params, model: dict, adapter: str, overrides: dict, seed
     tuned = metrics.scores(test.targets, metrics.decide(test_probs, True, on_jaccard), True, n)
     at_half = metrics.scores(test.targets, metrics.decide(test_probs, True, None), True, test_probs.shape[1])
     summary = out["summary"]
-    return {"adapter": adapter, "overrides": overrides, "seed": seed, "lr": plan["train"]["lr"],
-            "head_lr": plan["train"]["head_lr"], "train_rows": summary["train_examples"],
+    return {"adapter": adapter, "overrides": overrides, "seed": seed, "lr": plan.train.lr,
+            "head_lr": plan.train.head_lr, "train_rows": summary["train_examples"],
             "val_jaccard_per_epoch": [round(e["val_jaccard"], 4) for e in out["history"]],
             "collapsed": summary["collapsed"], "constant_val": round(summary["constant_val"], 4),
             "test_roc_auc_macro": round(metrics.roc_auc_macro(test.targets, test_probs, True), 4),

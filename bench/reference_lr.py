@@ -49,13 +49,13 @@ def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, 
     plan = plan_stage.run_plan(params, dataclasses.replace(matrix, train=train), dataset, model, adapter)
     paths = run_paths(dataset, model["name"], adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
-    paths.plan.write_text(json.dumps(plan))
+    paths.plan.write_text(json.dumps(plan.to_json()))
     tick = time.perf_counter()
     out = train_stage.train(plan, paths, device="cpu", log=lambda m: print(m, flush=True))
     seconds = time.perf_counter() - tick
     report = evaluate_stage.evaluate_run(dataset, model["name"], adapter, params.eval.threshold, 0, root, device="cpu")
-    metric = plan["dataset"]["official_metric"]
-    return {"dataset": dataset, "adapter": adapter, "lr": lr, "head_lr": plan["train"]["head_lr"],
+    metric = plan.dataset.official_metric
+    return {"dataset": dataset, "adapter": adapter, "lr": lr, "head_lr": plan.train.head_lr,
             "epochs": epochs, "train_rows": out["summary"]["train_examples"],
             "val_per_epoch": [round(e[f"val_{metric}"], 4) for e in out["history"]],
             "best_epoch": out["summary"]["best_epoch"], "test_official": round(report["official"], 4),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -118,7 +119,6 @@ def prepare(args, work: Path) -> dict:
     """Tokenize once (the tokenize stage's own function) and write the plan both arms read."""
     from emotune import plan as plan_stage
     from emotune import tokenize as tokenize_stage
-    from emotune.config import AdapterHParams
     from emotune.paths import run_paths
 
     params, model, audited = tiny_setup(work) if args.tiny else real_setup(work)
@@ -128,9 +128,9 @@ def prepare(args, work: Path) -> dict:
     tokenize_stage.tokenize_dataset(plan_stage.tokenize_plan(params, dataset, model), audited, paths.data)
     main_matrix = SimpleNamespace(name="", train=params.train)  # the main matrix's train settings
     plan = plan_stage.run_plan(params, main_matrix, dataset, model, ADAPTER)
-    plan["train"].update(epochs=args.epochs, max_train_examples=args.rows, threads=args.threads)
+    plan = plan.with_train(epochs=args.epochs, max_train_examples=args.rows, threads=args.threads)
     if args.lr is not None:
-        plan["train"]["lr"] = args.lr
+        plan = plan.with_train(lr=args.lr)
 
     # The notebook's LoRA is emotune's: the same target modules, the same head trained in full
     # (modules_to_save: BERT's pooler + classifier) and the same modules kept out of LoRA, so the arms
@@ -139,10 +139,10 @@ def prepare(args, work: Path) -> dict:
     from emotune.plan import model_source, resolve_entry
 
     resolved = resolve_entry(model)
-    name, registry = model_source(plan["model"])
-    lora = peft_config(load_base(name, ADAPTER, plan["dataset"]["labels"], registry=registry), ADAPTER,
-                       AdapterHParams(**plan["adapter"]["hparams"]))
-    return {"plan": plan, "data": str(paths.data), "audited": str(audited), "model_dir": str(resolved.location),
+    name, registry = model_source(plan.model)
+    lora = peft_config(load_base(name, ADAPTER, plan.dataset.labels, registry=registry), ADAPTER,
+                       plan.hparams)
+    return {"plan": plan.to_json(), "data": str(paths.data), "audited": str(audited), "model_dir": str(resolved.location),
             "lora_targets": sorted(lora.target_modules), "modules_to_save": list(lora.modules_to_save),
             "exclude_modules": sorted(lora.exclude_modules or []), "max_length": NOTEBOOK_MAX_LENGTH,
             "test_rows": args.test_rows, "work": str(work)}
@@ -179,9 +179,9 @@ def run_emotune(spec: dict, seed: int, out: Path) -> dict:
 
     from emotune import train as tr
     from emotune.paths import RunPaths
+    from emotune.plan import RunPlan
 
-    plan = json.loads(json.dumps(spec["plan"]))
-    plan["seed"] = seed
+    plan = dataclasses.replace(RunPlan.from_json(spec["plan"]), seed=seed)
     root = out / "run"
     data = Path(spec["data"])
     paths = RunPaths(plan=root / "plan.json", data=data, model=root / "model", checkpoints=root / "checkpoints",
@@ -197,11 +197,11 @@ def run_emotune(spec: dict, seed: int, out: Path) -> dict:
     recipe = tr.ClassifierRecipe(plan, data, "cpu")
     test = tr.ClassificationBatches(test_frame(spec), tokenizer, recipe.multi_label)
     tick = time.perf_counter()
-    pred = recipe.predict(model, test, plan["train"]["eval_batch_size"], contextlib.nullcontext)["pred"]
+    pred = recipe.predict(model, test, plan.train.eval_batch_size, contextlib.nullcontext)["pred"]
     eval_s = time.perf_counter() - tick
     train = train_sample(spec, seed)
     lengths = train["length"].to_numpy()
-    padded = padded_tokens(lengths, plan["train"]["batch_size"], seed)
+    padded = padded_tokens(lengths, plan.train.batch_size, seed)
     return {
         "arm": "emotune", "seed": seed, "train_rows": int(summary["train_examples"]),
         "train_ids_sha256": ids_digest(train["id"]),
@@ -209,7 +209,7 @@ def run_emotune(spec: dict, seed: int, out: Path) -> dict:
         "train_loop_s": summary["train_time_s"],
         "real_tokens_per_epoch": int(lengths.sum()), "padded_tokens_per_epoch": padded,
         "pad_fraction": round(1 - lengths.sum() / padded, 4),
-        "padded_tokens_per_s": round(padded * plan["train"]["epochs"] / summary["train_time_s"], 1),
+        "padded_tokens_per_s": round(padded * plan.train.epochs / summary["train_time_s"], 1),
         "train_call_s": round(call_s, 1),
         "test_accuracy": float((pred == test.targets).mean()), "test_rows": len(test),
         "test_examples_per_s": round(len(test) / eval_s, 1),
@@ -402,27 +402,26 @@ def profile(spec: dict, steps: int) -> dict:
 
     from emotune import train as tr
     from emotune.adapters import apply_adapter, load_base
-    from emotune.config import AdapterHParams
-    from emotune.plan import model_source
+    from emotune.plan import RunPlan, model_source
     from emotune.rows import load_rows, sample_rows
 
-    plan, cfg = spec["plan"], spec["plan"]["train"]
+    plan, cfg = RunPlan.from_json(spec["plan"]), spec["plan"]["train"]
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(plan["seed"])
-    name, registry = model_source(plan["model"])
-    loaded = load_base(name, ADAPTER, plan["dataset"]["labels"], registry=registry)
-    model = apply_adapter(loaded, ADAPTER, AdapterHParams(**plan["adapter"]["hparams"]))
+    torch.manual_seed(plan.seed)
+    name, registry = model_source(plan.model)
+    loaded = load_base(name, ADAPTER, plan.dataset.labels, registry=registry)
+    model = apply_adapter(loaded, ADAPTER, plan.hparams)
     model.train()
     # Trainer's default optimizer (fused AdamW), over the trainable parameters
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"],
                                   weight_decay=cfg["weight_decay"], fused=True)
-    train = sample_rows(load_rows(Path(spec["data"]), "train"), cfg["max_train_examples"], plan["seed"])
+    train = sample_rows(load_rows(Path(spec["data"]), "train"), cfg["max_train_examples"], plan.seed)
     data = tr.ClassificationBatches(train, loaded.tokenizer, False)
     bs = cfg["batch_size"]
-    grouped = grouped_batches(data.lengths, bs, plan["seed"])
+    grouped = grouped_batches(data.lengths, bs, plan.seed)
     grouped = grouped[::max(1, len(grouped) // steps)][:steps]  # spread over the epoch: the first is the longest
-    rng = np.random.default_rng(plan["seed"])
+    rng = np.random.default_rng(plan.seed)
     random_batches = [rng.choice(len(data), size=min(bs, len(data)), replace=False) for _ in range(steps)]
     pad_id = loaded.tokenizer.pad_token_id
 
@@ -563,6 +562,8 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from emotune.plan import RunPlan
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=None, help="seeded subset of train rows (default 2000; tiny: 64 of 96)")
     parser.add_argument("--test-rows", type=int, default=None, help="test rows (default all 2000)")
@@ -598,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
         spec = prepare(args, work)
         spec_file = work / "spec.json"
         spec_file.write_text(json.dumps(spec))
-        plan = spec["plan"]
+        plan = RunPlan.from_json(spec["plan"])
         runs = []
         for seed in seeds:
             for arm in arm_names:  # alternating, each in a fresh process
@@ -624,14 +625,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     result["setup"] = {
-        "dataset": plan["dataset"]["name"], "model": plan["model"]["name"], "adapter": ADAPTER,
+        "dataset": plan.dataset.name, "model": plan.model["name"], "adapter": ADAPTER,
         "train_rows": runs[0]["train_rows"], "train_subset": "seeded sample of the audited train split "
         "(emotune.rows.sample_rows with the pair's seed; identical rows in both arms of a pair)"
         if args.rows else "the whole audited train split",
-        "test_rows": runs[0]["test_rows"], "seeds": seeds, "epochs": plan["train"]["epochs"],
-        "lr": plan["train"]["lr"], "batch_size": plan["train"]["batch_size"],
-        "warmup_ratio": plan["train"]["warmup_ratio"], "weight_decay": plan["train"]["weight_decay"],
-        "max_grad_norm": plan["train"]["max_grad_norm"], "lora": plan["adapter"]["hparams"],
+        "test_rows": runs[0]["test_rows"], "seeds": seeds, "epochs": plan.train.epochs,
+        "lr": plan.train.lr, "batch_size": plan.train.batch_size,
+        "warmup_ratio": plan.train.warmup_ratio, "weight_decay": plan.train.weight_decay,
+        "max_grad_norm": plan.train.max_grad_norm, "lora": plan.to_json()["adapter"]["hparams"],
         "lora_targets": spec["lora_targets"], "modules_to_save": spec["modules_to_save"],
         "notebook_max_length": NOTEBOOK_MAX_LENGTH,
         "threads": runs[0]["threads"],

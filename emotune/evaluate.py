@@ -16,6 +16,7 @@ threshold per label on the validation split (never on test) and applies it to te
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -26,10 +27,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from emotune import metrics  # noqa: E402
-from emotune.adapter_table import adapter_entry  # noqa: E402
 from emotune.atomic import atomic_dir, read_json, write_json  # noqa: E402
 from emotune.errors import EmotuneError
 from emotune.paths import eval_paths, project_root
+from emotune.plan import RunPlan  # noqa: E402
 
 NONE = "(none)"  # the gold/predicted side of a multi-label miss or false alarm in confusion.csv
 
@@ -99,28 +100,28 @@ def latency_ms(predict_one, n_rows: int, samples: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Runs
 # ---------------------------------------------------------------------------------------------
-def evaluate_classifier(plan: dict, folder: Path, data_dir: Path, threshold, samples: int, device: str) -> tuple:
+def evaluate_classifier(plan: RunPlan, folder: Path, data_dir: Path, threshold, samples: int, device: str) -> tuple:
     import torch
 
     from emotune.adapters import load_trained
     from emotune.rows import load_rows
     from emotune.train import ClassificationBatches, ClassifierRecipe
 
-    dataset = plan["dataset"]
-    multi = dataset["task"] == "multi_label"
+    dataset = plan.dataset
+    multi = plan.multi_label
     trained = load_trained(folder, device=device if device != "cpu" else None)
     recipe = ClassifierRecipe(plan, data_dir, device)
-    batch_size = plan["train"]["eval_batch_size"]
+    batch_size = plan.train.eval_batch_size
     val = ClassificationBatches(load_rows(data_dir, "validation"), trained.tokenizer, multi)
     test = ClassificationBatches(load_rows(data_dir, "test"), trained.tokenizer, multi)
 
     thresholds, mode = None, "argmax"
     if multi:
         mode = "tuned" if threshold == "tuned" else f"fixed {threshold}"
-        thresholds = [threshold] * len(dataset["labels"])
+        thresholds = [threshold] * len(dataset.labels)
         if threshold == "tuned":
             val_probs = metrics.probabilities(recipe.predict(trained.model, val, batch_size, contextlib.nullcontext)["logits"], True)
-            thresholds = metrics.tune_thresholds(val.targets, val_probs, dataset["official_metric"])
+            thresholds = metrics.tune_thresholds(val.targets, val_probs, dataset.official_metric)
     tick = time.perf_counter()
     logits = recipe.predict(trained.model, test, batch_size, contextlib.nullcontext)["logits"]
     batched = len(test) / max(time.perf_counter() - tick, 1e-9)
@@ -137,19 +138,19 @@ def evaluate_classifier(plan: dict, folder: Path, data_dir: Path, threshold, sam
     return test.targets, y_pred, probs, None, thresholds, mode, cost
 
 
-def evaluate_generative(plan: dict, folder: Path, data_dir: Path, samples: int, device: str) -> tuple:
+def evaluate_generative(plan: RunPlan, folder: Path, data_dir: Path, samples: int, device: str) -> tuple:
     import torch
 
     from emotune.generative import GenerativeBatches, GenerativeRecipe, eos_id, generate, load_generative
     from emotune.rows import load_rows
 
-    multi = plan["dataset"]["task"] == "multi_label"
+    multi = plan.multi_label
     trained = load_generative(folder, device=device if device != "cpu" else None)
     recipe = GenerativeRecipe(plan, data_dir, device)
     recipe.tokenizer, recipe.eos = trained.tokenizer, eos_id(trained.tokenizer)
     recipe.max_new_tokens = trained.metadata["prompt"]["max_new_tokens"]
     test = GenerativeBatches(load_rows(data_dir, "test", True), trained.tokenizer.pad_token_id, multi)
-    batch_size = plan["train"]["eval_batch_size"]
+    batch_size = plan.train.eval_batch_size
     tick = time.perf_counter()
     result = recipe.predict(trained.model, test, batch_size, contextlib.nullcontext)
     batched = len(test) / max(time.perf_counter() - tick, 1e-9)
@@ -173,15 +174,15 @@ def evaluate_run(dataset: str, model: str, adapter: str, threshold, samples: int
     card = paths.model / "run.json"
     if not card.exists():
         raise EmotuneError(f"{card}: missing; train the run first (`dvc repro train@{dataset}-{model}-{adapter}`)")
-    plan = read_json(card)["plan"]
+    plan = RunPlan.from_json(read_json(card)["plan"], str(card))
     device = device or pick_device()
-    if adapter_entry(adapter).generative:
+    if plan.generative:
         y_true, y_pred, probs, invalid, thresholds, mode, cost = evaluate_generative(plan, paths.model, paths.data,
                                                                                       samples, device)
     else:
         y_true, y_pred, probs, invalid, thresholds, mode, cost = evaluate_classifier(
             plan, paths.model, paths.data, threshold, samples, device)
-    report = scored("run", plan["dataset"], model, adapter, y_true, y_pred, probs, invalid, thresholds, mode,
+    report = scored("run", dataclasses.asdict(plan.dataset), model, adapter, y_true, y_pred, probs, invalid, thresholds, mode,
                     {"inference": cost})
     write_report(report, y_true, y_pred, *eval_paths(dataset, model, adapter, root))
     return report

@@ -59,7 +59,7 @@ EXPORT_FILE = "export.json"
 def _registry(run: Run):
     from emotune.plan import model_source
 
-    return model_source(run.card["plan"]["model"])[1]
+    return model_source(run.plan.model)[1]
 
 
 def dequantize_into(quantized, target) -> int:
@@ -158,8 +158,8 @@ def check_classifier(run: Run, reference, exported, tokenizer, limit: int) -> Ch
     if frame is None:
         return Check(0, "", skipped=source)
     batches = ClassificationBatches(frame, tokenizer, run.multi_label)
-    recipe = ClassifierRecipe(run.card["plan"], run.folder, "cpu")
-    metric = run.card["plan"]["dataset"]["official_metric"]
+    recipe = ClassifierRecipe(run.plan, run.folder, "cpu")
+    metric = run.plan.dataset.official_metric
     cut = thresholds(run) if run.multi_label else None
     probs, preds = [], []
     for model in (reference, exported):
@@ -191,7 +191,7 @@ def check_generative(run: Run, reference, exported, tokenizer, limit: int) -> Ch
             ids += generate(model, batches, idx[start:start + 32], run.metadata["prompt"]["max_new_tokens"],
                             eos_id(tokenizer), "cpu", contextlib.nullcontext)
         answers.append([tokenizer.decode(a, skip_special_tokens=True) for a in ids])
-    metric = run.card["plan"]["dataset"]["official_metric"]
+    metric = run.plan.dataset.official_metric
     values = []
     for texts in answers:
         pred, invalid = decode_predictions(texts, run.labels, run.multi_label)
@@ -234,7 +234,7 @@ def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", c
     info = {
         "run": run.name, "adapter": run.adapter, "qlora_base": qlora_base if quantized else None,
         "kind": "causal_lm" if run.generative else "sequence_classification",
-        "labels": run.labels, "task": run.card["plan"]["dataset"]["task"],
+        "labels": run.labels, "task": run.plan.dataset.task,
         "thresholds": cut.tolist() if cut is not None else None,
         "max_length": run.max_length,
         "normalisation": {**asdict(clean), "tweets": tweets},

@@ -31,6 +31,7 @@ import pandas as pd
 
 from emotune.adapter_table import Adapter, AdapterHParams, adapter_entry, check_hparams, names
 from emotune.errors import EmotuneError
+from emotune.plan import RunPlan
 from emotune.prompts import eos_id, parse_answer, prompt_format, prompt_settings, tokenize_prompts
 
 GEN_METADATA_FILE = "emotune_model.json"  # the same file name and format as emotune/adapters.py
@@ -220,18 +221,18 @@ class GenerativeRecipe:
 
     generative = True
 
-    def __init__(self, plan: dict, data_dir: Path, device: str):
+    def __init__(self, plan: RunPlan, data_dir: Path, device: str):
         self.plan, self.data_dir, self.device = plan, Path(data_dir), device
-        self.labels = plan["dataset"]["labels"]
-        self.multi_label = plan["dataset"]["task"] == "multi_label"
-        self.adapter = plan["adapter"]["name"]
-        self.hp = AdapterHParams(**plan["adapter"]["hparams"])
+        self.labels = plan.dataset.labels
+        self.multi_label = plan.multi_label
+        self.adapter = plan.adapter
+        self.hp = plan.hparams
 
     def build(self):
         from emotune.plan import model_source
 
-        name, registry = model_source(self.plan["model"])
-        loaded = load_causal(name, self.adapter, self.labels, self.plan["dataset"]["task"], registry=registry,
+        name, registry = model_source(self.plan.model)
+        loaded = load_causal(name, self.adapter, self.labels, self.plan.dataset.task, registry=registry,
                              device=self.device if self.device != "cpu" else None,
                              config_overrides=self.hp.model_config)
         model = apply_generative_adapter(loaded, self.adapter, self.hp)

@@ -144,7 +144,8 @@ def model_card(run: Run, info: dict) -> str:
 
 def card_body(run: Run, info: dict) -> str:
     card = run.card
-    plan, metrics, data = card["plan"], card["metrics"], card["data"]
+    plan, metrics, data = run.plan, card["metrics"], card["data"]
+    settings = plan.to_json()  # the settings table lists what the plan file holds
     provenance = card.get("model_provenance", {})
     title = f"# {run.dataset}: {run.model} + {run.adapter} (emotune)"
     description = _dataset_description(run)
@@ -166,11 +167,11 @@ def card_body(run: Run, info: dict) -> str:
               _table(["id", "label"] + (["threshold"] if info["thresholds"] else []), rows), ""]
 
     parts += ["## Data", "", f"Dataset `{run.dataset}`" + (f": {description}." if description else "."),
-              f"Official metric: {plan['dataset']['official_metric']}.", ""]
+              f"Official metric: {plan.dataset.official_metric}.", ""]
     if data.get("source_rows"):
         parts += ["Rows after cleaning and audit: " + ", ".join(f"{k} {v}" for k, v in data["source_rows"].items())
                   + f"; trained on {metrics.get('train_examples')} train rows "
-                  f"(train.max_train_examples: {plan['train'].get('max_train_examples')}).", ""]
+                  f"(train.max_train_examples: {plan.train.max_train_examples}).", ""]
     if data.get("source_checksums"):
         parts += ["Raw files (sha256):", "", _table(["file", "sha256"], [[f"`{k}`", f"`{v}`"] for k, v in
                                                                          data["source_checksums"].items()]), ""]
@@ -179,14 +180,14 @@ def card_body(run: Run, info: dict) -> str:
                   _table(["file", "sha256"], [[f"`{k}`", f"`{v}`"] for k, v in data["tokenized"].items()]), ""]
 
     weights = provenance.get("weights") or provenance.get("files") or {}
-    base = [f"Base model: `{plan['model']['name']}` ({provenance.get('source', plan['model'].get('kind'))}"
+    base = [f"Base model: `{plan.model['name']}` ({provenance.get('source', plan.model.get('kind'))}"
             + (f", {provenance['hub_id']}@{provenance.get('revision')}" if provenance.get("hub_id") else "")
             + (f"; {provenance['description']}" if provenance.get("description") else "") + ")."]
     base += [f"Base weights `{k}` sha256 `{v}`." for k, v in weights.items()]
     parts += ["## Training", "", *base, "",
               _table(["setting", "value"],
-                     [["adapter", run.adapter], *[[f"adapter.{k}", v] for k, v in plan["adapter"]["hparams"].items()],
-                      *[[f"train.{k}", v] for k, v in plan["train"].items()], ["seed", plan.get("seed")],
+                     [["adapter", run.adapter], *[[f"adapter.{k}", v] for k, v in settings["adapter"]["hparams"].items()],
+                      *[[f"train.{k}", v] for k, v in settings["train"].items()], ["seed", plan.seed],
                       ["epochs run (best)", f"{metrics.get('epochs_run')} ({metrics.get('best_epoch')})"],
                       ["parameters trained / total", f"{metrics.get('params', {}).get('trainable')} / "
                                                      f"{metrics.get('params', {}).get('total')}"],

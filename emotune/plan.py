@@ -16,12 +16,128 @@ what a params change does to each run.
 from __future__ import annotations
 
 import dataclasses
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from emotune.adapter_table import DEFAULT_HEAD_LR, adapter_entry, names
-from emotune.config import Params
+from emotune.config import AdapterHParams, Params, TokenizeConfig, TrainConfig, build, check_hparams, check_train
 from emotune.errors import EmotuneError
 from emotune.paths import plan_path, plans_dir, project_root, tokenize_plan_path
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed plans: what data/plans/*.json hold, read back and validated once
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetPlan:
+    name: str
+    task: Literal["single_label", "multi_label"]
+    labels: list[str]
+    official_metric: str | None = None  # a tokenize plan has none
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi_label"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One dataset x model x adapter run, exactly as the plan stage wrote it to
+    data/plans/<dataset>/<model>/<adapter>.json. `read_run_plan` validates the file once (the same
+    checks as params.yaml); train, evaluate and the benches use this object, never the JSON."""
+
+    dataset: DatasetPlan
+    model: dict[str, Any]  # the model entry (model_entry): name, kind and the pins of its weights
+    adapter: str
+    hparams: AdapterHParams  # only the keys this adapter reads are in the file; the others keep defaults
+    train: TrainConfig  # lr and head_lr resolved (never null here)
+    lr_source: str  # "train.lr" or "DEFAULT_LR"
+    matrix: str  # main, large, generative, reference
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset.name}/{self.model['name']}/{self.adapter}"
+
+    @property
+    def multi_label(self) -> bool:
+        return self.dataset.multi_label
+
+    @property
+    def generative(self) -> bool:
+        return adapter_entry(self.adapter).generative
+
+    @property
+    def train_key(self) -> str:
+        """Where the run's train settings live in params.yaml, for messages."""
+        return "train" if self.matrix == "main" else f"{self.matrix}.train"
+
+    def with_train(self, **changes) -> RunPlan:
+        """This plan with some train settings changed (tests and benches), checked like params.yaml."""
+        return dataclasses.replace(self, train=check_train(dataclasses.replace(self.train, **changes),
+                                                           self.train_key))
+
+    def to_json(self) -> dict:
+        """The plan file's content (the bytes DVC hashes: every key in a fixed order)."""
+        hparams = dataclasses.asdict(self.hparams)
+        return {
+            "dataset": dataclasses.asdict(self.dataset),
+            "model": self.model,
+            "adapter": {"name": self.adapter, "hparams": {k: hparams[k] for k in adapter_entry(self.adapter).hparams}},
+            "train": dataclasses.asdict(self.train),
+            "lr_source": self.lr_source,
+            "matrix": self.matrix,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str = "plan") -> RunPlan:
+        try:
+            adapter = raw["adapter"]["name"]
+            adapter_entry(adapter)  # an unknown name says which ones there are
+            hparams = check_hparams(build(AdapterHParams, raw["adapter"]["hparams"], f"{where}: adapter.hparams"),
+                                    f"{where}: adapter.hparams")
+            return cls(dataset=build(DatasetPlan, raw["dataset"], f"{where}: dataset"), model=dict(raw["model"]),
+                       adapter=adapter, hparams=hparams,
+                       train=check_train(build(TrainConfig, raw["train"], f"{where}: train"), f"{where}: train"),
+                       lr_source=raw["lr_source"], matrix=raw["matrix"], seed=raw["seed"])
+        except (KeyError, TypeError) as exc:
+            raise EmotuneError(f"{where}: not a run plan of this emotune version (missing {exc}); "
+                               f"rerun `dvc repro plan`") from None
+
+
+@dataclass(frozen=True)
+class TokenizePlan:
+    """One dataset x model tokenization (data/plans/<dataset>/<model>/tokenize.json)."""
+
+    dataset: DatasetPlan
+    model: dict[str, Any]
+    tokenize: TokenizeConfig
+
+    def to_json(self) -> dict:
+        dataset = {k: v for k, v in dataclasses.asdict(self.dataset).items() if k != "official_metric"}
+        return {"dataset": dataset, "model": self.model, "tokenize": dataclasses.asdict(self.tokenize)}
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str = "plan") -> TokenizePlan:
+        try:
+            return cls(build(DatasetPlan, raw["dataset"], f"{where}: dataset"), dict(raw["model"]),
+                       build(TokenizeConfig, raw["tokenize"], f"{where}: tokenize"))
+        except (KeyError, TypeError) as exc:
+            raise EmotuneError(f"{where}: not a tokenize plan of this emotune version (missing {exc}); "
+                               f"rerun `dvc repro plan`") from None
+
+
+def read_plan(path: Path, kind=RunPlan):
+    """The plan file at `path` as a RunPlan (or `kind=TokenizePlan`), validated; a missing file says which
+    stage writes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmotuneError(f"{path}: no plan; is this run in params.yaml datasets/models/adapters (or a "
+                           f"group)? Run the plan stage first (`dvc repro plan`)")
+    return kind.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
 
 
 def check_model_path_name(model: str) -> None:
@@ -126,33 +242,27 @@ def head_lr(adapter: str, lr: float, configured: float | None = None) -> float:
     return lr if adapter_entry(adapter).generative else max(lr, DEFAULT_HEAD_LR)
 
 
-def run_plan(params: Params, matrix, dataset: str, model: dict, adapter: str) -> dict:
+def run_plan(params: Params, matrix, dataset: str, model: dict, adapter: str) -> RunPlan:
     spec = params.dataset(dataset)
-    hparams = dataclasses.asdict(params.adapter)
-    train = dataclasses.asdict(matrix.train)
     entry = adapter_entry(adapter)
-    train["lr"] = matrix.train.lr if matrix.train.lr is not None else entry.lr
-    train["head_lr"] = head_lr(adapter, train["lr"], matrix.train.head_lr)
-    return {
-        "dataset": {"name": spec.name, "task": spec.task, "labels": list(spec.labels),
-                    "official_metric": spec.official_metric},
-        "model": model,
-        "adapter": {"name": adapter, "hparams": {k: hparams[k] for k in entry.hparams}},
-        "train": train,
-        # "DEFAULT_LR": the adapter table's `lr` (the name the plans have always said)
-        "lr_source": "train.lr" if matrix.train.lr is not None else "DEFAULT_LR",
-        "matrix": matrix.name or "main",
-        "seed": params.seed,
-    }
+    lr = matrix.train.lr if matrix.train.lr is not None else entry.lr
+    train = dataclasses.replace(matrix.train, lr=lr, head_lr=head_lr(adapter, lr, matrix.train.head_lr))
+    hparams = dataclasses.asdict(params.adapter)
+    # a plan keeps only the keys its adapter reads (the table's hparams); the rest are defaults when read back
+    kept = AdapterHParams(**{k: hparams[k] for k in entry.hparams})
+    return RunPlan(dataset=DatasetPlan(spec.name, spec.task, list(spec.labels), spec.official_metric),
+                   model=model, adapter=adapter, hparams=kept, train=train,
+                   # "DEFAULT_LR": the adapter table's `lr` (the name the plans have always said)
+                   lr_source="train.lr" if matrix.train.lr is not None else "DEFAULT_LR",
+                   matrix=matrix.name or "main", seed=params.seed)
 
 
-def tokenize_plan(params: Params, dataset: str, model: dict) -> dict:
+def tokenize_plan(params: Params, dataset: str, model: dict) -> TokenizePlan:
     spec = params.dataset(dataset)
-    return {"dataset": {"name": spec.name, "task": spec.task, "labels": list(spec.labels)},
-            "model": model, "tokenize": dataclasses.asdict(params.tokenize)}
+    return TokenizePlan(DatasetPlan(spec.name, spec.task, list(spec.labels)), model, params.tokenize)
 
 
-def make_plans(params: Params) -> dict[Path, dict]:
+def make_plans(params: Params) -> dict[Path, RunPlan | TokenizePlan]:
     """{relative path: plan} for every dataset x model (tokenize) and dataset x model x adapter (train) of
     every matrix (main, large, generative). Every combination is checked here, before any training."""
     plans = {}

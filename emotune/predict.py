@@ -139,7 +139,7 @@ def classifier_probabilities(trained, run: Run, texts: list[str], batch_size: in
     frame = pd.DataFrame({"input_ids": ids, "attention_mask": [np.asarray(m, dtype=np.int8)
                                                                for m in encoded["attention_mask"]],
                           "labels": [dummy] * len(texts), "length": [len(x) for x in ids]})
-    recipe = ClassifierRecipe(run.card["plan"], run.folder, device)
+    recipe = ClassifierRecipe(run.plan, run.folder, device)
     logits = np.zeros((len(texts), len(run.labels)), dtype=np.float32)
     # Length-sorted chunks: each chunk's batches pad little, and the progress bar ticks per chunk.
     order = np.argsort(frame["length"].to_numpy(), kind="stable")

@@ -18,6 +18,7 @@ from emotune.atomic import read_json
 from emotune.config import CleanConfig, build, load_params
 from emotune.errors import EmotuneError, did_you_mean
 from emotune.paths import project_root
+from emotune.plan import RunPlan
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -65,6 +66,11 @@ class Run:
         return adapter_entry(self.adapter).generative
 
     @cached_property
+    def plan(self) -> RunPlan:
+        """The plan the run was trained with (kept in its run card), validated."""
+        return RunPlan.from_json(self.card["plan"], str(self.folder / "run.json"))
+
+    @cached_property
     def metadata(self) -> dict:
         return read_json(self.folder / METADATA_FILE)
 
@@ -84,7 +90,7 @@ class Run:
 
     @property
     def multi_label(self) -> bool:
-        return self.card["plan"]["dataset"]["task"] == "multi_label"
+        return self.plan.multi_label
 
     @property
     def max_length(self) -> int:
@@ -100,7 +106,7 @@ class Run:
         emotune/generative.py TrainedGenerative. `device` None: the CPU."""
         from emotune.plan import model_source
 
-        _, registry = model_source(self.card["plan"]["model"])  # Hub models: the pinned revision
+        _, registry = model_source(self.plan.model)  # Hub models: the pinned revision
         if self.generative:
             from emotune.generative import load_generative
 

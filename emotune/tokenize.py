@@ -17,6 +17,7 @@ that max_length cuts: the numbers to choose max_length from.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import pandas as pd
 from emotune.artifacts import load_splits
 from emotune.atomic import read_json, sha256_file, write_json
 from emotune.paths import SPLITS
+from emotune.plan import TokenizePlan
 from emotune.rows import label_targets
 
 PERCENTILES = (50, 90, 95, 99)
@@ -77,16 +79,17 @@ def tokenize_split(frame: pd.DataFrame, tokenizer, classes: list[str], multi_lab
     return out, np.asarray([len(ids) for ids in full])
 
 
-def tokenize_dataset(plan: dict, audited_dir: Path, out: Path) -> dict:
+def tokenize_dataset(plan: TokenizePlan, audited_dir: Path, out: Path) -> dict:
     """Write the tokenized splits into `out`; returns the metrics report."""
     from emotune.plan import is_decoder
 
-    dataset, model = plan["dataset"], plan["model"]
-    classes, multi_label = dataset["labels"], dataset["task"] == "multi_label"
+    dataset, model = plan.dataset, plan.model
+    classes, multi_label = dataset.labels, dataset.multi_label
+    prompt = dataclasses.asdict(plan.tokenize.prompt)
     tokenizer, resolved = load_tokenizer(model)
-    max_length = effective_max_length(tokenizer, plan["tokenize"]["max_length"])
+    max_length = effective_max_length(tokenizer, plan.tokenize.max_length)
     splits = load_splits(audited_dir)
-    report = {"dataset": dataset["name"], "model": model["name"], "max_length": max_length, "splits": {}}
+    report = {"dataset": dataset.name, "model": model["name"], "max_length": max_length, "splits": {}}
     for split in SPLITS:
         frame, full_lengths = tokenize_split(splits[split], tokenizer, classes, multi_label, max_length,
                                              f"{audited_dir.name}/{split}")
@@ -106,21 +109,20 @@ def tokenize_dataset(plan: dict, audited_dir: Path, out: Path) -> dict:
 
         report["generative"] = {}
         for split in SPLITS:
-            frame = prompts.tokenize_prompts(splits[split], tokenizer, classes, multi_label, max_length,
-                                             plan["tokenize"].get("prompt"))
+            frame = prompts.tokenize_prompts(splits[split], tokenizer, classes, multi_label, max_length, prompt)
             frame.to_parquet(out / f"gen_{split}.parquet", index=False)
             lengths = (frame["prompt_ids"].map(len) + frame["answer_ids"].map(len)).to_numpy()
             report["generative"][split] = {k: v for k, v in length_stats(lengths, 10**9).items()
                                            if not k.startswith("trunc")}
     meta = {
-        "dataset": dataset["name"], "task": dataset["task"], "labels": classes, "model": model,
+        "dataset": dataset.name, "task": dataset.task, "labels": classes, "model": model,
         "model_type": model_type, "max_length": max_length, "generative": generative,
         "tokenizer": {"class": type(tokenizer).__name__, "vocab_size": len(tokenizer),
                       "pad_token": tokenizer.pad_token, "eos_token": tokenizer.eos_token,
                       "chat_template": bool(getattr(tokenizer, "chat_template", None))},
         "files": {p.name: sha256_file(p) for p in sorted(out.glob("*.parquet"))},
         # decoders only: an encoder's files (and so its trained runs) do not depend on the prompt
-        **({"prompt": prompts.prompt_settings(plan["tokenize"].get("prompt"))} if generative else {}),
+        **({"prompt": prompts.prompt_settings(prompt)} if generative else {}),
         "source": read_json(audited_dir / "meta.json"),
     }
     write_json(out / "meta.json", meta)

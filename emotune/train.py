@@ -51,13 +51,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from emotune.adapter_table import adapter_entry
 from emotune.atomic import atomic_dir, read_json, write_json  # noqa: E402
-from emotune.config import AdapterHParams  # noqa: E402
 from emotune.devices import cpu_has_fast_bf16, peak_memory_mb, pick_device  # noqa: E402
 from emotune.errors import EmotuneError
 from emotune.metrics import collapse_warning, constant_level, majority_rate, scores  # noqa: E402
 from emotune.paths import (
     RunPaths,  # noqa: E402
 )
+from emotune.plan import RunPlan
 from emotune.rows import eval_batches, load_rows, sample_rows  # noqa: E402
 
 FINGERPRINT_FILE = "emotune_fingerprint.txt"  # in the checkpoints folder: which plan + data it belongs to
@@ -116,10 +116,10 @@ def class_weights(targets: np.ndarray, multi_label: bool, n_classes: int):
 class ClassifierRecipe:
     generative = False
 
-    def __init__(self, plan: dict, data_dir: Path, device: str):
+    def __init__(self, plan: RunPlan, data_dir: Path, device: str):
         self.plan, self.device = plan, device
-        self.labels = plan["dataset"]["labels"]
-        self.multi_label = plan["dataset"]["task"] == "multi_label"
+        self.labels = plan.dataset.labels
+        self.multi_label = plan.multi_label
         self.data_dir = data_dir
         self.weights = None
 
@@ -128,19 +128,17 @@ class ClassifierRecipe:
         from emotune.adapters import apply_adapter, load_base
         from emotune.plan import model_source
 
-        name, registry = model_source(self.plan["model"])
-        adapter = self.plan["adapter"]["name"]
-        hp = AdapterHParams(**self.plan["adapter"]["hparams"])
-        loaded = load_base(name, adapter, self.labels, self.plan["dataset"]["task"], hp, registry=registry,
-                           device=self.device if self.device != "cpu" else None)
-        model = apply_adapter(loaded, adapter, hp)
+        name, registry = model_source(self.plan.model)
+        loaded = load_base(name, self.plan.adapter, self.labels, self.plan.dataset.task, self.plan.hparams,
+                           registry=registry, device=self.device if self.device != "cpu" else None)
+        model = apply_adapter(loaded, self.plan.adapter, self.plan.hparams)
         return loaded, model.to(self.device) if not loaded.quantized else model
 
     def data(self, tokenizer, max_train: int | None, seed: int):
         self.train = ClassificationBatches(sample_rows(load_rows(self.data_dir, "train"), max_train, seed),
                                            tokenizer, self.multi_label)
         self.val = ClassificationBatches(load_rows(self.data_dir, "validation"), tokenizer, self.multi_label)
-        if self.plan["train"]["class_weights"]:
+        if self.plan.train.class_weights:
             self.weights = class_weights(self.train.targets, self.multi_label, len(self.labels)).to(self.device)
 
     def collate_train(self, idx) -> dict:
@@ -182,12 +180,11 @@ class ClassifierRecipe:
     def save(self, model, folder: Path, loaded, extra: dict) -> None:
         from emotune.adapters import save_trained
 
-        save_trained(model, folder, loaded, self.plan["adapter"]["name"],
-                     AdapterHParams(**self.plan["adapter"]["hparams"]), extra=extra)
+        save_trained(model, folder, loaded, self.plan.adapter, self.plan.hparams, extra=extra)
 
 
-def make_recipe(plan: dict, data_dir: Path, device: str):
-    if adapter_entry(plan["adapter"]["name"]).generative:
+def make_recipe(plan: RunPlan, data_dir: Path, device: str):
+    if plan.generative:
         from emotune.generative import GenerativeRecipe
 
         return GenerativeRecipe(plan, data_dir, device)
@@ -240,58 +237,58 @@ def resolve_bf16(bf16, device: str, log=print) -> bool:
     return False
 
 
-def training_arguments(plan: dict, paths: RunPaths, device: str, log=print):
+def training_arguments(plan: RunPlan, paths: RunPaths, device: str, log=print):
     """The run's TrainingArguments. Built (and so validated by transformers) before any model loads: a bad
     optim or scheduler name fails in a second, naming the params key."""
     from transformers import TrainingArguments
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
-    cfg = plan["train"]
-    key = "train" if plan["matrix"] == "main" else f"{plan['matrix']}.train"
+    cfg = plan.train
+    key = plan.train_key
     for name, allowed in (("optim", [o.value for o in OptimizerNames] + ["auto"]),
                           ("lr_scheduler_type", [s.value for s in SchedulerType])):
-        if cfg[name] not in allowed:
+        if getattr(cfg, name) not in allowed:
             from emotune.errors import did_you_mean
 
-            raise EmotuneError(f"{key}.{name}: {cfg[name]!r} is not a transformers {name}"
-                               f"{did_you_mean(cfg[name], allowed)}; choose one of {', '.join(allowed)}")
-    for name in cfg["report_to"]:
+            raise EmotuneError(f"{key}.{name}: {getattr(cfg, name)!r} is not a transformers {name}"
+                               f"{did_you_mean(getattr(cfg, name), allowed)}; choose one of {', '.join(allowed)}")
+    for name in cfg.report_to:
         if name == "wandb":
             import importlib.util
 
             if importlib.util.find_spec("wandb") is None:
                 raise EmotuneError(f"{key}.report_to: wandb is not installed; `pip install -r "
                                    f"requirements-wandb.txt` (and `wandb login`, or WANDB_MODE=offline)")
-    world = cfg["processes"]
-    warmup = cfg["warmup_steps"] if cfg["warmup_steps"] is not None else cfg["warmup_ratio"]
+    world = cfg.processes
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else cfg.warmup_ratio
     return TrainingArguments(
         output_dir=str(paths.checkpoints),
-        seed=plan["seed"],
-        num_train_epochs=cfg["epochs"],
-        per_device_train_batch_size=cfg["batch_size"] // world,  # batch_size is the global batch
-        per_device_eval_batch_size=cfg["eval_batch_size"],
-        gradient_accumulation_steps=cfg["grad_accum"],
-        learning_rate=cfg["lr"],
-        weight_decay=cfg["weight_decay"],
-        max_grad_norm=cfg["max_grad_norm"],
-        lr_scheduler_type=cfg["lr_scheduler_type"],
+        seed=plan.seed,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size // world,  # batch_size is the global batch
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=warmup,  # an int: steps; a float in [0, 1): a share of all steps (warmup_ratio)
-        optim=resolve_optim(cfg["optim"], plan["adapter"]["name"], device, log),
-        bf16=resolve_bf16(cfg["bf16"], device, log),
-        torch_compile=cfg["torch_compile"],
+        optim=resolve_optim(cfg.optim, plan.adapter, device, log),
+        bf16=resolve_bf16(cfg.bf16, device, log),
+        torch_compile=cfg.torch_compile,
         use_cpu=not device.startswith("cuda"),
         train_sampling_strategy="group_by_length",
         eval_strategy="epoch",
         save_strategy="epoch",  # and every checkpoint_every steps (CheckpointEvery)
         logging_strategy="steps",
-        logging_steps=cfg["checkpoint_every"],  # the train loss is logged where checkpoints are taken
+        logging_steps=cfg.checkpoint_every,  # the train loss is logged where checkpoints are taken
         load_best_model_at_end=True,
-        metric_for_best_model=plan["dataset"]["official_metric"],
+        metric_for_best_model=plan.dataset.official_metric,
         greater_is_better=True,
         save_total_limit=2,  # the newest checkpoint and the best one (Trainer never deletes the best)
-        report_to=[r for r in cfg["report_to"] if r != "dvclive"],  # DVCLive: LiveCurves, always
-        run_name="/".join((plan["dataset"]["name"], plan["model"]["name"], plan["adapter"]["name"])),
+        report_to=[r for r in cfg.report_to if r != "dvclive"],  # DVCLive: LiveCurves, always
+        run_name=plan.name,
         remove_unused_columns=False,  # dataset items are row indices; the recipe's collator builds batches
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
@@ -401,13 +398,13 @@ def make_trainer(recipe, model, args, callbacks, head_modules=(), head_lr: float
     return trainer
 
 
-def trainer_callbacks(plan: dict, paths: RunPaths, steps_per_epoch: int, rows: int, log, rank: int,
+def trainer_callbacks(plan: RunPlan, paths: RunPaths, steps_per_epoch: int, rows: int, log, rank: int,
                       stop_after_steps: int | None):
     from transformers import EarlyStoppingCallback, TrainerCallback
     from transformers.integrations import DVCLiveCallback
 
-    cfg = plan["train"]
-    metric = plan["dataset"]["official_metric"]
+    cfg = plan.train
+    metric = plan.dataset.official_metric
 
     class CheckpointEvery(TrainerCallback):
         """A checkpoint every `train.checkpoint_every` optimizer steps, beside the one Trainer takes at each
@@ -416,7 +413,7 @@ def trainer_callbacks(plan: dict, paths: RunPaths, steps_per_epoch: int, rows: i
         an uninterrupted run's."""
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % cfg["checkpoint_every"] == 0:
+            if state.global_step % cfg.checkpoint_every == 0:
                 control.should_save = True
             if stop_after_steps is not None and state.global_step - self.first >= stop_after_steps:
                 raise StopRun  # tests: stop the way a kill would, without outputs
@@ -440,13 +437,13 @@ def trainer_callbacks(plan: dict, paths: RunPaths, steps_per_epoch: int, rows: i
             self.seconds += time.perf_counter() - self.tick
             self.tokens += state.num_input_tokens_seen - self.tokens_before
             in_epoch = (state.global_step - 1) % steps_per_epoch + 1
-            full = cfg["batch_size"] * cfg["grad_accum"]
+            full = cfg.batch_size * cfg.grad_accum
             self.examples += full if in_epoch < steps_per_epoch else rows - (steps_per_epoch - 1) * full
 
     class EpochLog(TrainerCallback):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             entry = history_of(state.log_history, steps_per_epoch)[-1]
-            log(f"epoch {entry['epoch']}/{cfg['epochs']}: train loss {entry['train_loss']:.4f}, val loss "
+            log(f"epoch {entry['epoch']}/{cfg.epochs}: train loss {entry['train_loss']:.4f}, val loss "
                 f"{entry['val_loss']:.4f}, val {metric} {entry[f'val_{metric}']:.4f}"
                 + (f", invalid {entry['val_invalid_rate']:.1%}" if "val_invalid_rate" in entry else ""))
 
@@ -483,7 +480,7 @@ def trainer_callbacks(plan: dict, paths: RunPaths, steps_per_epoch: int, rows: i
             self.live.make_summary()
 
     throughput = Throughput()
-    callbacks = [CheckpointEvery(), throughput, EarlyStoppingCallback(cfg["early_stopping_patience"])]
+    callbacks = [CheckpointEvery(), throughput, EarlyStoppingCallback(cfg.early_stopping_patience)]
     if rank == 0:
         callbacks += [EpochLog(), LiveCurves()]
     return callbacks, throughput
@@ -515,10 +512,10 @@ def history_of(log_history: list[dict], steps_per_epoch: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Resume
 # ---------------------------------------------------------------------------------------------
-def run_fingerprint(plan: dict, data_dir: Path) -> str:
+def run_fingerprint(plan: RunPlan, data_dir: Path) -> str:
     """What a checkpoint must match to be resumed: the plan and the tokenized files."""
     meta = read_json(Path(data_dir) / "meta.json")
-    blob = json.dumps({"plan": plan, "files": meta.get("files")}, sort_keys=True)
+    blob = json.dumps({"plan": plan.to_json(), "files": meta.get("files")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -567,7 +564,7 @@ ARGS_IN_CARD = ("optim", "lr_scheduler_type", "learning_rate", "warmup_steps", "
                 "gradient_accumulation_steps", "world_size", "train_sampling_strategy", "metric_for_best_model")
 
 
-def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
+def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
     """Train one run and write its outputs; returns a dict with the metrics summary and the best epoch's
     validation predictions. `stop_after_steps` (tests) stops the process-free way a kill would: after
     that many optimizer steps in this call, without writing outputs. Data parallel: the processes other
@@ -576,11 +573,11 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     import torch.distributed as dist
     from transformers import set_seed
 
-    cfg = plan["train"]
-    seed = plan["seed"]
+    cfg = plan.train
+    seed = plan.seed
     device = device or pick_device()
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     started = time.perf_counter()
     args = training_arguments(plan, paths, device, log)
@@ -594,15 +591,15 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     set_seed(seed)
     recipe = make_recipe(plan, paths.data, device)
     loaded, model = recipe.build()
-    recipe.data(loaded.tokenizer, cfg["max_train_examples"], seed)
-    if recipe.multi_label and not recipe.generative and cfg["head_bias"] == "prior":
+    recipe.data(loaded.tokenizer, cfg.max_train_examples, seed)
+    if recipe.multi_label and not recipe.generative and cfg.head_bias == "prior":
         from emotune.adapters import init_head_bias_to_priors
 
         if init_head_bias_to_priors(model, loaded.head_modules, recipe.train.targets) is None:  # why: adapters.py
             log(f"train.head_bias: prior: the {'/'.join(loaded.head_modules)} layer has no bias; it starts at "
                 f"zero (every sigmoid at 0.5)")
-    metric = plan["dataset"]["official_metric"]
-    steps_per_epoch = math.ceil(math.ceil(len(recipe.train) / cfg["batch_size"]) / cfg["grad_accum"])
+    metric = plan.dataset.official_metric
+    steps_per_epoch = math.ceil(math.ceil(len(recipe.train) / cfg.batch_size) / cfg.grad_accum)
 
     fingerprint = run_fingerprint(plan, paths.data)
     resume = find_resume(paths, fingerprint, rank, log)
@@ -617,7 +614,7 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
 
     callbacks, throughput = trainer_callbacks(plan, paths, steps_per_epoch, len(recipe.train), log, rank,
                                               stop_after_steps)
-    trainer = make_trainer(recipe, model, args, callbacks, getattr(loaded, "head_modules", ()), cfg["head_lr"])
+    trainer = make_trainer(recipe, model, args, callbacks, getattr(loaded, "head_modules", ()), cfg.head_lr)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except StopRun:
@@ -629,15 +626,15 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     best_step = int(Path(trainer.state.best_model_checkpoint).name.split("-")[1])
     best_epoch = round(best_step / steps_per_epoch)
     best = history[best_epoch - 1]
-    final = trainer.predictions.get(best_step) or recipe.predict(model, recipe.val, cfg["eval_batch_size"],
+    final = trainer.predictions.get(best_step) or recipe.predict(model, recipe.val, cfg.eval_batch_size,
                                                                  trainer.autocast)
     summary = {
-        "dataset": plan["dataset"]["name"], "model": plan["model"]["name"], "adapter": plan["adapter"]["name"],
+        "dataset": plan.dataset.name, "model": plan.model["name"], "adapter": plan.adapter,
         "official_metric": metric, "best_val": best[f"val_{metric}"], "best_epoch": best_epoch,
         "epochs_run": len(history),
         "val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
         "majority_class_rate": majority_rate(recipe.val.targets, recipe.multi_label),
-        "train_examples": len(recipe.train), "lr": cfg["lr"], "head_lr": cfg["head_lr"] or cfg["lr"],
+        "train_examples": len(recipe.train), "lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr,
     }
     level = constant_level(recipe.val.targets, recipe.multi_label, len(recipe.labels), metric)
     warning = collapse_warning(history, metric, level)
@@ -654,7 +651,7 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
     arguments = {k: getattr(args, k) for k in ARGS_IN_CARD}
     arguments["optim"] = str(getattr(args.optim, "value", args.optim))
     arguments["lr_scheduler_type"] = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
-    extra = {"plan": plan, "summary": summary}
+    extra = {"plan": plan.to_json(), "summary": summary}
     with atomic_dir(paths.model) as out:
         recipe.save(model, out, loaded, extra)
         summary["adapter_bytes"] = weights_bytes(out)
@@ -678,12 +675,12 @@ def train(plan: dict, paths: RunPaths, device: str | None = None, log=print, sto
             "history": history}
 
 
-def run_card(plan: dict, paths: RunPaths, loaded, summary: dict, history: list[dict], resumes: list[dict]) -> dict:
+def run_card(plan: RunPlan, paths: RunPaths, loaded, summary: dict, history: list[dict], resumes: list[dict]) -> dict:
     import importlib.metadata as md
 
     meta = read_json(paths.data / "meta.json")
     return {
-        "plan": plan,
+        "plan": plan.to_json(),
         "data": {"tokenized": meta.get("files"), "max_length": meta.get("max_length"),
                  "source_checksums": meta.get("source", {}).get("checksums"),
                  "source_rows": meta.get("source", {}).get("rows")},
@@ -699,17 +696,17 @@ def run_card(plan: dict, paths: RunPaths, loaded, summary: dict, history: list[d
 # ---------------------------------------------------------------------------------------------
 # Data parallel: train.processes copies of this stage, one per GPU
 # ---------------------------------------------------------------------------------------------
-def launch(plan: dict, stage: str, argv: list[str]) -> None:
+def launch(plan: RunPlan, stage: str, argv: list[str]) -> None:
     """With train.processes > 1, replace this process (the module `stage`, run with `argv`) by torchrun
     running that many copies of it. Under a launcher already (torchrun and accelerate launch set
     WORLD_SIZE), check that it started as many."""
-    processes = plan["train"]["processes"]
+    processes = plan.train.processes
     if processes > 1 and "WORLD_SIZE" not in os.environ:
         # --standalone: a rendezvous on a free port, so runs side by side (a `dvc queue`) do not collide
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                   f"--nproc-per-node={processes}", "-m", stage, *argv])
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world != processes:
-        key = "train.processes" if plan["matrix"] == "main" else f"{plan['matrix']}.train.processes"
+        key = f"{plan.train_key}.processes"
         raise EmotuneError(f"the launcher started {world} processes but {key} is {processes}: set {key} to "
                            f"{world} in params.yaml and run `dvc repro plan`")

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
     plans = make_plans(params)
     with atomic_dir(plans_dir()) as out:
         for rel, plan in plans.items():
-            write_json(out / rel, plan)
+            write_json(out / rel, plan.to_json())
     print(f"plan: {len(plans)} plan files in {plans_dir().relative_to(project_root())}")
 
 

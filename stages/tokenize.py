@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 
-from emotune.atomic import atomic_dir, read_json, write_json
-from emotune.errors import EmotuneError, run_cli
+from emotune.atomic import atomic_dir, write_json
+from emotune.errors import run_cli
 from emotune.paths import project_root, tokenize_metrics_path, tokenize_plan_path, tokenized_dir
+from emotune.plan import TokenizePlan, read_plan
 from emotune.tokenize import tokenize_dataset
 
 
@@ -29,11 +30,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("dataset")
     parser.add_argument("model")
     args = parser.parse_args(argv)
-    plan_file = tokenize_plan_path(args.dataset, args.model)
-    if not plan_file.exists():
-        raise EmotuneError(f"{plan_file}: no plan; is {args.dataset!r} in datasets and {args.model!r} in "
-                           f"models? Run the plan stage first (`dvc repro plan`)")
-    plan = read_json(plan_file)
+    plan = read_plan(tokenize_plan_path(args.dataset, args.model), TokenizePlan)
     audited = project_root() / "data" / "audited" / args.dataset
     with atomic_dir(tokenized_dir(args.dataset, args.model)) as out:
         report = tokenize_dataset(plan, audited, out)

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import os
 
-from emotune.atomic import read_json
-from emotune.errors import EmotuneError, run_cli
+from emotune.errors import run_cli
 from emotune.paths import run_paths
+from emotune.plan import read_plan
 from emotune.stage_args import run_args
 from emotune.train import launch, train
 
@@ -43,11 +43,8 @@ from emotune.train import launch, train
 def main(argv: list[str]) -> None:
     args = run_args(argv, "Train one dataset x model x adapter run")
     paths = run_paths(args.dataset, args.model, args.adapter)
-    if not paths.plan.exists():
-        raise EmotuneError(f"{paths.plan}: no plan for this run; are {args.dataset!r}, {args.model!r} and "
-                           f"{args.adapter!r} in params.yaml datasets/models/adapters? Run `dvc repro plan`")
+    plan = read_plan(paths.plan)  # validated: a missing or stale plan says `dvc repro plan`
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    plan = read_json(paths.plan)
     launch(plan, "stages.train", argv)  # train.processes > 1: becomes torchrun, which runs this main() in each process
     rank = int(os.environ.get("RANK", 0))
     train(plan, paths, log=(lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None))

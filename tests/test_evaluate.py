@@ -125,7 +125,7 @@ def test_evaluate_a_reloaded_run(task, threshold, tiny, tmp_path):
     assert json.loads(json_path.read_text()) == report
     test_rows = len(pd.read_parquet(paths.data / "test.parquet"))
     assert report["test_rows"] == test_rows
-    assert report["official_metric"] == plan["dataset"]["official_metric"]
+    assert report["official_metric"] == plan.dataset.official_metric
     assert report["official"] == report["test"][report["official_metric"]]
     assert 0 <= report["test"]["ece"] <= 1 and 0 <= report["test"]["roc_auc_macro"] <= 1
     # The reloaded model predicts test exactly as the model that just trained does

@@ -7,11 +7,10 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from test_stage_deps import ROOT, imported_modules, pipeline_stages, stage_module
 
 LIBRARY = sorted((ROOT / "emotune").glob("*.py"))

@@ -79,7 +79,7 @@ def test_param_groups_put_the_head_at_its_own_rate_and_cover_every_trainable_wei
 
 def test_trainer_optimizer_has_the_head_groups_and_trainers_optimizer_class(tmp_path, tiny):
     plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", "multi_label", lr=2e-3)
-    plan["train"]["head_lr"] = 1e-2
+    plan = plan.with_train(head_lr=1e-2)
     args = train_stage.training_arguments(plan, paths, "cpu")
     recipe = train_stage.make_recipe(plan, paths.data, "cpu")
     loaded, model = recipe.build()
@@ -100,10 +100,10 @@ def test_plan_gives_the_head_the_higher_of_the_adapter_lr_and_the_head_default()
 
     params = toy_params("multi_label")
     model = {"name": "m", "kind": "local", "folder": "/nowhere", "files": {}}
-    lora = plan_stage.run_plan(params, params.matrices()[0], "toy", model, "lora")["train"]
-    assert (lora["lr"], lora["head_lr"], lora["head_bias"]) == (2e-3, DEFAULT_HEAD_LR, "prior")
+    lora = plan_stage.run_plan(params, params.matrices()[0], "toy", model, "lora").train
+    assert (lora.lr, lora.head_lr, lora.head_bias) == (2e-3, DEFAULT_HEAD_LR, "prior")
     params = toy_params("multi_label", lr=0.05)
-    assert plan_stage.run_plan(params, params.matrices()[0], "toy", model, "lora")["train"]["head_lr"] == 0.05
+    assert plan_stage.run_plan(params, params.matrices()[0], "toy", model, "lora").train.head_lr == 0.05
     with pytest.raises(EmotuneError, match="train.head_lr: must be > 0"):
         toy_params("multi_label", head_lr=0.0)
 
@@ -129,7 +129,7 @@ def test_collapse_warning_fires_only_when_no_epoch_beats_the_constant_level():
 def test_a_run_that_learns_nothing_warns_and_says_so_in_its_metrics(tmp_path, tiny):
     # learning rates of 1e-9: the head stays at its prior bias, every row gets the same (empty) label set
     plan, paths = prepare_run(tmp_path, tiny("bert"), "lora", "multi_label", lr=1e-9)
-    plan["train"]["head_lr"] = 1e-9
+    plan = plan.with_train(head_lr=1e-9)
     lines = []
     out = train_stage.train(plan, paths, device="cpu", log=lines.append)
     assert out["summary"]["collapsed"] is True

@@ -126,12 +126,12 @@ def run_recipe(name: str, root: Path, tiny_models, sizes=(96, 40, 30), offline: 
                 tokenize_stage.tokenize_dataset(plan_stage.tokenize_plan(params, DATASET, model), audited, data)
             for adapter in matrix.adapters:
                 plan = plan_stage.run_plan(params, matrix, DATASET, model, adapter)
-                plan["train"]["threads"] = 2
+                plan = plan.with_train(threads=2)
                 if not wandb:  # the optional extra: tests/test_train.py runs it offline where installed
-                    plan["train"]["report_to"] = [r for r in plan["train"]["report_to"] if r != "wandb"]
+                    plan = plan.with_train(report_to=[r for r in plan.train.report_to if r != "wandb"])
                 paths = run_paths(DATASET, model["name"], adapter, root)
                 paths.plan.parent.mkdir(parents=True, exist_ok=True)
-                paths.plan.write_text(json.dumps(plan))
+                paths.plan.write_text(json.dumps(plan.to_json()))
                 lines = []
                 result = train_stage.train(plan, paths, device="cpu", log=lines.append)
                 report = evaluate_stage.evaluate_run(DATASET, model["name"], adapter, 0.5, 2, root, device="cpu")
@@ -175,7 +175,7 @@ def test_recipe_1_semeval2018_gemma_lora_r128_ia3_and_sfr_mistral(tmp_path, tiny
         assert unwrapped_linears(model, ("score",)) == [], (model_name, adapter)  # all linear layers
         args = card(paths)["training_arguments"]
         assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (8, 4)
-        assert plan["train"]["max_train_examples"] is None
+        assert plan.train.max_train_examples is None
         if adapter == "lora":
             assert (config.r, config.lora_alpha, config.lora_dropout, config.bias) == (128, 256, 0.01, "lora_only")
             assert "score" in config.modules_to_save  # the score head trains and is saved
@@ -232,13 +232,13 @@ def test_recipe_3_tweeteval_tinyllama_qlora_sft_with_the_system_prompt(tmp_path,
     assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"], args["learning_rate"],
             args["lr_scheduler_type"], args["num_train_epochs"]) == (12, 128, 5e-4, "linear", 1)
     # the paged optimizer (state offloaded to CPU memory) where there is a GPU; said and replaced on the CPU
-    assert plan["train"]["optim"] == "paged_adamw_8bit"
+    assert plan.train.optim == "paged_adamw_8bit"
     assert train_stage.resolve_optim("paged_adamw_8bit", "gen_qlora", "cuda") == "paged_adamw_8bit"
     assert args["optim"] == "adamw_torch_fused" and any("paged_adamw_8bit pages optimizer state" in m for m in lines)
     # the system prompt is in every tokenized prompt, and travels with the saved model
     tokenizer = AutoTokenizer.from_pretrained(paths.model)
-    with_system = prompts.prompt_format(tokenizer, plan["dataset"]["labels"], False, system=system).prefix_ids
-    assert with_system != prompts.prompt_format(tokenizer, plan["dataset"]["labels"], False).prefix_ids
+    with_system = prompts.prompt_format(tokenizer, plan.dataset.labels, False, system=system).prefix_ids
+    assert with_system != prompts.prompt_format(tokenizer, plan.dataset.labels, False).prefix_ids
     for ids in pd.read_parquet(paths.data / "gen_train.parquet")["prompt_ids"]:
         assert list(ids[:len(with_system)]) == with_system
     metadata = json.loads((paths.model / "emotune_model.json").read_text())
@@ -260,7 +260,7 @@ def check_recipe_4(plan, result, paths):
     assert (args["learning_rate"], args["warmup_steps"], args["lr_scheduler_type"], args["weight_decay"],
             args["max_grad_norm"], args["per_device_train_batch_size"], args["num_train_epochs"]) == \
         (3e-5, 1000, "linear", 0.01, 1.0, 16, 15)
-    assert plan["train"]["early_stopping_patience"] == 2
+    assert plan.train.early_stopping_patience == 2
     # the scheduler got 1,000 warmup steps: optimizer step s (from 1) ran at 3e-5 * (s - 1) / 1000, the LR
     # Trainer logs at step s
     rates = learning_rates(paths)
@@ -278,7 +278,7 @@ def test_recipe_4_offline_on_minilm_a_real_bert(tmp_path, tiny_models):
     runs = run_recipe("semeval2025_bert_large", tmp_path, tiny_models, sizes=(48, 20, 20), offline=True,
                       models={"minilm": minilm})
     plan, result, report, _, paths = runs[("main", "minilm", "full")]
-    assert plan["train"]["max_train_examples"] == 200
+    assert plan.train.max_train_examples == 200
     config = result["model"].config
     assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob) == (0.2, 0.2)
     assert card(paths)["training_arguments"]["warmup_steps"] == 1000

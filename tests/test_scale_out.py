@@ -16,6 +16,7 @@ DVC project ~3 (its fixture reproduces the whole pipeline once). Linux: reads /p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -252,8 +253,18 @@ def test_group_processes_is_validated(shipped_params):
         parse_params(shipped_params)
 
 
+def toy_plan(processes: int):
+    """A run plan of the toy dataset with train.processes = `processes` (no files)."""
+    from toy_runs import local_entry
+
+    from emotune import plan as plan_stage
+
+    params = toy_params(processes=processes)
+    return plan_stage.run_plan(params, params.matrices()[0], "toy", local_entry(Path("tiny-bert")), "lora")
+
+
 def test_the_stage_starts_torchrun_itself_and_checks_a_launcher(monkeypatch):
-    plan = {"train": {"processes": 2}, "matrix": "main"}
+    plan = toy_plan(processes=2)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     started = []
     monkeypatch.setattr(os, "execv", lambda path, argv: started.append(argv) or sys.exit(0))
@@ -267,9 +278,9 @@ def test_the_stage_starts_torchrun_itself_and_checks_a_launcher(monkeypatch):
     with pytest.raises(EmotuneError, match=r"started 4 processes but train\.processes is 2: set train\.processes to 4"):
         tr.launch(plan, "stages.train", [])
     with pytest.raises(EmotuneError, match=r"large\.train\.processes is 2"):
-        tr.launch({"train": {"processes": 2}, "matrix": "large"}, "stages.train", [])
+        tr.launch(dataclasses.replace(plan, matrix="large"), "stages.train", [])
     monkeypatch.delenv("WORLD_SIZE")
-    tr.launch({"train": {"processes": 1}, "matrix": "main"}, "stages.train", [])  # one process: runs as it is
+    tr.launch(toy_plan(processes=1), "stages.train", [])  # one process: runs as it is
     assert len(started) == 1
 
 

@@ -52,7 +52,7 @@ def reload_predictions(paths, plan):
     """Validation predictions of the saved model, loaded back with load_trained."""
     trained = ad.load_trained(paths.model)
     recipe = tr.ClassifierRecipe(plan, paths.data, "cpu")
-    recipe.data(trained.tokenizer, None, plan["seed"])
+    recipe.data(trained.tokenizer, None, plan.seed)
     return recipe.predict(trained.model, recipe.val, 64, contextlib.nullcontext)
 
 
@@ -97,7 +97,7 @@ def test_a_run_writes_its_outputs(tiny, tmp_path):
     assert summary["adapter_bytes"] == (paths.model / "adapter_model.safetensors").stat().st_size
     assert summary["train_examples"] == 160
     card = json.loads((paths.model / "run.json").read_text())
-    assert card["plan"] == plan and card["metrics"] == summary
+    assert card["plan"] == plan.to_json() and card["metrics"] == summary
     assert card["data"]["source_checksums"] == {"train.csv": "0" * 64}
     assert card["model_provenance"]["source"] == "local" and card["resumed_from"] == []
     assert (paths.model / ad.METADATA_FILE).exists()
@@ -151,7 +151,7 @@ def trainer_batches(plan, paths, epochs: int = 1):
     """The batches Trainer's own dataloader gives a run, per epoch (the sampler reshuffles each epoch)."""
     recipe = tr.make_recipe(plan, paths.data, "cpu")
     loaded, model = recipe.build()
-    recipe.data(loaded.tokenizer, None, plan["seed"])
+    recipe.data(loaded.tokenizer, None, plan.seed)
     trainer = tr.make_trainer(recipe, model, tr.training_arguments(plan, paths, "cpu", QUIET), [])
     loader = trainer.get_train_dataloader()
     out = []
@@ -215,7 +215,7 @@ def test_killed_run_resumes_and_ends_with_the_same_metrics(tiny, tmp_path):
     root = make_project(tmp_path / "project")
     params = toy_params(epochs=2, batch_size=8, grad_accum=2, checkpoint_every=3)
     plan, paths = prepare_run(root, tiny("bert"), "lora", params=params, lr=5e-3, sizes=(400, 60, 20))
-    command = [sys.executable, "-m", "stages.train", DATASET, plan["model"]["name"], "lora"]
+    command = [sys.executable, "-m", "stages.train", DATASET, plan.model["name"], "lora"]
     killed = subprocess.Popen(command, cwd=root, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while tr.last_checkpoint(paths.checkpoints) is None and killed.poll() is None and time.time() < deadline:
@@ -253,7 +253,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tiny, tmp_path):
     assert tr.train(plan, paths, log=QUIET, stop_after_steps=4) is None
     assert tr.last_checkpoint(paths.checkpoints).name == "checkpoint-2"
     messages = []
-    plan["train"]["lr"] = 2e-2
+    plan = plan.with_train(lr=2e-2)
     tr.train(plan, paths, log=messages.append)
     assert any("belongs to other settings" in m for m in messages) and not any("resumed" in m for m in messages)
 
@@ -267,7 +267,7 @@ def test_generative_recipe_trains_and_parses_answers(model_type, adapter, tiny, 
     # Before training the random tiny LM babbles: its answers are counted invalid, not mapped to labels.
     recipe = tr.make_recipe(plan, paths.data, "cpu")
     loaded, model = recipe.build()
-    recipe.data(loaded.tokenizer, None, plan["seed"])
+    recipe.data(loaded.tokenizer, None, plan.seed)
     before = recipe.predict(model, recipe.val, 64, contextlib.nullcontext)
     assert before["invalid"].mean() > 0.5, before["texts"][:5]
     assert (before["pred"][before["invalid"]] == -1).all()
@@ -290,7 +290,7 @@ def test_generative_recipe_trains_and_parses_answers(model_type, adapter, tiny, 
     assert len(labels) == len(answers) == 3
     assert all(names is None or set(names) <= set(LABELS) for names in labels)
     # the reloaded model answers the validation prompts exactly as the trained one did
-    recipe.data(trained.tokenizer, None, plan["seed"])
+    recipe.data(trained.tokenizer, None, plan.seed)
     np.testing.assert_array_equal(recipe.predict(trained.model, recipe.val, 64, contextlib.nullcontext)["pred"],
                                   result["pred"])
     meta = json.loads((paths.model / gen.GEN_METADATA_FILE).read_text())
@@ -315,7 +315,7 @@ def test_training_arguments_follow_the_plan(tiny, tmp_path):
     assert (args.weight_decay, args.max_grad_norm, args.per_device_train_batch_size) == (0.1, 0.5, 16)
     assert args.metric_for_best_model == "accuracy" and args.load_best_model_at_end and args.greater_is_better
     assert args.train_sampling_strategy == "group_by_length" and args.output_dir == str(paths.checkpoints)
-    assert args.bf16 is False and args.seed == plan["seed"] and args.report_to == []
+    assert args.bf16 is False and args.seed == plan.seed and args.report_to == []
     # warmup_ratio stands in when warmup_steps is null (TrainingArguments reads a float < 1 as a ratio)
     plan, paths = prepare_run(tmp_path / "ratio", tiny("bert"), "lora", warmup_ratio=0.1)
     assert tr.training_arguments(plan, paths, "cpu", QUIET).warmup_steps == 0.1
@@ -349,7 +349,7 @@ def test_bf16_auto_stays_float32_on_every_cpu_and_says_when_bf16_pays(monkeypatc
 ])
 def test_unknown_optimizer_or_scheduler_fails_before_the_model_loads(key, value, message, tiny, tmp_path):
     plan, paths = prepare_run(tmp_path, tiny("bert"), "lora")
-    plan["train"][key] = value
+    plan = plan.with_train(**{key: value})
     with pytest.raises(EmotuneError, match=message):
         tr.train(plan, paths, log=QUIET)
     assert not paths.model.exists()

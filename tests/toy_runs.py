@@ -92,8 +92,8 @@ def prepare_run(root: Path, model_folder: Path, adapter: str, task: str = "singl
         tokenize_stage.tokenize_dataset(plan_stage.tokenize_plan(params, DATASET, model), audited, paths.data)
     plan = plan_stage.run_plan(params, params.matrices()[0], DATASET, model, adapter)
     if lr is not None:  # as train.lr would set it: the head follows (plan.head_lr)
-        plan["train"]["lr"] = lr
-        plan["train"]["head_lr"] = plan_stage.head_lr(adapter, lr, params.train.head_lr)
+        plan = plan.with_train(lr=lr)
+        plan = plan.with_train(head_lr=plan_stage.head_lr(adapter, lr, params.train.head_lr))
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
-    paths.plan.write_text(json.dumps(plan, indent=2))
+    paths.plan.write_text(json.dumps(plan.to_json(), indent=2))
     return plan, paths

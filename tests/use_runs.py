@@ -49,4 +49,4 @@ def train_run(root: Path, model_folder: Path, adapter: str, task: str = "single_
     params = parse_params(raw)
     plan, paths = prepare_run(root, model_folder, adapter, task, lr=lr or LR[adapter], params=params)
     tr.train(plan, paths, log=lambda message: None)
-    return f"{DATASET}/{plan['model']['name']}/{adapter}"
+    return f"{DATASET}/{plan.model['name']}/{adapter}"
