@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from emotune.atomic import write_json
-from emotune.audit import planted_noise_recovery
 from emotune.clean import clean_splits
 from emotune.config import load_params
 from emotune.data_registry import fetch_dataset
+from emotune.testing import planted_noise_recovery
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout
 

@@ -3,7 +3,7 @@
 A user-style dataset is derived from dair-ai/emotion (mirror): each row joins two texts of the same
 label ("A, and B"), so there are as many distinct rows as asked for (50k by default) with the real
 label-text association. 8% of the train rows get another label (seeded, known). The three stages run as
-DVC runs them (`python -m emotune.<stage> scale` in a throw-away project copy, the data under data/user/),
+DVC runs them (`python -m stages.<stage> scale` in a throw-away project copy, the data under data/user/),
 each timed by wall clock; recovery is scored on the audited train+validation rows.
 
     python -m bench.data_scale                      # 50k rows, writes metrics/bench/data_scale.json

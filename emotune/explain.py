@@ -1,6 +1,6 @@
 """explain: token attributions for a few test examples per class of a trained classifier run.
 
-    python -m emotune.explain emotion/minilm/lora [--per-class 2] [--steps 32]
+    emotune explain emotion/minilm/lora [--per-class 2] [--steps 32]
     dvc repro explain/dvc.yaml        # every run of the main matrix, as DVC stages (off the default path)
 
 Writes metrics/explain/<dataset>/<model>/<adapter>/:

@@ -1,7 +1,7 @@
 """export: a trained run -> a standalone model folder that plain transformers loads, with a model card.
 
-    python -m emotune.export emotion/minilm/lora                 # -> exports/emotion/minilm/lora/
-    python -m emotune.export --best emotion --out my-model
+    emotune export emotion/minilm/lora                 # -> exports/emotion/minilm/lora/
+    emotune export --best emotion --out my-model
 
 Classifier runs become an `AutoModelForSequenceClassification` folder (safetensors weights, tokenizer,
 `id2label`/`label2id`, `problem_type`) that `transformers.pipeline("text-classification", model=<folder>)`
@@ -281,7 +281,7 @@ def push_to_hub(folder: Path, repo_id: str, *, private: bool = False, commit_mes
     missing = [name for name in HUB_FILES if not (folder / name).is_file()]
     if missing or not list(folder.glob("*.safetensors")):
         raise EmotuneError(f"{folder}: not an exported model folder (missing {missing or ['*.safetensors']}); "
-                           f"run `python -m emotune.export <run>` first")
+                           f"run `emotune export <run>` first")
     info = read_json(folder / EXPORT_FILE)
     if api is None:
         from huggingface_hub import HfApi

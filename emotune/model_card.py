@@ -100,7 +100,7 @@ print(tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
 
 An answer that is not one of the labels{' (or a comma-separated list of them, or "none")' if info['task'] == 'multi_label' else ''}
 is invalid: count it as such, do not map it to a nearby label. emotune's own
-`python -m emotune.predict {run.name}` does this parsing, and builds the prompt's token ids from its parts
+`emotune predict {run.name}` does this parsing, and builds the prompt's token ids from its parts
 (`emotune/prompts.py`), exactly as in training; tokenizing the whole prompt at once, as above, can split a
 part boundary differently with some tokenizers."""
     elif info["task"] == "multi_label":
@@ -120,7 +120,7 @@ clf = pipeline("text-classification", model="<this folder>", top_k=None)   # sof
 print(clf("i can't believe how lucky we are", truncation=True))
 ```"""
     return (f"{body}\n\n**Normalise texts first**, as the training data was: {normalisation} "
-            f"(emotune's `emotune/text.py` `normalise`; `python -m emotune.predict` does it). Texts are cut at "
+            f"(emotune's `emotune/text.py` `normalise`; `emotune predict` does it). Texts are cut at "
             f"{info['max_length']} tokens (`truncation=True`).")
 
 
@@ -156,7 +156,7 @@ def card_body(run: Run, info: dict) -> str:
              "original": " The LoRA update was merged into the original float32 base weights, not the NF4 ones "
                          "it was trained on; see the export check for what that changes."}.get(info["qlora_base"], "")
     parts = [title, "",
-             f"Exported from the emotune run `{run.name}` (`models/{run.name}/`) with `python -m emotune.export`: "
+             f"Exported from the emotune run `{run.name}` (`models/{run.name}/`) with `emotune export`: "
              f"a standalone {kind} in float32 safetensors.{qlora}", "",
              "## Use", "", usage(run, info), ""]
 

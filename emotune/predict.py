@@ -1,8 +1,8 @@
 """predict: label new texts with a trained run.
 
-    python -m emotune.predict emotion/minilm/lora --text "i feel great" --text "so tired of all this"
-    python -m emotune.predict --best emotion --input reviews.csv --text-column review --output preds.csv
-    cat texts.txt | python -m emotune.predict emotion/minilm/lora > preds.jsonl
+    emotune predict emotion/minilm/lora --text "i feel great" --text "so tired of all this"
+    emotune predict --best emotion --input reviews.csv --text-column review --output preds.csv
+    cat texts.txt | emotune predict emotion/minilm/lora > preds.jsonl
 
 A run is `<dataset>/<model>/<adapter>`, the folder `models/<dataset>/<model>/<adapter>/` the train stage
 wrote, or `--best <dataset>`: the best run of that dataset on metrics/leaderboard.json. Texts come from

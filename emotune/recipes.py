@@ -1,9 +1,9 @@
 """Published recipes as presets: recipes/<name>.yaml holds the params.yaml overrides that reproduce one
 write-up, and this command turns them into a DVC experiment.
 
-    python -m emotune.recipes list
-    python -m emotune.recipes show <name> [--offline]          # the `dvc exp run -S ...` command line
-    python -m emotune.recipes run <name> [--offline] [--queue] [-S key=value ...]
+    emotune recipes list
+    emotune recipes show <name> [--offline]          # the `dvc exp run -S ...` command line
+    emotune recipes run <name> [--offline] [--queue] [-S key=value ...]
                                             # checks the params, then runs that command (-S: more
                                             # overrides after the recipe's, e.g. a sweep grid)
 

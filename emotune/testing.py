@@ -1,5 +1,7 @@
 """Factories for offline tests, benchmarks and pipeline smoke runs: tiny random models built from configs
-(no Hub, no download), so every architecture emotune supports can be exercised on a CPU in seconds."""
+(no Hub, no download), so every architecture emotune supports can be exercised on a CPU in seconds; and
+planted label noise, to measure how much of it the audit stage recovers (tests/test_audit.py,
+bench/audit_model_choice.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,3 +69,50 @@ def save_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Planted label noise: what the audit should find
+# ---------------------------------------------------------------------------------------------
+def plant_label_noise(frame, classes: list[str], rate: float, seed: int,
+                      multi_label: bool) :
+    """Corrupt a known `rate` of rows (seeded): single-label rows get another class, multi-label rows
+    get one label toggled. Returns the noisy frame and the mask of corrupted rows, to measure how
+    much of the planted noise the audit recovers."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    flipped = np.zeros(len(frame), dtype=bool)
+    flipped[rng.choice(len(frame), size=int(round(rate * len(frame))), replace=False)] = True
+    labels = frame["labels"].tolist()
+    for row in np.flatnonzero(flipped):
+        if multi_label:
+            toggle = classes[rng.integers(len(classes))]
+            labels[row] = sorted(set(labels[row]) ^ {toggle}, key=classes.index)
+        else:
+            labels[row] = [rng.choice([c for c in classes if c != labels[row][0]])]
+    return frame.assign(labels=labels), flipped
+
+
+
+def planted_noise_recovery(train, spec, cfg, seed: int,
+                           rate: float = 0.08) -> dict[str, float]:
+    """Plant `rate` label flips in `train`, audit it, and score how well the flips are found:
+    precision/recall of the flagged set, AUROC of the quality score, precision of the k worst rows
+    (k = number planted). Random flagging scores precision = rate, AUROC = 0.5."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from emotune.audit import audit_splits
+
+    noisy, planted = plant_label_noise(train, spec.labels, rate, seed=seed + 1, multi_label=spec.multi_label)
+    empty = noisy.iloc[:0]
+    audited, _, _ = audit_splits({"train": noisy, "validation": empty, "test": empty}, spec, cfg, seed)
+    flags = audited["train"]["is_label_issue"].to_numpy()
+    quality = audited["train"]["label_quality"].to_numpy()
+    hits = int((flags & planted).sum())
+    worst = np.argsort(quality, kind="stable")[: planted.sum()]
+    return {"rows": len(train), "planted": int(planted.sum()), "flagged": int(flags.sum()),
+            "precision": hits / max(int(flags.sum()), 1), "recall": hits / int(planted.sum()),
+            "flag_rate": float(flags.mean()), "auroc": float(roc_auc_score(planted, -quality)),
+            "precision_at_k": float(planted[worst].mean())}

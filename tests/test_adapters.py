@@ -4,6 +4,7 @@ save -> load reproduces the logits exactly. Offline, CPU only."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -440,11 +441,11 @@ def test_a_new_adapter_is_one_table_entry_and_its_builder(tiny, monkeypatch):
     model = ad.apply_adapter(loaded, "qdora", HP)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert any("lora_magnitude_vector" in n for n, p in model.named_parameters() if p.requires_grad)
-    params = load_params()
+    params = load_params(Path(__file__).resolve().parent.parent / "params.yaml")
     model_entry = {"name": "m", "kind": "local", "folder": "/nowhere", "files": {}}
     run = plan.run_plan(params, params.matrices()[0], params.datasets[0], model_entry, "qdora")
-    assert run["adapter"] == {"name": "qdora", "hparams": {"r": 16, "alpha": 32, "model_config": {}}}
-    assert (run["train"]["lr"], run["lr_source"]) == (3e-3, "DEFAULT_LR")
+    assert run.to_json()["adapter"] == {"name": "qdora", "hparams": {"r": 16, "alpha": 32, "model_config": {}}}
+    assert (run.train.lr, run.lr_source) == (3e-3, "DEFAULT_LR")
 
 
 def test_the_readme_adapter_table_is_the_adapter_table():

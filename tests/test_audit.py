@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from emotune.audit import audit_splits, plant_label_noise, planted_noise_recovery, review_markdown
+from emotune.audit import audit_splits, review_markdown
 from emotune.clean import clean_splits
 from emotune.data_registry import fetch_dataset
+from emotune.testing import plant_label_noise, planted_noise_recovery
 
 RATE = 0.08  # share of planted flips: random flagging has this precision
 

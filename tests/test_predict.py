@@ -263,8 +263,11 @@ def test_bad_command_lines(single, cli):
         cli(root, run, "--text", "hi", "--output", "preds.xlsx")
 
 
-def test_the_command_exits_with_one_clear_line():
-    result = subprocess.run([sys.executable, "-m", "emotune.predict", "nope/x/y", "--text", "hi"], cwd=ROOT,
+@pytest.mark.parametrize("command", [["emotune", "predict"], ["python", "-m", "emotune.predict"]],
+                         ids=["console script", "python -m"])
+def test_the_command_exits_with_one_clear_line(command):
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run([str(bin_dir / command[0]), *command[1:], "nope/x/y", "--text", "hi"], cwd=ROOT / "data",
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: models/nope/x/y: no trained run 'nope/x/y'"), result.stderr
