@@ -4,7 +4,10 @@ project modules (and lines) a change to one stage must read: the stage's import 
     python -m bench.layout            # prints the table, writes metrics/bench/layout.json
 
 The closure is static (ast, imports inside functions included), over the `stages` and `emotune`
-packages, whichever exist: the same script measured the tree before and after the redesign."""
+packages, whichever exist: the same script measured the tree before and after the redesign
+(`--before` writes metrics/bench/layout_before.json; run it in a checkout of the old commit).
+"own" is a stage's closure minus the modules every stage reaches (the config and its leaves): what a
+change to that one stage has to read beyond the shared, validated config."""
 from __future__ import annotations
 
 import ast
@@ -65,20 +68,30 @@ def lines(path: Path) -> int:
 def main() -> None:
     code = sorted(p for pkg in PACKAGES for p in (REPO / pkg).glob("**/*.py"))
     rows = {}
+    reaches = {stage: closure(f"stages.{stage}") for stage in DVC_STAGES}
+    # What every stage reaches (the config and the leaves): read once, then trusted. The rest of a
+    # stage's closure is what a change to that one stage has to read.
+    shared = set.intersection(*reaches.values())
     for stage in DVC_STAGES:
         path = REPO / "stages" / f"{stage}.py"
-        reach = closure(f"stages.{stage}")
+        reach = reaches[stage]
+        own = reach - shared
         rows[stage] = {"stage_lines": lines(path), "closure_modules": len(reach),
                        "closure_lines": sum(lines(p) for p in reach),
+                       "own_modules": len(own), "own_lines": sum(lines(p) for p in own),
                        "longest_function": longest_function([path])[0]}
     length, where = longest_function(code)
     figures = {"stages_modules": len(list((REPO / "stages").glob("*.py"))),
+               "shared_by_every_stage": sorted(str(p.relative_to(REPO)) for p in shared),
+               "shared_lines": sum(lines(p) for p in shared),
                "code_modules": len(code), "code_lines": sum(lines(p) for p in code),
                "longest_function": {"lines": length, "where": where}, "stages": rows}
-    print(f"{'stage':10} {'lines':>6} {'longest fn':>10} {'closure':>8} {'closure lines':>14}")
+    print(f"{'stage':10} {'lines':>6} {'longest fn':>10} {'closure':>8} {'closure lines':>14} {'own':>4} "
+          f"{'own lines':>10}")
     for stage, row in rows.items():
         print(f"{stage:10} {row['stage_lines']:6} {row['longest_function']:10} {row['closure_modules']:8} "
-              f"{row['closure_lines']:14}")
+              f"{row['closure_lines']:14} {row['own_modules']:4} {row['own_lines']:10}")
+    print(f"shared by every stage: {', '.join(figures['shared_by_every_stage'])} ({figures['shared_lines']} lines)")
     print(f"{figures['code_modules']} modules, {figures['code_lines']} lines; longest function {length} lines ({where})")
     out = REPO / "metrics" / "bench" / ("layout_before.json" if "--before" in sys.argv else "layout.json")
     out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -21,10 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from emotune.atomic import atomic_dir, read_json, write_atomic, write_json
-from emotune.baseline import BASELINES
 from emotune.config import Params
 from emotune.errors import EmotuneError
-from emotune.paths import eval_paths, project_root
+from emotune.paths import BASELINES, eval_paths, project_root, zero_shot_name
 
 COLUMNS = ["dataset", "model", "adapter", "kind", "official_metric", "official", "macro_f1", "micro_f1",
            "trainable_params", "total_params", "adapter_mb", "train_time_s", "train_examples",
@@ -74,8 +73,6 @@ def baseline_row(dataset: str, name: str, root: Path, stage: str | None = None) 
 
 def baseline_rows(params: Params, root: Path) -> list[dict]:
     """The trained baselines of every dataset, then the zero-shot rows (params baseline.zero_shot)."""
-    from emotune.baseline import zero_shot_name
-
     rows = [baseline_row(d, name, root) for d in params.datasets for name in BASELINES]
     zero = params.baseline.zero_shot
     rows += [baseline_row(d, zero_shot_name(m), root, f"baseline_zero_shot@{d}-{m}")

@@ -30,10 +30,8 @@ from emotune import metrics
 from emotune.config import RnnBaseline
 from emotune.errors import EmotuneError, did_you_mean
 from emotune.evaluate import scored
+from emotune.paths import BASELINES, zero_shot_name
 from emotune.rows import label_targets, sample_rows
-
-BASELINES = ("majority", "tfidf_lr", "tfidf_lr_all", "embed_lr", "bilstm")
-ZERO_SHOT_PREFIX = "zero_shot_"
 
 
 def targets(frame, labels: list[str], multi: bool, where: str) -> np.ndarray:
@@ -52,12 +50,6 @@ def full_proba(model, X, n_classes: int, multi: bool) -> np.ndarray:
     out = np.zeros((X.shape[0], n_classes))
     out[:, model.classes_] = probs
     return out
-
-
-def zero_shot_name(model: str) -> str:
-    """The leaderboard name of a zero-shot row, as dvc.yaml spells its metrics file
-    (metrics/eval/<dataset>/baseline/zero_shot_<model>.json; a Hub id's "/" makes a sub-folder)."""
-    return ZERO_SHOT_PREFIX + model
 
 
 @dataclass

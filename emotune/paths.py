@@ -14,6 +14,10 @@ SPLITS = ("train", "validation", "test")
 # interpolation, treeverse/dvc#5167), so one folder it can name is what makes edits to those files rerun
 # the fetch.
 USER_DATA = "data/user"
+# The baseline rows of the leaderboard (emotune/baseline.py scores them), by the names of their files
+# metrics/eval/<dataset>/baseline/<name>.json; the aggregate stage reads them without the baselines' code.
+BASELINES = ("majority", "tfidf_lr", "tfidf_lr_all", "embed_lr", "bilstm")
+ZERO_SHOT_PREFIX = "zero_shot_"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -92,3 +96,9 @@ def eval_paths(dataset: str, model: str, adapter: str, root: Path | None = None)
     """(metrics JSON, plots folder) of a run or a baseline."""
     base = (root or project_root()) / "metrics" / "eval" / dataset / model
     return base / f"{adapter}.json", base / adapter
+
+
+def zero_shot_name(model: str) -> str:
+    """The leaderboard name of a zero-shot row, as dvc.yaml spells its metrics file
+    (metrics/eval/<dataset>/baseline/zero_shot_<model>.json; a Hub id's "/" makes a sub-folder)."""
+    return ZERO_SHOT_PREFIX + model

@@ -2,16 +2,8 @@
 
     python -m stages.aggregate
 
-Reads metrics/eval/<dataset>/<model>/<adapter>.json (test metrics) and
-metrics/train/<dataset>/<model>/<adapter>.json (cost of training) for every run of the matrices in
-params.yaml, and metrics/eval/<dataset>/baseline/*.json. Writes
-  metrics/leaderboard.json   {"rows": [...]}: one row per run and baseline, `best` on the best run of
-                             each dataset (by its official metric)
-  metrics/leaderboard.md     the same as markdown tables, one per dataset, with the published reference
-                             number and each run's gain over TF-IDF + LR on the same training rows
-  metrics/leaderboard.csv    flat rows (dvc plots)
-  metrics/pareto/<dataset>.png  official metric against trainable parameters and training time; the
-                             runs no other run beats on both axes are joined (the Pareto front)"""
+The DVC stage's entry point; the work, and why it is done this way, is emotune/aggregate.py.
+"""
 from __future__ import annotations
 
 import argparse

@@ -1,13 +1,9 @@
 """audit: data/clean/<dataset> -> data/audited/<dataset> + metrics/audit/<dataset>.json.
 
-Finds probably-mislabeled training examples with cleanlab. Every train and validation row gets
-out-of-fold predicted probabilities from a cheap model (K-fold over train+validation pooled), then
-cleanlab's label quality score and issue flag; multi-label datasets use cleanlab's multi-label
-functions, never a flattened single-label view. With `audit.action: drop` the flagged rows of
-`audit.drop_splits` are removed, worst first, up to `audit.max_drop_fraction` of each split. The
-test split is copied through untouched.
+    python -m stages.audit <dataset>
 
-    python -m stages.audit <dataset>"""
+The DVC stage's entry point; the work, and why it is done this way, is emotune/audit.py.
+"""
 from __future__ import annotations
 
 import pandas as pd

@@ -3,31 +3,19 @@
     python -m stages.baseline <dataset>                       # majority, TF-IDF, embeddings, BiLSTM
     python -m stages.baseline <dataset> --zero-shot <model>   # one instruction-tuned decoder, no training
 
-Writes metrics/eval/<dataset>/baseline/<name>.json (+ plots, as emotune/evaluate.py) for
-* majority      always the training prior: the most frequent class, or each label's majority
-* tfidf_lr      TF-IDF word 1-2 grams + logistic regression (one-vs-rest for multi-label) on exactly the
-                training rows the fine-tuned runs of the main matrix see (the same seeded sample of
-                train.max_train_examples), so a fine-tuned row's gain over it is the model's, not the data's
-* tfidf_lr_all  the same on every training row: what a classical model does with all the data
-* embed_lr      frozen sentence embeddings (baseline.embedding_model, MiniLM by default; the audit stage's
-                embedder, emotune/audit.py embed_texts) + logistic regression, on the runs' training rows
-* bilstm        a bidirectional LSTM (or GRU, baseline.rnn.cell) trained from scratch on the word pieces of
-                baseline.rnn.tokenizer, on the runs' training rows; the best epoch on validation is kept
-* zero_shot_<model>  a decoder prompted with the label names (emotune/prompts.py, the generative recipe's
-                prompt) and no training; answers parsed back to labels, invalid answers counted
-Multi-label thresholds follow eval.threshold, tuned on validation exactly as for the runs. Every row
-carries its cost like a run's: training time, trainable and total parameters, test examples/s."""
+The DVC stage's entry point; the work, and why it is done this way, is emotune/baseline.py.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
 from emotune.artifacts import load_splits
-from emotune.baseline import BASELINES, run_baseline, zero_shot
+from emotune.baseline import run_baseline, zero_shot
 from emotune.config import load_params
 from emotune.errors import run_cli
 from emotune.evaluate import write_report
-from emotune.paths import eval_paths, project_root
+from emotune.paths import BASELINES, eval_paths, project_root
 
 
 def main(argv: list[str]) -> None:

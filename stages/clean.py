@@ -1,10 +1,9 @@
 """clean: data/raw/<dataset> -> data/clean/<dataset> + metrics/clean/<dataset>.json.
 
-Normalises text, then removes from train and validation: empty texts, texts carrying conflicting
-labels, exact and normalised duplicates, and leakage (texts also in test, and train texts also in
-validation). The test split keeps every row: its problems are counted in the report, not fixed.
+    python -m stages.clean <dataset>
 
-    python -m stages.clean <dataset>"""
+The DVC stage's entry point; the work, and why it is done this way, is emotune/clean.py.
+"""
 from __future__ import annotations
 
 import sys

@@ -2,16 +2,8 @@
 
     python -m stages.evaluate <dataset> <model> <adapter>
 
-Reloads models/<dataset>/<model>/<adapter>/ the way a user would (emotune/adapters.py load_trained,
-emotune/generative.py load_generative), predicts the tokenized validation and test splits, and writes
-  metrics/eval/<dataset>/<model>/<adapter>.json          metrics (emotune/metrics.py), the decision
-                                                         thresholds, inference cost
-  metrics/eval/<dataset>/<model>/<adapter>/per_class.csv  per-class precision/recall/F1/support (plot)
-  metrics/eval/<dataset>/<model>/<adapter>/confusion.csv  one row per (gold, predicted) pair (plot)
-
-Multi-label decisions: `eval.threshold: 0.5` thresholds every sigmoid at 0.5; `tuned` picks one
-threshold per label on the validation split (never on test) and applies it to test. Generated answers
-(gen_* adapters) have no probabilities: no thresholds, ROC-AUC or ECE, and invalid answers are counted."""
+The DVC stage's entry point; the work, and why it is done this way, is emotune/evaluate.py.
+"""
 from __future__ import annotations
 
 from emotune.config import load_params

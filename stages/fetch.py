@@ -1,6 +1,9 @@
 """fetch: raw files (local mirror, user files or the Hub) -> data/raw/<dataset>/{split}.parquet + meta.json.
 
-python -m stages.fetch <dataset>"""
+    python -m stages.fetch <dataset>
+
+The DVC stage's entry point; the work, and why it is done this way, is emotune/data_registry.py.
+"""
 from __future__ import annotations
 
 from emotune.artifacts import save_splits

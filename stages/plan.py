@@ -1,17 +1,9 @@
 """plan: params.yaml -> data/plans/<dataset>/<model>/{tokenize,<adapter>}.json, one small JSON per run.
 
-Why this stage exists: DVC can only depend on whole params keys it can name in dvc.yaml, and a matrix
-stage cannot say "the lora runs read adapter.r, the ia3 runs do not". So this stage reads the params
-once and writes, for every run of the matrix, exactly the settings that run reads. Each train stage
-depends on its own plan file (a file inside this stage's output folder), so `-S adapter.r=64` rewrites
-every plan but changes the bytes of the LoRA-family ones only, and DVC reruns only those trains.
-`tokenize.json` does the same for the tokenize stage (dataset labels, tokenizer, max_length): no
-adapter or train setting is in it.
+    python -m stages.plan
 
-The folder is `cache: false` in dvc.yaml: plans are committed to git, so `git diff data/plans` shows
-what a params change does to each run.
-
-    python -m stages.plan"""
+The DVC stage's entry point; the work, and why it is done this way, is emotune/plan.py.
+"""
 from __future__ import annotations
 
 import argparse

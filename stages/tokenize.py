@@ -1,19 +1,9 @@
 """tokenize: data/audited/<dataset> -> data/tokenized/<dataset>/<model>/ + metrics/tokenize/<dataset>/<model>.json.
 
-Tokenizes every split once per (dataset, tokenizer), so the adapters of one model share the work and
-no adapter or training setting can make it run again (its only settings come from
-data/plans/<dataset>/<model>/tokenize.json: the labels, the tokenizer, tokenize.max_length).
-Only the tokenizer is loaded, never the weights.
+    python -m stages.tokenize <dataset> <model>
 
-Rows are truncated at max_length and NOT padded: train pads each batch to its own longest row. Each
-split is a parquet file with columns id, input_ids, attention_mask, labels (the class id for single-label
-datasets, a multi-hot float list for multi-label ones) and length. Decoder models also get
-gen_<split>.parquet for the generative recipe (emotune/prompts.py): prompt_ids, answer_ids, labels.
-
-The metrics file has the untruncated token length percentiles of each split and the share of rows
-that max_length cuts: the numbers to choose max_length from.
-
-    python -m stages.tokenize <dataset> <model>"""
+The DVC stage's entry point; the work, and why it is done this way, is emotune/tokenize.py.
+"""
 from __future__ import annotations
 
 import argparse

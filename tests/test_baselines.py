@@ -17,6 +17,7 @@ from emotune import baseline as bl
 from emotune.config import BaselineConfig, RnnBaseline, parse_params
 from emotune.errors import EmotuneError
 from emotune.model_registry import packages_installed
+from emotune.paths import BASELINES, zero_shot_name
 
 torch.set_num_threads(1)
 
@@ -225,7 +226,7 @@ def test_leaderboard_rows_carry_each_baselines_cost(tmp_path, shipped_params):
     shipped_params.update(datasets=["emotion"], models=[], adapters=[], large={}, generative={}, reference={})
     shipped_params["baseline"]["zero_shot"].update(datasets=["emotion"], models=["smollm2", "owner/instruct"])
     params = parse_params(shipped_params)
-    names = [*bl.BASELINES, bl.zero_shot_name("smollm2"), bl.zero_shot_name("owner/instruct")]
+    names = [*BASELINES, zero_shot_name("smollm2"), zero_shot_name("owner/instruct")]
     for i, name in enumerate(names):
         path = tmp_path / "metrics/eval/emotion/baseline" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from emotune import metrics, testing
 from emotune import train as tr
 from emotune.config import Reference
 from emotune.errors import EmotuneError
-from emotune.paths import eval_paths
+from emotune.paths import BASELINES, eval_paths
 from emotune.rows import load_rows
 
 QUIET = lambda message: None  # noqa: E731
@@ -236,7 +236,7 @@ def test_leaderboard_marks_the_best_run_and_the_deltas(tmp_path):
             (DATASET, "m", "head", 0.60, 10**3, 10.0)]
     for _, model, adapter, *rest in runs:
         fake_run(tmp_path, model, adapter, *rest)
-    for name, value in zip(bl.BASELINES, (0.35, 0.70, 0.85, 0.75, 0.5)):
+    for name, value in zip(BASELINES, (0.35, 0.70, 0.85, 0.75, 0.5)):
         write(tmp_path / f"metrics/eval/{DATASET}/baseline/{name}.json",
               {"official_metric": "accuracy", "official": value, "test": {"macro_f1": 0.1, "micro_f1": value},
                "train_examples": 100})
@@ -251,7 +251,7 @@ def test_leaderboard_marks_the_best_run_and_the_deltas(tmp_path):
     assert "| m | lora | **0.820** |" in md and "Reference: accuracy 0.9 (a paper)" in md
     assert json.loads((tmp_path / "metrics/leaderboard.json").read_text())["rows"] == rows
     assert (tmp_path / f"metrics/pareto/{DATASET}.png").stat().st_size > 1000
-    assert len(pd.read_csv(tmp_path / "metrics/leaderboard.csv")) == 3 + len(bl.BASELINES)
+    assert len(pd.read_csv(tmp_path / "metrics/leaderboard.csv")) == 3 + len(BASELINES)
 
 
 def test_pareto_front_and_missing_inputs(tmp_path):
@@ -270,7 +270,7 @@ def test_a_run_on_all_rows_is_compared_with_tfidf_on_all_rows(tmp_path):
         write(tmp_path / f"metrics/eval/{DATASET}/baseline/{name}.json",
               {"official_metric": "accuracy", "official": value, "test": {"macro_f1": 0.1, "micro_f1": value},
                "train_examples": rows})
-    for name in set(bl.BASELINES) - {"tfidf_lr", "tfidf_lr_all"}:
+    for name in set(BASELINES) - {"tfidf_lr", "tfidf_lr_all"}:
         write(tmp_path / f"metrics/eval/{DATASET}/baseline/{name}.json",
               {"official_metric": "accuracy", "official": 0.3, "test": {"macro_f1": 0.1, "micro_f1": 0.3},
                "train_examples": 100})

@@ -17,6 +17,7 @@ from emotune import metrics
 from emotune import train as train_stage
 from emotune.config import AdapterHParams
 from emotune.errors import EmotuneError
+from emotune.paths import BASELINES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,13 +152,12 @@ def test_the_same_run_at_working_rates_is_not_flagged(tmp_path, tiny):
 def test_leaderboard_flags_a_collapsed_run(tmp_path):
     from test_evaluate import DATASET, Params, fake_run, write
 
-    from emotune import baseline as bl
 
     for adapter, official in (("lora", 0.22), ("ia3", 0.42)):
         fake_run(tmp_path, "m", adapter, official, 10**4, 60.0)
     train_file = tmp_path / f"metrics/train/{DATASET}/m/lora.json"
     write(train_file, {**json.loads(train_file.read_text()), "collapsed": True})
-    for name in bl.BASELINES:
+    for name in BASELINES:
         write(tmp_path / f"metrics/eval/{DATASET}/baseline/{name}.json",
               {"official_metric": "accuracy", "official": 0.3, "test": {"macro_f1": 0.1, "micro_f1": 0.3},
                "train_examples": 100})

@@ -34,6 +34,7 @@ from emotune import testing
 from emotune import train as tr
 from emotune.config import parse_params
 from emotune.errors import EmotuneError
+from emotune.plan import read_plan
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout
 
@@ -135,7 +136,7 @@ def two_processes(tmp_path_factory):
     print(f"2-process run: {time.perf_counter() - started:.1f} s")
 
     _, single = ddp_project(base / "single", model, processes=1)
-    result = tr.train(json.loads(single.plan.read_text()), single, log=QUIET)
+    result = tr.train(read_plan(single.plan), single, log=QUIET)
     return {"plan": plan, "paths": paths, "stdout": run.stdout, "writes": base / "writes", "model": model,
             "single": single, "single_result": result, "base": base}
 
