@@ -29,8 +29,8 @@ import numpy as np
 from emotune import metrics
 from emotune.config import RnnBaseline
 from emotune.errors import EmotuneError, did_you_mean
-from emotune.evaluate import scored
 from emotune.paths import BASELINES, zero_shot_name
+from emotune.reports import scored
 from emotune.rows import label_targets, sample_rows
 
 

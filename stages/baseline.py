@@ -14,8 +14,8 @@ from emotune.artifacts import load_splits
 from emotune.baseline import run_baseline, zero_shot
 from emotune.config import load_params
 from emotune.errors import run_cli
-from emotune.evaluate import write_report
 from emotune.paths import BASELINES, eval_paths, project_root
+from emotune.reports import write_report
 
 
 def main(argv: list[str]) -> None:

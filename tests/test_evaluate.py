@@ -15,7 +15,7 @@ from toy_runs import DATASET, LABELS, prepare_run, toy_frame
 from emotune import aggregate as ag
 from emotune import baseline as bl
 from emotune import evaluate as ev
-from emotune import metrics, testing
+from emotune import metrics, reports, testing
 from emotune import train as tr
 from emotune.config import Reference
 from emotune.errors import EmotuneError
@@ -99,9 +99,9 @@ def test_tuned_thresholds_find_each_labels_best_cut():
 def test_confusion_rows_for_multi_label_put_misses_and_false_alarms_on_none():
     y = np.array([[1, 0, 1], [0, 0, 0]], dtype=np.float32)
     pred = np.array([[1, 1, 0], [0, 0, 1]], dtype=np.float32)
-    rows = ev.confusion_rows(y, pred, LABELS, True)
-    assert sorted(map(tuple, rows.to_numpy())) == sorted([("joy", "joy"), (ev.NONE, "anger"), ("sadness", ev.NONE),
-                                                          (ev.NONE, "sadness")])
+    rows = reports.confusion_rows(y, pred, LABELS, True)
+    assert sorted(map(tuple, rows.to_numpy())) == sorted([("joy", "joy"), (reports.NONE, "anger"), ("sadness", reports.NONE),
+                                                          (reports.NONE, "sadness")])
 
 
 # ---------------------------------------------------------------------------------------------
