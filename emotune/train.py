@@ -564,69 +564,50 @@ ARGS_IN_CARD = ("optim", "lr_scheduler_type", "learning_rate", "warmup_steps", "
                 "gradient_accumulation_steps", "world_size", "train_sampling_strategy", "metric_for_best_model")
 
 
-def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
-    """Train one run and write its outputs; returns a dict with the metrics summary and the best epoch's
-    validation predictions. `stop_after_steps` (tests) stops the process-free way a kill would: after
-    that many optimizer steps in this call, without writing outputs. Data parallel: the processes other
-    than rank 0 write nothing (but their RNG states into checkpoints) and return None."""
-    import torch
-    import torch.distributed as dist
+def prepare_recipe(plan: RunPlan, paths: RunPaths, device: str, log):
+    """The recipe with its model and rows. The model comes first, from a fixed seed: the head's and the
+    adapter's random init are the same every time, in a fresh run and in a resumed one."""
     from transformers import set_seed
 
-    cfg = plan.train
-    seed = plan.seed
-    device = device or pick_device()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    started = time.perf_counter()
-    args = training_arguments(plan, paths, device, log)
-    _ = args.device  # joins the launcher's process group (gloo on the CPU, nccl between GPUs)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise EmotuneError("started by a launcher but no process group formed")
-
-    # Model first, from a fixed seed: the head's and the adapter's random init are the same every time,
-    # in a fresh run and in a resumed one.
-    set_seed(seed)
+    set_seed(plan.seed)
     recipe = make_recipe(plan, paths.data, device)
     loaded, model = recipe.build()
-    recipe.data(loaded.tokenizer, cfg.max_train_examples, seed)
-    if recipe.multi_label and not recipe.generative and cfg.head_bias == "prior":
+    recipe.data(loaded.tokenizer, plan.train.max_train_examples, plan.seed)
+    if recipe.multi_label and not recipe.generative and plan.train.head_bias == "prior":
         from emotune.adapters import init_head_bias_to_priors
 
         if init_head_bias_to_priors(model, loaded.head_modules, recipe.train.targets) is None:  # why: adapters.py
             log(f"train.head_bias: prior: the {'/'.join(loaded.head_modules)} layer has no bias; it starts at "
                 f"zero (every sigmoid at 0.5)")
-    metric = plan.dataset.official_metric
-    steps_per_epoch = math.ceil(math.ceil(len(recipe.train) / cfg.batch_size) / cfg.grad_accum)
+    return recipe, loaded, model
 
-    fingerprint = run_fingerprint(plan, paths.data)
-    resume = find_resume(paths, fingerprint, rank, log)
-    resumes = read_json(paths.checkpoints / RESUMES_FILE) if resume and (paths.checkpoints / RESUMES_FILE).exists() else []
+
+def resume_point(plan: RunPlan, paths: RunPaths, steps_per_epoch: int, rank: int, log) -> tuple:
+    """(the checkpoint to resume from or None, the run's earlier resumes), logged and recorded."""
+    resume = find_resume(paths, run_fingerprint(plan, paths.data), rank, log)
+    record = paths.checkpoints / RESUMES_FILE
+    resumes = read_json(record) if resume and record.exists() else []
     if resume is not None:
         step = read_json(resume / "trainer_state.json")["global_step"]
         resumes.append({"epoch": step // steps_per_epoch, "step_in_epoch": step % steps_per_epoch})
         log(f"resumed from checkpoint: epoch {step // steps_per_epoch + 1}, step {step % steps_per_epoch} of "
             f"{steps_per_epoch} (global step {step})")
         if rank == 0:
-            write_json(paths.checkpoints / RESUMES_FILE, resumes)
+            write_json(record, resumes)
+    return resume, resumes
 
-    callbacks, throughput = trainer_callbacks(plan, paths, steps_per_epoch, len(recipe.train), log, rank,
-                                              stop_after_steps)
-    trainer = make_trainer(recipe, model, args, callbacks, getattr(loaded, "head_modules", ()), cfg.head_lr)
-    try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    except StopRun:
-        return None
-    if rank > 0:  # rank 0 alone writes the outputs; main() holds the others at a barrier meanwhile
-        return None
 
+def summarize(plan: RunPlan, recipe, trainer, model, steps_per_epoch: int, log) -> tuple[dict, dict, list, dict]:
+    """(summary, the best epoch's validation predictions, history, run-card extras) of a finished run;
+    a run whose validation metric never left the constant-prediction level says so."""
+    from emotune.adapters import parameter_counts
+
+    metric = plan.dataset.official_metric
     history = history_of(trainer.state.log_history, steps_per_epoch)
     best_step = int(Path(trainer.state.best_model_checkpoint).name.split("-")[1])
     best_epoch = round(best_step / steps_per_epoch)
     best = history[best_epoch - 1]
-    final = trainer.predictions.get(best_step) or recipe.predict(model, recipe.val, cfg.eval_batch_size,
+    final = trainer.predictions.get(best_step) or recipe.predict(model, recipe.val, plan.train.eval_batch_size,
                                                                  trainer.autocast)
     summary = {
         "dataset": plan.dataset.name, "model": plan.model["name"], "adapter": plan.adapter,
@@ -634,7 +615,7 @@ def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, 
         "epochs_run": len(history),
         "val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
         "majority_class_rate": majority_rate(recipe.val.targets, recipe.multi_label),
-        "train_examples": len(recipe.train), "lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr,
+        "train_examples": len(recipe.train), "lr": plan.train.lr, "head_lr": plan.train.head_lr or plan.train.lr,
     }
     level = constant_level(recipe.val.targets, recipe.multi_label, len(recipe.labels), metric)
     warning = collapse_warning(history, metric, level)
@@ -645,9 +626,14 @@ def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, 
     if recipe.generative:  # answers that named no valid label: counted, and shown in the run card
         summary["invalid_answers"] = int(final["invalid"].sum())
         extra_card["invalid_examples"] = [final["texts"][i] for i in np.flatnonzero(final["invalid"])[:20]]
-    from emotune.adapters import parameter_counts
-
     summary["params"] = parameter_counts(model)
+    return summary, final, history, extra_card
+
+
+def write_outputs(plan: RunPlan, paths: RunPaths, recipe, loaded, model, args, summary: dict, history: list,
+                  resumes: list, extra_card: dict, timing) -> None:
+    """The trained model + run card (atomically), the metrics summary, and an emptied checkpoints folder.
+    `timing()` is read once the weights are saved, so the wall time covers the whole run."""
     arguments = {k: getattr(args, k) for k in ARGS_IN_CARD}
     arguments["optim"] = str(getattr(args.optim, "value", args.optim))
     arguments["lr_scheduler_type"] = str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))
@@ -655,22 +641,58 @@ def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, 
     with atomic_dir(paths.model) as out:
         recipe.save(model, out, loaded, extra)
         summary["adapter_bytes"] = weights_bytes(out)
-        summary.update({
-            "wall_time_s": round(time.perf_counter() - started, 1),
-            "train_time_s": round(throughput.seconds, 1),
-            "train_examples_per_s": round(throughput.examples / max(throughput.seconds, 1e-9), 2),
-            "tokens_per_s": round(throughput.tokens / max(throughput.seconds, 1e-9), 1),
-            "peak_memory_mb": peak_memory_mb(device), "device": device,
-            "threads": torch.get_num_threads(),
-        })
+        summary.update(timing())
         card = run_card(plan, paths, loaded, summary, history, resumes)
         write_json(out / "run.json", {**card, "training_arguments": arguments, **extra_card})
     write_json(paths.metrics, summary)
     shutil.rmtree(paths.checkpoints, ignore_errors=True)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)  # empty: nothing to resume
-    log(f"train {summary['dataset']}/{summary['model']}/{summary['adapter']}: best val {metric} "
-        f"{summary['best_val']:.4f} (epoch {summary['best_epoch']}), {summary['train_examples_per_s']} "
-        f"examples/s, {summary['tokens_per_s']} tokens/s -> {paths.model}")
+
+
+def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
+    """Train one run and write its outputs; returns a dict with the metrics summary and the best epoch's
+    validation predictions. `stop_after_steps` (tests) stops the process-free way a kill would: after
+    that many optimizer steps in this call, without writing outputs. Data parallel: the processes other
+    than rank 0 write nothing (but their RNG states into checkpoints) and return None."""
+    import torch
+    import torch.distributed as dist
+
+    cfg = plan.train
+    device = device or pick_device()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    started = time.perf_counter()
+    args = training_arguments(plan, paths, device, log)
+    _ = args.device  # joins the launcher's process group (gloo on the CPU, nccl between GPUs)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise EmotuneError("started by a launcher but no process group formed")
+
+    recipe, loaded, model = prepare_recipe(plan, paths, device, log)
+    steps_per_epoch = math.ceil(math.ceil(len(recipe.train) / cfg.batch_size) / cfg.grad_accum)
+    resume, resumes = resume_point(plan, paths, steps_per_epoch, rank, log)
+    callbacks, throughput = trainer_callbacks(plan, paths, steps_per_epoch, len(recipe.train), log, rank,
+                                              stop_after_steps)
+    trainer = make_trainer(recipe, model, args, callbacks, getattr(loaded, "head_modules", ()), cfg.head_lr)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except StopRun:
+        return None
+    if rank > 0:  # rank 0 alone writes the outputs; main() holds the others at a barrier meanwhile
+        return None
+
+    summary, final, history, extra_card = summarize(plan, recipe, trainer, model, steps_per_epoch, log)
+    write_outputs(plan, paths, recipe, loaded, model, args, summary, history, resumes, extra_card, lambda: {
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "train_time_s": round(throughput.seconds, 1),
+        "train_examples_per_s": round(throughput.examples / max(throughput.seconds, 1e-9), 2),
+        "tokens_per_s": round(throughput.tokens / max(throughput.seconds, 1e-9), 1),
+        "peak_memory_mb": peak_memory_mb(device), "device": device, "threads": torch.get_num_threads(),
+    })
+    log(f"train {plan.name}: best val {summary['official_metric']} {summary['best_val']:.4f} (epoch "
+        f"{summary['best_epoch']}), {summary['train_examples_per_s']} examples/s, {summary['tokens_per_s']} "
+        f"tokens/s -> {paths.model}")
     return {"summary": summary, "pred": final["pred"], "invalid": final["invalid"], "model": model,
             "history": history}
 
