@@ -1,7 +1,7 @@
 """Learning rate and epochs of the reference runs (params.yaml `reference:`), measured on all training rows.
 
     python -m bench.reference_lr [--datasets tweet_eval_emotion,semeval2025_eng] [--lrs 5e-5,1e-4,2e-4]
-                                 [--epochs 3] [--adapter full] [--model minilm]
+                                 [--epochs 3] [--adapter full] [--model minilm] [--train-set class_weights=true]
 
 For each dataset: the mirror's rows through the project's fetch and clean (no audit: it only reports by
 default), MiniLM's tokenization, then one run per learning rate with the reference group's settings
@@ -18,6 +18,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from bench import common
 
@@ -37,7 +39,7 @@ def prepare(root: Path, dataset: str, model_name: str):
 
 
 def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, epochs: int, threads: int | None,
-        rows: int | None = None, matrix_name: str = "reference"):
+        rows: int | None = None, matrix_name: str = "reference", overrides: dict | None = None):
     from emotune import evaluate as evaluate_stage
     from emotune import plan as plan_stage
     from emotune import train as train_stage
@@ -45,7 +47,7 @@ def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, 
 
     matrix = next(m for m in params.matrices() if m.name == matrix_name)
     train = dataclasses.replace(matrix.train, lr=lr, epochs=epochs, early_stopping_patience=epochs + 1,
-                                threads=threads, max_train_examples=rows)
+                                threads=threads, max_train_examples=rows, **(overrides or {}))
     plan = plan_stage.run_plan(params, dataclasses.replace(matrix, train=train), dataset, model, adapter)
     paths = run_paths(dataset, model["name"], adapter, root)
     paths.plan.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +62,7 @@ def run(root: Path, params, model: dict, dataset: str, adapter: str, lr: float, 
             "val_per_epoch": [round(e[f"val_{metric}"], 4) for e in out["history"]],
             "best_epoch": out["summary"]["best_epoch"], "test_official": round(report["official"], 4),
             "official_metric": metric, "train_examples_per_s": out["summary"]["train_examples_per_s"],
-            "seconds": round(seconds, 1)}
+            "seconds": round(seconds, 1), **({"train_overrides": overrides} if overrides else {})}
 
 
 def tfidf_all(splits, params, dataset: str) -> float:
@@ -81,10 +83,13 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", type=int, help="training rows (default all; the main matrix uses 1000)")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train: setting for every run (YAML value), e.g. class_weights=true; repeatable")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     out_path = common.result_path("reference_lr", args.tiny, args.out)
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.train_set)}
     result = common.header("reference_lr", args.tiny)
     result.update(model=args.model, adapter=args.adapter, epochs=args.epochs, runs=[], tfidf_lr_all={}, rows={})
     for dataset in args.datasets.split(","):
@@ -101,7 +106,7 @@ def main(argv=None) -> None:
                        if args.lr_factors else [float(v) for v in args.lrs.split(",")])
                 for lr in lrs:
                     figures = run(root, params, model, dataset, adapter, lr, args.epochs, args.threads, args.rows,
-                                  "reference" if args.rows is None else "")
+                                  "reference" if args.rows is None else "", overrides)
                     result["runs"].append({**figures, "default_lr": ADAPTERS[adapter].lr})
                     print(json.dumps(figures), flush=True)
                     common.write_result(out_path, result)
