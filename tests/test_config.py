@@ -169,6 +169,10 @@ def test_validation_fraction_outside_0_1_is_named(shipped_params, value):
 def test_a_group_on_a_dataset_outside_datasets_is_caught_with_the_fix(shipped_params):
     """It used to pass validation and fail in DVC after training: No such file or directory:
     data/audited/tweet_eval_emotion."""
+    # large and generative are opt-in (empty) in the shipped params: switch them on as a user would
+    shipped_params["large"]["datasets"] = ["tweet_eval_emotion"]
+    shipped_params["generative"]["datasets"] = ["tweet_eval_emotion"]
+    shipped_params["baseline"]["zero_shot"]["datasets"] = ["tweet_eval_emotion"]
     shipped_params["datasets"] = ["emotion"]
     message = error_for(shipped_params)
     for part in ("large.datasets", "['tweet_eval_emotion'] is not in datasets ['emotion']",

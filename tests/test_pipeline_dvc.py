@@ -33,7 +33,10 @@ VENV_BIN = Path(sys.executable).parent
 # Plans
 # ---------------------------------------------------------------------------------------------
 def shipped(**changes):
+    """The shipped params.yaml with its opt-in groups (large, generative) switched on, then `changes`."""
     raw = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    for group in ("large", "generative"):
+        raw[group]["datasets"] = ["tweet_eval_emotion"]
     raw.update(changes)
     return raw
 
