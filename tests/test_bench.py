@@ -184,3 +184,33 @@ def test_measurement_benches_import_and_parse_their_arguments(name):
     with pytest.raises(SystemExit) as exit_:
         module.main(["--help"])
     assert exit_.value.code == 0
+
+
+def test_pipeline_run_times_each_stage_group_from_a_stamped_log(tmp_path):
+    """bench/pipeline_run.py on a made-up stamped `make run` log crossing midnight: a stage lasts until the
+    next one starts, groups are dvc.yaml names (the explain pipeline's `explain/dvc.yaml:` prefix dropped)."""
+    log = tmp_path / "run.log"
+    log.write_text("\n".join([
+        "23:58:00 python3 -m venv .venv", "23:59:00 Running stage 'fetch@emotion':",
+        "23:59:30 > python -m stages.fetch",
+        "23:59:40 Running stage 'train@emotion-minilm-lora':", "00:09:40 Running stage 'train@emotion-minilm-ia3':",
+        "00:14:40 Running stage 'explain/dvc.yaml:explain@emotion-minilm-ia3':",
+        "00:15:40 Updating lock file 'dvc.lock'",
+        "not stamped"]) + "\n")
+    load = tmp_path / "load.log"
+    load.write_text("00:00:00 2.00 1.0 1.0 1/80 9\n00:10:00 3.00 1.0 1.0 1/80 9\n")
+    out = tmp_path / "run.json"
+    done = subprocess.run([sys.executable, "-m", "bench.pipeline_run", "--log", str(log), "--load-log", str(load),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())["logs"][0]
+    assert result["before_first_stage_min"] == 1.0 and result["wall_min"] == 17.7 and result["stages"] == 4
+    by_group = {g["group"]: g for g in result["groups"]}
+    assert by_group["fetch"]["busy_s"] == 40
+    assert by_group["train"]["stages"] == 2 and by_group["train"]["busy_s"] == 900
+    assert by_group["train"]["load_1min_mean"] == 2.5 and by_group["explain"]["busy_s"] == 60
+    empty = tmp_path / "empty.log"
+    empty.write_text("12:00:00 nothing ran\n")
+    done = subprocess.run([sys.executable, "-m", "bench.pipeline_run", "--log", str(empty), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Running stage" in done.stderr

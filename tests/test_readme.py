@@ -1,0 +1,54 @@
+"""The README's leaderboard figures are the committed leaderboard's (scripts/readme_leaderboard.py)."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import readme_leaderboard as rl  # noqa: E402
+
+
+def row(dataset, model, adapter, official, rows, kind="run", **extra):
+    return {"dataset": dataset, "model": model, "adapter": adapter, "kind": kind, "official": official,
+            "official_metric": "macro_f1", "train_examples": rows, **extra}
+
+
+def test_the_summary_picks_the_best_run_the_best_capped_run_and_every_baseline():
+    rows = [row("d", "m", "full", 0.81234, 3000, reference=0.761, vs_reference=0.0513),
+            row("d", "m", "lora", 0.7, 1000), row("d", "m", "head", 0.6, 1000),
+            *[row("d", "baseline", name, value, n, kind="baseline") for name, value, n in [
+                ("tfidf_lr", 0.41, 1000), ("tfidf_lr_all", 0.53, 3000), ("embed_lr", 0.63, 1000),
+                ("bilstm", 0.5, 1000), ("majority", 0.14, 1000)]]]
+    line = rl.summary(rows).splitlines()[2]
+    assert line == ("| d (macro_f1) | m/full (3,000 rows) | 0.812 | m/lora (1,000 rows) | 0.700 | 0.410 | 0.530 | "
+                    "0.630 | 0.500 | opt-in, not run | 0.140 | 0.761 | 0.051 |")
+    rows.append(row("d", "baseline", "zero_shot_smollm2", 0.224, 0, kind="baseline"))
+    assert "| smollm2 0.224 |" in rl.summary(rows)
+
+
+def test_the_readme_table_is_the_committed_leaderboard():
+    committed = json.loads((ROOT / "metrics/leaderboard.json").read_text(encoding="utf-8"))["rows"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert rl.readme_block(readme) == rl.summary(committed), \
+        "README.md's leaderboard summary is not metrics/leaderboard.json's: " \
+        "run python scripts/readme_leaderboard.py --write"
+
+
+def test_every_figure_of_the_readme_table_is_in_the_dataset_s_leaderboard_md_section():
+    md = (ROOT / "metrics/leaderboard.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^## (\S+) \(\w+\)\n(.*?)(?=^## |\Z)", md, flags=re.S | re.M))
+    table = rl.readme_block((ROOT / "README.md").read_text(encoding="utf-8")).splitlines()[2:]
+    assert table and len(table) == len(sections), (len(table), sorted(sections))
+    for line in table:
+        dataset = line.split("|")[1].split()[0]
+        section = sections[dataset]
+        figures = re.findall(r"(?<![\w.])\d\.\d{3}(?![\w.])", line)
+        reference = re.search(r"^Reference: \w+ (\S+)", section, flags=re.M)
+        if reference:  # the published figure is the section's "Reference:" line (as params.yaml spells it)
+            assert float(figures[-2]) == float(reference.group(1)), (dataset, figures[-2])
+            figures = figures[:-2] + figures[-1:]
+        for figure in figures:
+            assert figure in section, f"{dataset}: {figure} of README.md is not in metrics/leaderboard.md"
