@@ -249,6 +249,7 @@ def test_processes_is_validated(change, message):
 
 
 def test_group_processes_is_validated(shipped_params):
+    shipped_params["large"]["datasets"] = ["tweet_eval_emotion"]  # the opt-in group, switched on
     shipped_params["large"]["train"]["processes"] = 0
     with pytest.raises(EmotuneError, match=r"large\.train\.processes: must be >= 1"):
         parse_params(shipped_params)
