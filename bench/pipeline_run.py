@@ -20,6 +20,9 @@ from bench import common
 
 STAMP = re.compile(r"^(\d\d):(\d\d):(\d\d) ?(.*)$")
 RUNNING = re.compile(r"Running stage '(?:[^']*:)?([^'@]+)(?:@([^']*))?'")
+# A stage DVC did not run: its deps (code, data, params) hash as in dvc.lock and its outputs are there
+# (e.g. `cache: false` outputs committed in git by an earlier run of the same code and data).
+SKIPPED = re.compile(r"Stage '(?:[^']*:)?([^'@]+)(?:@([^']*))?' didn't change, skipping")
 
 
 def seconds(match: re.Match) -> int:
@@ -49,6 +52,15 @@ def stage_spans(lines: list[str]) -> tuple[list[dict], int]:
                          "line of `dvc repro`'s output as the module docstring shows")
     spans[-1]["end_s"] = last - base
     return spans, base
+
+
+def skipped_stages(lines: list[str]) -> dict[str, int]:
+    """{group: how many of its stages DVC skipped as unchanged}."""
+    out: dict[str, int] = {}
+    for line in lines:
+        if skipped := SKIPPED.search(line):
+            out[skipped.group(1)] = out.get(skipped.group(1), 0) + 1
+    return out
 
 
 def load_samples(lines: list[str]) -> list[tuple[int, float]]:
@@ -88,14 +100,18 @@ def main(argv=None) -> int:
     result = common.header("pipeline_run", False)
     result["logs"] = []
     for log in args.log:
-        spans, base = stage_spans(Path(log).read_text(errors="replace").splitlines())
+        lines = Path(log).read_text(errors="replace").splitlines()
+        spans, base = stage_spans(lines)
         rows = groups(spans, base, load)
+        skipped = skipped_stages(lines)
         wall = spans[-1]["end_s"]
         # before the first stage: `make run`'s install (venv, requirements, the optional models)
         setup = spans[0]["start_s"]
         result["logs"].append({"log": Path(log).name, "wall_min": round(wall / 60, 1), "stages": len(spans),
-                               "before_first_stage_min": round(setup / 60, 1), "groups": rows})
-        print(f"{log}: {len(spans)} stages, {wall / 60:.1f} min wall ({setup / 60:.1f} before the first stage)")
+                               "before_first_stage_min": round(setup / 60, 1), "groups": rows,
+                               "skipped_unchanged": skipped})
+        print(f"{log}: {len(spans)} stages, {wall / 60:.1f} min wall ({setup / 60:.1f} before the first stage)"
+              + (f"; skipped as unchanged: {skipped}" if skipped else ""))
         for g in rows:
             print(f"  {g['group']:<20} {g['stages']:>3} stages {g['busy_min']:>6.1f} min busy  "
                   f"from {g['first_start_s'] / 60:6.1f} to {g['last_end_s'] / 60:6.1f} min  "

@@ -29,13 +29,15 @@ def where(result: dict) -> str:
 
 def train_vs_notebook(r: dict) -> list[str]:
     a, s = r["arms"], r["setup"]
-    lines = [f"**Training, CPU** ({s['dataset']}, {s['model']} + LoRA r={s['lora']['r']}, {s['train_rows']} "
+    hp = s.get("adapter_hparams", s.get("lora", {}))  # ("lora": the JSONs from before --adapter)
+    adapter = s.get("adapter", "lora") + (f" r={hp['r']}" if "r" in hp else "")
+    lines = [f"**Training, CPU** ({s['dataset']}, {s['model']} + {adapter}, {s['train_rows']} "
              f"train rows, {s['epochs']} epoch, batch {s['batch_size']}, lr {s['lr']}, seeds {s['seeds']}, "
              f"test {s['test_rows']} rows)", "",
              "| recipe | examples/s | real tokens/s | pad share | peak RSS MB | test accuracy | whole run s |",
              "|---|---|---|---|---|---|---|"]
     names = {"emotune": "emotune train stage (Trainer, emotune's arguments)",
-             "peer": "peer (Trainer, dynamic padding, group_by_length, fused AdamW)",
+             "peer": "peer (Trainer, dynamic padding, group_by_length, fused AdamW over emotune's groups)",
              "notebook": "notebook (Trainer, pad to 128, random batches)"}
     for key, arm in a.items():
         lines.append(f"| {names[key]} | {arm['examples_per_s']} | {arm['tokens_per_s']} | {arm['pad_fraction']:.0%} | "
@@ -99,6 +101,28 @@ def gpu_train(r: dict) -> list[str]:
     return lines
 
 
+ADAPTERS = ("full", "head", "lora", "dora", "ia3", "qlora")
+
+
+def train_vs_peer(results: list[dict]) -> list[str]:
+    """One row per adapter of `bench.train_vs_notebook --adapter A --arms emotune,peer` runs: examples/s of
+    each arm, the ratio (and each seed's pair), test accuracy of each, trainable weights."""
+    lines = ["| adapter | lr / head lr | trainable | emotune ex/s | peer ex/s | **emotune / peer** (each pair) | "
+             "test accuracy emotune / peer (each seed) |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        e, p, ra, s = r["arms"]["emotune"], r["arms"]["peer"], r["ratios_vs_peer"], r["setup"]
+        trainable, pairs = r["runs"][0]["trainable_params"], ", ".join(map(str, ra["examples_per_s_each_pair"]))
+        lines.append(
+            f"| {s['adapter']} | {s['lr']:g} / {s.get('head_lr') or s['lr']:g} | {trainable:,} | "
+            f"{e['examples_per_s']} | {p['examples_per_s']} | **{ra['examples_per_s']}x** ({pairs}) | "
+            f"{e['test_accuracy']:.4f} / {p['test_accuracy']:.4f} "
+            f"({' / '.join(f'{x:.3f}' for x in e['test_accuracy_each_run'])} vs "
+            f"{' / '.join(f'{x:.3f}' for x in p['test_accuracy_each_run'])}) |")
+    if results:
+        lines += ["", where(results[0])]
+    return lines
+
+
 def main() -> None:
     out = []
     for name, render in (("train_vs_notebook", train_vs_notebook), ("pipeline_overhead", pipeline_overhead),
@@ -106,6 +130,9 @@ def main() -> None:
         result = load(name)
         if result is not None:
             out += render(result) + [""]
+    per_adapter = [r for r in (load(f"train_vs_peer_{a}") for a in ADAPTERS) if r is not None]
+    if per_adapter:
+        out += train_vs_peer(per_adapter) + [""]
     sys.stdout.write("\n".join(out))
 
 
