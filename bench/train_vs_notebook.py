@@ -3,6 +3,8 @@ model and hyper-parameters.
 
     python -m bench.train_vs_notebook                 # dair-ai/emotion, MiniLM + LoRA, writes metrics/bench/train_vs_notebook.json
     python -m bench.train_vs_notebook --adapter ia3   # another adapter (train_vs_notebook_ia3.json)
+    python -m bench.train_vs_notebook --adapter ia3 --arms emotune,peer   # fair peer only (train_vs_peer_ia3.json,
+                                                      # the file `python -m bench.report` tabulates per adapter)
     python -m bench.train_vs_notebook --tiny          # CI smoke run: tiny BERT, toy data, a temporary JSON
 
 The three arms:
@@ -225,7 +227,9 @@ def run_emotune(spec: dict, seed: int, out: Path) -> dict:
         "train_loop_s": summary["train_time_s"],
         "real_tokens_per_epoch": int(lengths.sum()), "padded_tokens_per_epoch": padded,
         "pad_fraction": round(1 - lengths.sum() / padded, 4),
-        "padded_tokens_per_s": round(padded * plan.train.epochs / summary["train_time_s"], 1),
+        # from tokens_per_s (real tokens over the unrounded loop seconds): the summary's train_time_s is
+        # rounded to 0.1 s, and the tiny head-only CI run trains in under 0.05 s on a fast CPU (it was 0.0)
+        "padded_tokens_per_s": round(summary["tokens_per_s"] * padded / max(int(lengths.sum()), 1), 1),
         "train_call_s": round(call_s, 1),
         "test_accuracy": float((pred == test.targets).mean()), "test_rows": len(test),
         "test_examples_per_s": round(len(test) / eval_s, 1),
@@ -267,9 +271,11 @@ def notebook_rows(spec: dict, seed: int):
 
 
 def in_head(parameter: str, heads) -> bool:
-    """Whether a parameter (`bert.pooler.dense.weight`) belongs to one of the head modules (`pooler`)."""
-    owner = "." + parameter.rsplit(".", 1)[0] + "."
-    return any(f".{h}." in owner for h in heads)
+    """Whether a parameter (`bert.pooler.dense.weight`) belongs to one of the head modules (`pooler`):
+    the very test emotune's loader uses to pick the modules it trains fully."""
+    from emotune.model_registry import _covered, _owner
+
+    return _covered(_owner(parameter), heads)
 
 
 def hf_model(spec: dict):
@@ -613,6 +619,14 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def default_result_name(adapter: str, arm_names: list[str]) -> str:
+    """metrics/bench/<name>.json: the fair-peer pair per adapter is `train_vs_peer_<adapter>` (what
+    bench/report.py reads for its per-adapter table); otherwise `train_vs_notebook[_<adapter>]`."""
+    if arm_names == ["emotune", "peer"]:
+        return f"train_vs_peer_{adapter}"
+    return NAME if adapter == DEFAULT_ADAPTER else f"{NAME}_{adapter}"
+
+
 def main(argv: list[str] | None = None) -> None:
     from emotune.plan import RunPlan
 
@@ -622,7 +636,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default=None, help="comma-separated; one emotune+notebook pair per seed (default 42,43)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--adapter", default=DEFAULT_ADAPTER, choices=CLASSIFIER_ADAPTERS,
-                        help="what all arms train (default lora; another's JSON: train_vs_notebook_<adapter>.json)")
+                        help="what all arms train (default lora; another's JSON: train_vs_notebook_<adapter>.json, "
+                             "or train_vs_peer_<adapter>.json with --arms emotune,peer)")
     parser.add_argument("--lr", type=float, default=None, help="default: the plan's (the adapter's default LR)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of both arms (default: torch's)")
     parser.add_argument("--profile-steps", type=int, default=None, help="steps per batch shape under the profiler (0: none)")
@@ -646,8 +661,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--arms {args.arms!r}: name some of {', '.join(ARMS)}")
     seeds = [int(s) for s in (args.seeds or ("42" if args.tiny else "42,43")).split(",")]
     profile_steps = args.profile_steps if args.profile_steps is not None else (2 if args.tiny else 6)
-    out_path = common.result_path(NAME if args.adapter == DEFAULT_ADAPTER else f"{NAME}_{args.adapter}",
-                                  args.tiny, args.out)
+    out_path = common.result_path(default_result_name(args.adapter, arm_names), args.tiny, args.out)
     result = common.header(NAME, args.tiny)
     work = Path(tempfile.mkdtemp(prefix="emotune-bench-train-"))
     try:

@@ -119,10 +119,25 @@ def test_train_vs_notebook_other_adapters_train_the_same_model(adapter, tmp_path
     assert emotune["trainable_params"] == peer["trainable_params"] > 0
     assert emotune["train_ids_sha256"] == peer["train_ids_sha256"]
     assert result["ratios_vs_peer"]["examples_per_s"] > 0
+    for run in (emotune, peer):  # head-only trains the tiny model in < 0.05 s: no division by a rounded 0.0
+        assert run["padded_tokens_per_s"] >= run["tokens_per_s"] > 0, run
     from bench import report
 
     row = report.train_vs_peer([result])[2]  # the README's per-adapter table
     assert row.startswith(f"| {adapter} |") and f"**{result['ratios_vs_peer']['examples_per_s']}x**" in row
+
+
+def test_train_vs_notebook_names_and_head_parameters():
+    from bench import train_vs_notebook as tvn
+
+    # the per-adapter fair-peer JSON is the one bench/report.py tabulates
+    assert tvn.default_result_name("ia3", ["emotune", "peer"]) == "train_vs_peer_ia3"
+    assert tvn.default_result_name("lora", list(tvn.ARMS)) == "train_vs_notebook"
+    assert tvn.default_result_name("ia3", list(tvn.ARMS)) == "train_vs_notebook_ia3"
+    heads = ("pooler", "classifier")
+    assert tvn.in_head("bert.pooler.dense.weight", heads) and tvn.in_head("classifier.bias", heads)
+    assert not tvn.in_head("bert.encoder.layer.0.attention.self.query.weight", heads)
+    assert not tvn.in_head("bert.poolerx.dense.weight", heads)  # a name that merely starts like a head
 
 
 def test_inference_tiny(tmp_path):
