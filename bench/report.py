@@ -1,4 +1,4 @@
-"""The README's Performance tables, printed as Markdown from the committed metrics/bench/*.json.
+"""The Performance tables of docs/performance.md, printed as Markdown from the committed metrics/bench/*.json.
 
     python -m bench.report
 """

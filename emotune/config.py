@@ -204,7 +204,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; null: torch's default
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints (also at each epoch end)
     processes: int = 1  # data-parallel processes (one per GPU); batch_size is the global batch they share
-    # TrainingArguments names (README "Training" maps them all):
+    # TrainingArguments names (docs/training.md maps them all):
     optim: str = "auto"  # any transformers optim; auto: adamw_torch_fused, paged_adamw_8bit for QLoRA on a GPU
     lr_scheduler_type: str = "linear"  # any transformers scheduler: linear, cosine, constant_with_warmup, ...
     warmup_steps: int | None = None  # absolute warmup steps; null: warmup_ratio of all steps

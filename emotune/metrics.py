@@ -207,4 +207,4 @@ def collapse_warning(history: list[dict], metric: str, level: float) -> str | No
     values = ", ".join(f"{entry[f'val_{metric}']:.4f}" for entry in history)
     return (f"WARNING: validation {metric} never beat a constant prediction ({level:.4f}) in any epoch "
             f"({values}): the model learned nothing. Check the labels, train.lr / train.head_lr, "
-            f"train.epochs and train.max_train_examples (README 'Training')")
+            f"train.epochs and train.max_train_examples (docs/training.md)")

@@ -238,7 +238,7 @@ def output_format(path: Path | None, fmt: str | None) -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Label texts with a trained run (see README: Use a trained model)")
+    parser = argparse.ArgumentParser(description="Label texts with a trained run (see docs/use.md)")
     add_run_arguments(parser)
     parser.add_argument("--text", action="append", help="a text to classify (repeatable)")
     parser.add_argument("--input", type=Path, help="CSV, TSV, JSONL or .txt (one text a line); default stdin")

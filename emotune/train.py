@@ -12,7 +12,7 @@ stage) and data/tokenized/<dataset>/<model>/. Writes
                                                    in progress (resumable; emptied when it ends)
 
 The loop is `transformers.Trainer` with `TrainingArguments` built from the plan (`training_arguments`,
-the README's "Training" table maps every `train:` param to its TrainingArguments name): length-grouped
+the table of docs/training.md maps every `train:` param to its TrainingArguments name): length-grouped
 batches with dynamic padding (`train_sampling_strategy="group_by_length"`), the `optim` and
 `lr_scheduler_type` of the plan, one validation pass per epoch on the dataset's official metric,
 `EarlyStoppingCallback`, `load_best_model_at_end`, checkpoints at each epoch end and every
@@ -212,7 +212,7 @@ def resolve_optim(optim: str, adapter: str, device: str, log=print) -> str:
     if optim in PAGED_OPTIMIZERS and not on_gpu:
         log(f"train.optim: {optim} pages optimizer state out of GPU memory; on the CPU there is nothing to "
             f"page and bitsandbytes' CPU step measured 10x slower than fused AdamW, so this run uses "
-            f"adamw_torch_fused (README \"Training\")")
+            f"adamw_torch_fused (docs/training.md)")
         return "adamw_torch_fused"
     return optim
 
@@ -232,8 +232,8 @@ def resolve_bf16(bf16, device: str, log=print) -> bool:
         return torch.cuda.is_bf16_supported()
     if cpu_has_fast_bf16():
         log("train.bf16: auto keeps float32 on the CPU, so runs reproduce across CPUs; this CPU has "
-            "AVX512-BF16 / AMX, where bf16: true measured 1.1-1.5x faster at equal accuracy (README "
-            "\"Performance\")")
+            "AVX512-BF16 / AMX, where bf16: true measured 1.1-1.5x faster at equal accuracy (docs/training.md "
+            "\"bf16 on the CPU\")")
     return False
 
 

@@ -448,16 +448,16 @@ def test_a_new_adapter_is_one_table_entry_and_its_builder(tiny, monkeypatch):
     assert (run.train.lr, run.lr_source) == (3e-3, "DEFAULT_LR")
 
 
-def test_the_readme_adapter_table_is_the_adapter_table():
+def test_the_docs_adapter_table_is_the_adapter_table():
     import re
     from pathlib import Path
 
     from emotune.adapter_table import ADAPTERS
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    block = readme.split("| adapter | what | default LR | `adapter:` keys it reads |\n", 1)[1].split("\n\n", 1)[0]
+    doc = (Path(__file__).resolve().parent.parent / "docs/training.md").read_text(encoding="utf-8")
+    block = doc.split("| adapter | what | default LR | `adapter:` keys it reads |\n", 1)[1].split("\n\n", 1)[0]
     rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([0-9.e-]+) \| ([^|]+) \|$", block, re.M)
-    assert [r[0] for r in rows] == list(ADAPTERS), "README: one row per adapter, in table order"
+    assert [r[0] for r in rows] == list(ADAPTERS), "docs/training.md: one row per adapter, in table order"
     for name, description, lr, keys in rows:
         entry = ADAPTERS[name]
         same = keys.strip().removeprefix("as ")

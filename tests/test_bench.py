@@ -41,7 +41,7 @@ def test_data_scale_tiny(mirror):
 
 
 # ---------------------------------------------------------------------------------------------
-# Performance benchmarks (README "Performance"): each runs its --tiny configuration, writing its JSON to a
+# Performance benchmarks (docs/performance.md): each runs its --tiny configuration, writing its JSON to a
 # temporary path; the tests check what the JSON says, not how fast this machine is.
 # ---------------------------------------------------------------------------------------------
 MACHINE_KEYS = {"cpu_model", "cores", "torch_threads", "platform", "gpu", "versions"}
@@ -105,7 +105,7 @@ def test_train_vs_notebook_tiny(tmp_path):
     from bench import report
 
     table = "\n".join(report.train_vs_notebook(result))
-    assert f"**{result['ratios_vs_peer']['examples_per_s']}x**" in table and "peer" in table  # the README table
+    assert f"**{result['ratios_vs_peer']['examples_per_s']}x**" in table and "peer" in table  # the docs/performance.md table
 
 
 @pytest.mark.parametrize("adapter", ["head", "ia3", "qlora"])
@@ -123,7 +123,7 @@ def test_train_vs_notebook_other_adapters_train_the_same_model(adapter, tmp_path
         assert run["padded_tokens_per_s"] >= run["tokens_per_s"] > 0, run
     from bench import report
 
-    row = report.train_vs_peer([result])[2]  # the README's per-adapter table
+    row = report.train_vs_peer([result])[2]  # docs/performance.md's per-adapter table
     assert row.startswith(f"| {adapter} |") and f"**{result['ratios_vs_peer']['examples_per_s']}x**" in row
 
 

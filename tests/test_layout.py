@@ -1,4 +1,4 @@
-"""The layout (README "Layout"): stages/ holds the DVC entry points only, each a short main() over the
+"""The layout (docs/development.md): stages/ holds the DVC entry points only, each a short main() over the
 emotune library; the library never imports a stage and has no import cycle (function-level imports
 count: a cycle closed inside a function is still one); the leaf modules import nothing of emotune;
 checking params loads neither pandas nor torch; the package installs with an `emotune` command."""

@@ -171,7 +171,7 @@ def test_leaderboard_flags_a_collapsed_run(tmp_path):
 # Real data: SemEval-2018 E-c from the mirror, MiniLM LoRA vs TF-IDF + LR on the same rows
 # ---------------------------------------------------------------------------------------------
 SLICE = (400, 200, 300)  # train / validation / test rows: ~1.5 min on 2 shared cores
-MARGIN = 0.03  # jaccard over TF-IDF + LR on the same rows (measured: see bench/multilabel.py, README)
+MARGIN = 0.03  # jaccard over TF-IDF + LR on the same rows (measured: see bench/multilabel.py, docs/training.md)
 
 
 def test_minilm_lora_beats_tfidf_on_a_real_semeval_slice(mirror, tmp_path):

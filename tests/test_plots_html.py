@@ -139,7 +139,7 @@ def page(tmp_path_factory, toy_project) -> Page:
     root = toy_project
     (root / "reports").mkdir(exist_ok=True)
     shutil.copy(TEMPLATE, root / "reports" / "plots.html")
-    out = sh(root, DVC, "plots", "show", "--html-template", "reports/plots.html")  # as the README says
+    out = sh(root, DVC, "plots", "show", "--html-template", "reports/plots.html")  # as docs/evaluation.md says
     index = root / "dvc_plots" / "index.html"
     assert index.as_uri() in out, out
     html = index.read_text(encoding="utf-8")

@@ -52,3 +52,37 @@ def test_every_figure_of_the_readme_table_is_in_the_dataset_s_leaderboard_md_sec
             figures = figures[:-2] + figures[-1:]
         for figure in figures:
             assert figure in section, f"{dataset}: {figure} of README.md is not in metrics/leaderboard.md"
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.S | re.M)  # not code comments
+    return {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+def test_every_link_of_the_readme_and_the_docs_reaches_a_file_and_heading():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"\w+://", target):
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (page.parent / file).resolve() if file else page
+            if not resolved.exists() or (anchor and anchor not in anchors(resolved)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
+
+
+def test_the_readme_lists_every_docs_page_where_the_rest_is():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rest = readme.split("## Where the rest is\n", 1)[1].split("\n## ", 1)[0]
+    listed = {target for target in LINK.findall(rest)}
+    assert {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} <= listed, listed

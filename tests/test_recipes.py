@@ -1,4 +1,4 @@
-"""The published recipes (recipes/*.yaml, README "Published recipes"): each one's overrides go through DVC's
+"""The published recipes (recipes/*.yaml, docs/training.md "Published recipes"): each one's overrides go through DVC's
 own `-S` code onto params.yaml and validate; then every run of the recipe trains and evaluates on toy data
 with a tiny config-built model of the same architecture (the Hub models cannot load here), and each
 setting the write-up used is asserted where it takes effect: the model config, the peft config, the

@@ -1,8 +1,8 @@
-"""Scaling up (README "Scaling up"): the commands of that section, run for real on the CPU.
+"""Scaling up (docs/scaling.md): the commands of that section, run for real on the CPU.
 
 - Data parallel: the train stage as 2 processes (gloo) matches a 1-process run of the same global batch,
   only rank 0 writes outputs, and a killed 2-process run resumes to the uninterrupted run's exact result.
-  Launched every way the README shows: `train.processes: 2` (the stage starts torchrun itself; also
+  Launched every way docs/scaling.md shows: `train.processes: 2` (the stage starts torchrun itself; also
   through `dvc exp run -S train.processes=2`), `accelerate launch --config_file
   scripts/accelerate-multinode.yaml`, `accelerate launch --multi_gpu`, `torchrun` (+ `dvc commit`).
 - Queued sweeps: `dvc exp run --queue` + scripts/queue-gpus (one `dvc queue` worker per GPU set): both
@@ -182,14 +182,14 @@ def test_only_rank_0_writes_outputs(two_processes):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the launcher's processes in /proc")
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(two_processes, tmp_path):
     """Killed (every process, SIGKILL) after its first checkpoint, restarted: the same metrics, curves and
-    weights as the uninterrupted 2-process run. Started with `accelerate launch` (the README's several-
+    weights as the uninterrupted 2-process run. Started with `accelerate launch` (docs/scaling.md's several-
     machines command, on one machine) and resumed with `torchrun` (its several-GPUs command)."""
     reference = two_processes["paths"]
     project = tmp_path / "project"
     plan, paths = ddp_project(project, two_processes["model"], processes=2)
     assert plan == two_processes["plan"]
 
-    # The README's several-machines command, on this one machine: 1 machine, 2 processes, a free port.
+    # docs/scaling.md's several-machines command, on this one machine: 1 machine, 2 processes, a free port.
     killed = subprocess.Popen([str(VENV_BIN / "accelerate"), "launch", "--config_file",
                                str(ROOT / "scripts" / "accelerate-multinode.yaml"), "--machine_rank", "0",
                                "--num_machines", "1", "--num_processes", "2", "--main_process_port", "0",
@@ -292,7 +292,7 @@ def test_the_stage_starts_torchrun_itself_and_checks_a_launcher(monkeypatch):
 @pytest.fixture(scope="module")
 def team_project(tmp_path_factory) -> Path:
     """The project with a tiny CSV dataset `toy` and a tiny BERT, one LoRA run (the pattern of
-    tests/test_pipeline_dvc.py; groups large/generative empty), reproduced with the README's several-GPUs
+    tests/test_pipeline_dvc.py; groups large/generative empty), reproduced with docs/scaling.md's several-GPUs
     command `dvc exp run -S train.processes=2` and committed."""
     root = tmp_path_factory.mktemp("team") / "project"
     root.mkdir()
@@ -309,7 +309,7 @@ def team_project(tmp_path_factory) -> Path:
 def test_push_then_pull_into_a_fresh_clone_reproduces_nothing(team_project, tmp_path):
     origin = team_project
     remote = tmp_path / "dvc-remote"
-    # README: set a default remote once, commit it, push the cache
+    # docs/scaling.md: set a default remote once, commit it, push the cache
     sh(origin, DVC, "remote", "add", "-d", "team", str(remote))
     sh(origin, "git", "add", ".dvc/config")
     sh(origin, "git", "commit", "-qm", "shared remote")
@@ -354,7 +354,7 @@ def wait_for_queue(root: Path, timeout: float) -> str:
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads worker environments from /proc")
 def test_a_queued_sweep_runs_on_workers_pinned_to_their_own_gpus(team_project):
     root = team_project
-    # README: queue a grid, then one worker per pair of GPUs (the runs have train.processes: 2). On this
+    # docs/scaling.md: queue a grid, then one worker per pair of GPUs (the runs have train.processes: 2). On this
     # CPU machine the GPU numbers are only environment values, which is what is checked: each worker got
     # its own. The two 2-process runs side by side also show that their launchers do not collide.
     out = sh(root, DVC, "exp", "run", "--queue", "-S", "adapter.r=2,8", "-S", "train.lr=1e-2")
@@ -389,7 +389,7 @@ def test_a_queued_sweep_runs_on_workers_pinned_to_their_own_gpus(team_project):
 
 
 def test_a_run_launched_by_hand_is_recorded_with_dvc_commit(team_project):
-    """README: a run under your own launcher (here `accelerate launch --multi_gpu`: with no GPU its
+    """docs/scaling.md: a run under your own launcher (here `accelerate launch --multi_gpu`: with no GPU its
     processes use gloo) is recorded with `dvc commit`, after which `dvc repro` does not train it again:
     it only evaluates the new model and rebuilds the leaderboard, then has nothing left to do."""
     root = team_project
