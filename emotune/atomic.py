@@ -5,10 +5,40 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the `.<name>.tmp-<pid>` and `.<name>.old-<pid>` siblings of `final` that a killed run left
+    (SIGKILL or a power cut skips every cleanup), and return them. Only this output's own temporaries, and
+    only those whose process is gone: a run writing the same output right now keeps its own."""
+    final = Path(final)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(?:tmp|old)-(\d+)")
+    removed = []
+    for path in final.parent.iterdir() if final.parent.is_dir() else ():
+        match = pattern.fullmatch(path.name)
+        if match and int(match[1]) != os.getpid() and not process_alive(int(match[1])):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -16,6 +46,7 @@ def atomic_dir(final: Path):
     """Yield a fresh temporary directory that replaces `final` on success and vanishes on error."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -42,6 +73,7 @@ def sha256_file(path: Path) -> str:
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)

@@ -120,3 +120,11 @@ def check_rows_left(report: dict, spec: DatasetSpec, cfg: CleanConfig) -> None:
         }.get(top, "check the file")
         raise EmotuneError(f"dataset {spec.name!r}: cleaning left no {split} rows (of {report['rows_in'][split]}; "
                            f"dropped: {', '.join(f'{r} {n}' for r, n in reasons.items())}); {fix}")
+
+
+def label_repairs(raw_meta: dict) -> dict[str, dict[str, int]]:
+    """The label values fetch repaired (meta.json `label_repairs`: spaces stripped, a label named twice in
+    a row kept once), per kind and split, zeros included, for the clean report."""
+    repaired = raw_meta.get("label_repairs", {})
+    kinds = ("whitespace_stripped", "repeated_labels_merged")
+    return {kind: {s: repaired.get(s, {}).get(kind, 0) for s in SPLITS} for kind in kinds}

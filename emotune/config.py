@@ -73,7 +73,7 @@ class DatasetSpec:
     # repository root (or absolute).
     files: dict[str, Union[str, LineFiles]] = field(default_factory=dict)
     mirror_dir: str | None = None
-    format: Literal["csv", "tsv", "jsonl", "lines"] | None = None  # None: from the file extension
+    format: Literal["csv", "tsv", "jsonl", "lines", "parquet"] | None = None  # None: from the file extension
     delimiter: str | None = None
     header: bool = True
     columns: list[str] | None = None  # column names when header is false

@@ -9,6 +9,7 @@ through `datasets.load_dataset`.
 from __future__ import annotations
 
 import os
+import sys
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,60 @@ FALSE_VALUES = {"0", "false", "0.0", ""}
 
 
 @dataclass
+class LabelRepairs:
+    """Label values of one split's file that fetch repaired instead of refusing: never silently (a warning
+    line, `label_repairs` in meta.json, and the clean report counts them)."""
+
+    where: str  # the file, or the Hub split
+    unit: str  # "line" (a file's line) or "row" (a Hub or Parquet row)
+    whitespace: list[int] = field(default_factory=list)  # cells with spaces around their value: stripped
+    repeated: list[int] = field(default_factory=list)  # multi-label rows naming a label twice: kept once
+
+    def counts(self) -> dict[str, int]:
+        return {"whitespace_stripped": len(self.whitespace), "repeated_labels_merged": len(self.repeated)}
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.whitespace:
+            out.append(f"{self.where}: {len(self.whitespace)} label value(s) with spaces around them "
+                       f"({self.unit}s {readers.shown_lines(self.whitespace)}): stripped")
+        if self.repeated:
+            out.append(f"{self.where}: {len(self.repeated)} row(s) naming a label more than once "
+                       f"({self.unit}s {readers.shown_lines(self.repeated)}): each label kept once")
+        return out
+
+
+@dataclass
+class Unified:
+    """One split mapped to `id, text, labels`, and what was repaired on the way."""
+
+    frame: pd.DataFrame
+    repairs: LabelRepairs
+
+
+@dataclass
+class CarvedValidation:
+    validation: pd.DataFrame
+    train: pd.DataFrame
+    note: str  # what was done, for meta.json
+    warning: str | None = None  # set when the split could not be stratified
+
+
+@dataclass
 class Fetched:
     splits: dict[str, pd.DataFrame]
     source: str
     checksums: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    repairs: dict[str, LabelRepairs] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # printed by the stage; the facts are in notes/repairs
+
+    def label_repairs(self) -> dict[str, dict[str, int]] | None:
+        """Per split, the label values repaired (meta.json `label_repairs`); None when nothing was, so the
+        meta.json of a clean file keeps its bytes."""
+        if not any(any(r.counts().values()) for r in self.repairs.values()):
+            return None
+        return {split: self.repairs[split].counts() for split in SPLITS if split in self.repairs}
 
 
 @dataclass(frozen=True)
@@ -93,10 +143,12 @@ def fetch_dataset(spec: DatasetSpec, cfg: FetchConfig, seed: int) -> Fetched:
                 f"reaches the Hub, or put the missing files in place, or leave {spec.name!r} out of "
                 f"`datasets` in params.yaml.") from None
     if "validation" not in fetched.splits:
-        fetched.splits["validation"], fetched.splits["train"] = carve_validation(
-            fetched.splits["train"], spec.multi_label, cfg.validation_fraction, seed)
-        fetched.notes.append(f"validation carved from train: {cfg.validation_fraction:.0%}, "
-                             f"stratified, seed {seed}")
+        carved = carve_validation(fetched.splits["train"], spec.multi_label, cfg.validation_fraction, seed)
+        fetched.splits["validation"], fetched.splits["train"] = carved.validation, carved.train
+        fetched.notes.append(carved.note)
+        if carved.warning:
+            fetched.warnings.append(f"{spec.name}: {carved.warning}")
+    fetched.warnings += [w for repairs in fetched.repairs.values() for w in repairs.warnings()]
     return fetched
 
 
@@ -142,17 +194,18 @@ def verify_checksums(spec: DatasetSpec, root: Path) -> dict[str, str]:
 
 def read_local(spec: DatasetSpec, root: Path) -> Fetched:
     checksums = verify_checksums(spec, root)
-    splits = {}
+    unified = {}
     for split, files in spec.files.items():
         if isinstance(files, LineFiles):
-            splits[split] = read_lines(spec, root / files.text, root / files.labels, split)
+            unified[split] = read_lines(spec, root / files.text, root / files.labels, split)
         else:
             path = root / files
             key = f"dataset_registry.{spec.name}.files.{split}"
             table, lines = read_table(spec, path, key)
-            splits[split] = to_unified(table, file_columns(spec), spec, split, str(path), lines)
+            unified[split] = to_unified(table, file_columns(spec), spec, split, str(path), lines)
     # A relative source keeps meta.json (and so the DVC hashes) the same on every machine.
-    return Fetched(splits, source=f"local:{os.path.relpath(root, project_root())}", checksums=checksums)
+    return Fetched({s: u.frame for s, u in unified.items()}, source=f"local:{os.path.relpath(root, project_root())}",
+                   checksums=checksums, repairs={s: u.repairs for s, u in unified.items()})
 
 
 def file_columns(spec: DatasetSpec) -> Columns:
@@ -160,17 +213,30 @@ def file_columns(spec: DatasetSpec) -> Columns:
                    spec.label_delimiter, spec.label_ids)
 
 
-def read_text(path: Path, key: str) -> str:
-    """A dataset file's text (emotune/readers.py decodes it, as for predict); an empty file names `key`."""
-    text = readers.decode_file(path)
+def read_text(spec: DatasetSpec, path: Path, key: str) -> str:
+    """A dataset file's text (emotune/readers.py decodes it, as for predict); an empty file names `key`.
+    A file of the team's mirror is a published release, read as published: C1 control characters there
+    (SemEval-2018 E-c train has one) are kept, with a warning, so its scores stay comparable."""
+    data = path.read_bytes()
+    text = readers.decode(data, str(path), allow_c1_controls=bool(spec.mirror_dir))
     if not text.strip():
         raise EmotuneError(f"{path}: the file is empty; point {key} at the right file")
+    if spec.mirror_dir and readers.C1_CONTROLS.search(text):
+        print(f"warning: {path}: C1 control characters on line(s) {readers.shown_lines(readers.c1_control_lines(text))}"
+              f" (Windows-1252 text decoded as Latin-1 by the release's authors); kept as published",
+              file=sys.stderr)
     return text
 
 
-def read_table(spec: DatasetSpec, path: Path, key: str) -> tuple[pd.DataFrame, list[int]]:
-    """A CSV/TSV/JSONL dataset file as a table of its raw values and each row's line number."""
-    fmt = readers.file_format(path, spec.format, f"set format: csv | tsv | jsonl in dataset_registry.{spec.name}")
+def read_table(spec: DatasetSpec, path: Path, key: str) -> tuple[pd.DataFrame, list[int] | None]:
+    """A CSV/TSV/JSONL/Parquet dataset file as a table of its raw values and each row's line number (None
+    for Parquet: its rows are numbered from 0, as the Hub's are)."""
+    fmt = readers.file_format(path, spec.format,
+                              f"set format: {' | '.join(f for f in readers.FORMATS if f != 'lines')} in "
+                              f"dataset_registry.{spec.name}")
+    if fmt == "parquet":
+        table = readers.parquet_table(path.read_bytes(), str(path))
+        return pd.DataFrame(table.rows, columns=table.columns, dtype=object), None
     if fmt == "lines":
         # One text a line holds no labels; only a pair of line-aligned files (read_lines) does.
         raise EmotuneError(f"{path}: format lines (plain text, one text a line: what .txt means) has no labels; "
@@ -180,7 +246,7 @@ def read_table(spec: DatasetSpec, path: Path, key: str) -> tuple[pd.DataFrame, l
         raise EmotuneError(f"{path}: header: false needs the column names; set columns: [...] in "
                            f"dataset_registry.{spec.name}")
     wanted = (spec.text_column, *(spec.label_columns or []), *filter(None, [spec.label_column]))
-    table = readers.parse(read_text(path, key), fmt, str(path), delimiter=spec.delimiter, quoting=spec.quoting,
+    table = readers.parse(read_text(spec, path, key), fmt, str(path), delimiter=spec.delimiter, quoting=spec.quoting,
                           names=None if spec.header else spec.columns, wanted=wanted,
                           how_to_declare=f"set delimiter: or format: in dataset_registry.{spec.name}")
     if spec.header and spec.columns and spec.columns != table.columns:
@@ -189,16 +255,15 @@ def read_table(spec: DatasetSpec, path: Path, key: str) -> tuple[pd.DataFrame, l
     return pd.DataFrame(table.rows, columns=table.columns, dtype=object), table.lines
 
 
-def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str) -> pd.DataFrame:
+def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str) -> Unified:
     """TweetEval layout: texts and labels in two line-aligned files (so blank lines count)."""
     key = f"dataset_registry.{spec.name}.files.{split}"
-    texts, labels = (readers.plain_lines(read_text(path, key), keep_blank_lines=True).rows
+    texts, labels = (readers.plain_lines(read_text(spec, path, key), keep_blank_lines=True).rows
                      for path in (text_path, label_path))
     if len(texts) != len(labels):
         raise EmotuneError(f"{text_path} has {len(texts)} lines but {label_path} has {len(labels)}; "
                            f"the two files must be line-aligned")
-    table = pd.DataFrame({"text": [r["text"] for r in texts], "label": [r["text"].strip() for r in labels]},
-                         dtype=object)
+    table = pd.DataFrame({"text": [r["text"] for r in texts], "label": [r["text"] for r in labels]}, dtype=object)
     columns = Columns("text", "label", None, None, None, spec.label_ids)
     return to_unified(table, columns, spec, split, str(label_path), list(range(1, len(table) + 1)))
 
@@ -207,9 +272,9 @@ def read_lines(spec: DatasetSpec, text_path: Path, label_path: Path, split: str)
 # One mapping for files and Hub splits
 # ---------------------------------------------------------------------------------------------
 def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str, where: str,
-               lines: list[int] | None) -> pd.DataFrame:
+               lines: list[int] | None) -> Unified:
     """Map a raw table to `id, text, labels`; unknown labels or missing columns fail with the row.
-    `lines` gives each row's line in its file (None for Hub rows, reported by row number)."""
+    `lines` gives each row's line in its file (None for Hub and Parquet rows, reported by row number)."""
     needed = [cols.text, *filter(None, [cols.label, cols.id]), *(cols.labels or [])]
     for column in needed:
         if column not in table.columns:
@@ -222,11 +287,16 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
     known = set(spec.labels)
     problems = []
     hints = set()
+    repairs = LabelRepairs(where, "line" if lines else "row")
+
+    def at(i: int) -> int:
+        return lines[i] if lines else i
 
     def bad(i, message):
-        problems.append(f"line {lines[i]}: {message}" if lines else f"row {i}: {message}")
+        problems.append(f"{repairs.unit} {at(i)}: {message}")
 
     labels = []
+    empty = []  # single-label rows whose label cell is empty
     if cols.labels:
         for i, row in enumerate(table[cols.labels].itertuples(index=False)):
             names = []
@@ -239,20 +309,31 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
             labels.append(names)
     else:
         for i, value in enumerate(table[cols.label]):
-            value = "" if value is None else str(value).strip()
+            cell = label_values(value, cols.delimiter)
+            if cell.padded:
+                repairs.whitespace.append(at(i))
+            values = cell.values
+            if not values and not spec.multi_label:
+                empty.append(i)
+                labels.append([])
+                continue
             if cols.ids_are_indices:
-                try:
-                    names = [spec.labels[int(value)]]
-                    if int(value) < 0:
-                        raise IndexError
-                except (ValueError, IndexError):
-                    bad(i, f"label {value!r} is not an index 0..{len(spec.labels) - 1} into labels")
-                    names = []
-            elif cols.delimiter:
-                names = [v.strip() for v in value.split(cols.delimiter) if v.strip()]
+                names = []
+                for v in values:
+                    index = int(v) if v.lstrip("-").isdigit() else -1
+                    if 0 <= index < len(spec.labels):
+                        names.append(spec.labels[index])
+                    else:
+                        bad(i, f"label {v!r}{f' (of {cell.shown!r})' if len(values) > 1 else ''} is not an index "
+                               f"0..{len(spec.labels) - 1} into labels")
             else:
-                names = [value]
-            unknown = [name for name in names if name not in known]
+                names = values
+            if len(set(names)) < len(names):
+                repairs.repeated.append(at(i))
+                names = list(dict.fromkeys(names))
+            if len(names) > 1 and not spec.multi_label:
+                bad(i, f"{len(names)} labels {names} in a single-label dataset (task: single_label)")
+            unknown = [] if cols.ids_are_indices else [name for name in names if name not in known]
             separator = other_separator(unknown, known, cols.delimiter)
             numeric = not cols.ids_are_indices and unknown and all(n.lstrip("-").isdigit() for n in unknown)
             for name in unknown:
@@ -268,8 +349,15 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
                           + ("" if spec.multi_label else " (and task: multi_label)"))
             if numeric:
                 hints.add(f"the labels are numbers: if they are positions in labels (0 = {spec.labels[0]!r}), "
-                          f"set dataset_registry.{spec.name}.label_ids: true")
+                          f"set dataset_registry.{spec.name}.label_ids: true"
+                          + (f" (with label_delimiter: {cols.delimiter!r} the ids of a row are split first)"
+                             if cols.delimiter else ""))
             labels.append(names)
+    if empty:
+        raise EmotuneError(f"{where}: empty label on {len(empty)} row(s) ({repairs.unit}s "
+                           f"{readers.shown_lines([at(i) for i in empty])}); every row of a single-label dataset "
+                           f"needs one label of {spec.labels}: fill in the label column {cols.label!r} there, or "
+                           f"remove those rows")
     if problems:
         shown = "\n  ".join(problems[:5]) + (f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else "")
         fixes = "".join(f"\nHint: {h}." for h in sorted(hints))
@@ -277,12 +365,11 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
                            f"Labels of {spec.name!r} are {spec.labels}: correct the rows, or add the "
                            f"label to dataset_registry.{spec.name}.labels in params.yaml.{fixes}")
     if spec.multi_label and not spec.allow_empty_labels:
-        empty = [i for i, names in enumerate(labels) if not names]
-        if empty:
-            rows = ", ".join(str(lines[i]) if lines else str(i) for i in empty[:10])
-            more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+        no_label = [i for i, names in enumerate(labels) if not names]
+        if no_label:
             raise EmotuneError(
-                f"{where}: {len(empty)} row(s) with no label at all ({'line' if lines else 'row'}s {rows}{more}). "
+                f"{where}: {len(no_label)} row(s) with no label at all ({repairs.unit}s "
+                f"{readers.shown_lines([at(i) for i in no_label])}). "
                 f"Give each row at least one label; or, if a row with no emotion is valid in this dataset "
                 f"(a neutral text), set dataset_registry.{spec.name}.allow_empty_labels: true")
     texts = ["" if t is None else str(t) for t in table[cols.text]]
@@ -292,7 +379,27 @@ def to_unified(table: pd.DataFrame, cols: Columns, spec: DatasetSpec, split: str
         dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
         raise EmotuneError(f"{where}: id {dup!r} occurs more than once in column {cols.id!r}; ids must "
                            f"be unique (or drop id_column to number rows)")
-    return pd.DataFrame({"id": ids, "text": texts, "labels": labels})
+    return Unified(pd.DataFrame({"id": ids, "text": texts, "labels": labels}), repairs)
+
+
+@dataclass(frozen=True)
+class LabelCell:
+    values: list[str]  # the label values of one cell, stripped, empty ones dropped
+    padded: bool  # the cell (or a list item) had spaces around its value
+    shown: str  # the cell as the user wrote it, for messages
+
+
+def label_values(value, delimiter: str | None) -> LabelCell:
+    """The label values of one cell: a list column's items (Parquet, JSON arrays, Hub sequences), the parts
+    between `delimiter`s (`3,12` with label_delimiter ","), or the cell itself. Spaces count as a repair
+    only around a whole value: `joy, anger` is the usual way to write a delimited list."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = ["" if v is None else str(v) for v in value]
+        return LabelCell([v.strip() for v in items if v.strip()], any(v != v.strip() for v in items if v.strip()),
+                         str(items))
+    text = "" if value is None or pd.isna(value) else str(value)
+    parts = text.split(delimiter) if delimiter else [text]
+    return LabelCell([p.strip() for p in parts if p.strip()], bool(text.strip()) and text != text.strip(), text)
 
 
 def other_separator(unknown: list[str], known: set[str], delimiter: str | None) -> str | None:
@@ -339,21 +446,21 @@ def read_hub(spec: DatasetSpec, load_dataset=None) -> Fetched:
         dsd = load_dataset(str(local) if local.exists() else hub.path, hub.name, revision=hub.revision)
     except (ConnectionError, OSError) as exc:
         raise HubUnavailable(str(exc)) from None
-    splits = {}
+    unified = {}
     for split, hub_split in hub.splits.items():
         if hub_split not in dsd:
             if split == "validation":
                 continue
             raise EmotuneError(f"hub dataset {hub.path} ({hub.name}) has no split {hub_split!r}; "
                                f"it has {list(dsd)}. Fix dataset_registry.{spec.name}.hub.splits")
-        splits[split] = hub_split_to_frame(dsd[hub_split], spec, split)
+        unified[split] = hub_split_to_frame(dsd[hub_split], spec, split)
     revision = hub.revision or "main"
-    return Fetched(splits, source=f"hub:{hub.path}/{hub.name or ''}@{revision}",
+    return Fetched({s: u.frame for s, u in unified.items()}, source=f"hub:{hub.path}/{hub.name or ''}@{revision}",
                    checksums={f"{split}.fingerprint": dsd[s]._fingerprint for split, s in hub.splits.items()
-                              if s in dsd})
+                              if s in dsd}, repairs={s: u.repairs for s, u in unified.items()})
 
 
-def hub_split_to_frame(ds, spec: DatasetSpec, split: str) -> pd.DataFrame:
+def hub_split_to_frame(ds, spec: DatasetSpec, split: str) -> Unified:
     hub = spec.hub
     table = ds.to_pandas()
     feature = ds.features.get(hub.label_column) if hub.label_column else None
@@ -368,19 +475,29 @@ def hub_split_to_frame(ds, spec: DatasetSpec, split: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # Validation split
 # ---------------------------------------------------------------------------------------------
-def carve_validation(train: pd.DataFrame, multi_label: bool, fraction: float, seed: int):
-    """Seeded, stratified split of train into (validation, train)."""
-    # Multi-label rows stratify on their first label; if any stratum is a singleton, no strata.
+def carve_validation(train: pd.DataFrame, multi_label: bool, fraction: float, seed: int) -> CarvedValidation:
+    """Seeded split of train into validation and train, stratified by label where every label can be
+    (multi-label rows by their first label); where not, a random split that says so and why."""
     keys = train["labels"].map(lambda ls: "|".join(sorted(ls)) if not multi_label else
                                (ls[0] if ls else "<none>"))
-    counts = keys.map(keys.value_counts())
+    per_key = keys.value_counts()
     held_out = int(np.ceil(fraction * len(train)))
     if len(train) < 2 or held_out >= len(train):
         raise EmotuneError(f"train has {len(train)} rows: too few to carve a validation split of "
                            f"{fraction:.0%}; add a validation file or more training rows")
-    strata = keys if (counts >= 2).all() and held_out >= keys.nunique() else None
-    rest, val = train_test_split(train, test_size=fraction, random_state=seed, stratify=strata)
-    return val.reset_index(drop=True), rest.reset_index(drop=True)
+    single = sorted(per_key[per_key < 2].index)
+    # sklearn stratifies only where every stratum has 2 rows and the held-out rows can hold one of each
+    reason = (f"the label(s) {', '.join(single)} have a single train row" if single else
+              f"{held_out} validation rows cannot hold each of the {len(per_key)} labels" if held_out < len(per_key)
+              else None)
+    rest, val = train_test_split(train, test_size=fraction, random_state=seed,
+                                 stratify=None if reason else keys)
+    how = "stratified" if not reason else f"NOT stratified ({reason}): a random split"
+    warning = None if not reason else (
+        f"validation carved from train without stratification: {reason}, so the validation split may lack "
+        f"labels. Give a validation file, more rows of those labels, or a larger fetch.validation_fraction")
+    return CarvedValidation(val.reset_index(drop=True), rest.reset_index(drop=True),
+                            f"validation carved from train: {fraction:.0%}, {how}, seed {seed}", warning)
 
 
 def published_size_problems(spec: DatasetSpec, splits: dict[str, pd.DataFrame]) -> list[str]:

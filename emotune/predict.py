@@ -6,7 +6,7 @@
 
 A run is `<dataset>/<model>/<adapter>`, the folder `models/<dataset>/<model>/<adapter>/` the train stage
 wrote, or `--best <dataset>`: the best run of that dataset on metrics/leaderboard.json. Texts come from
-`--text` (repeatable), `--input FILE` or stdin, as CSV, TSV, JSONL or plain lines (.txt), by extension or
+`--text` (repeatable), `--input FILE` or stdin, as CSV, TSV, JSONL, Parquet or plain lines (.txt), by extension or
 `--format`, read by emotune/readers.py (the reader of dataset files too). Each text is normalised exactly as
 the clean stage normalised the training data, then classified in length-sorted batches. Output (CSV or
 JSONL, by `--output`'s extension or `--output-format`): the label (multi-label: the set of labels whose
@@ -82,8 +82,8 @@ def read_inputs(texts: list[str] | None, path: Path | None, stdin, fmt: str | No
             raise EmotuneError("no texts: give them with --text \"...\", --input FILE, or on stdin")
         source, data = "stdin", stdin.read()
     fmt = input_format(path, fmt)
-    table = readers.parse(readers.decode(data, source), fmt, source, wanted=(text_column,),
-                          how_to_declare=f"{PICK_FORMAT} (or re-save the file as CSV)")
+    table = readers.read_rows(data, fmt, source, wanted=(text_column,),
+                              how_to_declare=f"{PICK_FORMAT} (or re-save the file as CSV)")
     records, lines, columns = table.rows, table.lines, table.columns
     if not records:
         raise EmotuneError(f"{source}: no texts to predict (the input is empty"

@@ -8,6 +8,8 @@ Formats, chosen by the file's extension unless the caller declares one (`format:
     .tsv          tsv    the same with tabs
     .jsonl .json  jsonl  one JSON object a line (a .json file is read as JSON Lines, not one document)
     .txt          lines  plain text, one text a line; a line's text is the column "text"
+    .parquet      parquet  a Parquet table (what `datasets` exports and the Hub serves), read with pyarrow;
+                         its "lines" are the 1-based row numbers, and list columns stay lists
 
 `.txt` is plain lines for both callers: a dataset whose .txt files are tables (SemEval E-c's TSV, dair-ai's
 semicolon CSV) declares `format: tsv` or `format: csv` in params.yaml.
@@ -22,13 +24,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from emotune.errors import EmotuneError
 
-FORMATS = ("csv", "tsv", "jsonl", "lines")
-EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "lines"}
+FORMATS = ("csv", "tsv", "jsonl", "lines", "parquet")
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "lines",
+              ".parquet": "parquet"}
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 LINES_COLUMN = "text"  # the one column of a plain-lines file
@@ -39,7 +43,8 @@ MAGIC = [(b"PK\x03\x04", "a ZIP archive (or an .xlsx/.docx, which are ZIP files)
          (b"\x1f\x8b", "gzip-compressed", "decompress it first (`gunzip`)"),
          (b"BZh", "bzip2-compressed", "decompress it first (`bunzip2`)"),
          (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (`unxz`)"),
-         (b"PAR1", "a Parquet file", "export it as CSV or JSONL (pandas: read_parquet(...).to_csv(...))"),
+         (b"PAR1", "a Parquet file", "read it as Parquet: give it the .parquet extension, or declare the format "
+                                     "parquet"),
          (b"\xd0\xcf\x11\xe0", "an old Excel/Word file (OLE2)", "save the sheet as CSV (UTF-8)"),
          (b"%PDF", "a PDF", "export the table as CSV (UTF-8)"),
          (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV (`sqlite3 -csv`)")]
@@ -96,9 +101,44 @@ def sniff_not_utf8_text(data: bytes) -> str | None:
     return None
 
 
-def decode(data: bytes, source: str) -> str:
+# C1 control characters (U+0080-U+009F): no text holds them. They are what Windows-1252's curly quotes,
+# dashes and euro sign (bytes 0x80-0x9F: ’ “ ” – … €) become when the file is decoded as Latin-1, e.g. by
+# `iconv -f latin1`; SemEval-2018 E-c's own train file has one (U+0092 for ’, line 5733).
+C1_CONTROLS = re.compile("[\u0080-\u009f]")
+
+
+def shown_lines(lines: list[int]) -> str:
+    """At most ten line numbers, then how many more."""
+    return ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+
+
+def c1_control_lines(text: str) -> list[int]:
+    """The lines of `text` that hold a C1 control character."""
+    return [n for n, line in enumerate(text.split("\n"), 1) if C1_CONTROLS.search(line)]
+
+
+def not_utf8_message(data: bytes, start: int) -> str:
+    """Why byte `start` of `data` is not UTF-8, with the iconv line that re-saves the file. Windows-1252 when
+    the file holds its bytes 0x80-0x9F (‘ ’ “ ” – … €: what Windows editors and Excel write), which Latin-1
+    would turn into control characters; else Latin-1, which reads every other byte as Windows-1252 does."""
+    byte = data[start]
+    try:
+        cp1252 = any(0x80 <= b <= 0x9F for b in data) and bool(data.decode("cp1252"))
+    except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d mean nothing in Windows-1252
+        cp1252 = False
+    if not cp1252:
+        return (f"byte 0x{byte:02x} is not UTF-8. Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8` "
+                f"if it came from a Western-European Windows or Excel export).")
+    return (f"byte 0x{byte:02x} is not UTF-8; the file looks like Windows-1252 (cp1252, where 0x{byte:02x} is "
+            f"{bytes([byte]).decode('cp1252')!r}), what Windows editors and Excel write. Re-save it as UTF-8: "
+            f"`iconv -f cp1252 -t utf-8 < in > out` (not `-f latin1`, which turns ’ “ ” into control "
+            f"characters).")
+
+
+def decode(data: bytes, source: str, allow_c1_controls: bool = False) -> str:
     """UTF-8 text of `data` (a UTF-8 byte-order mark dropped); anything else stops with what the bytes are
-    and how to re-save them. `source` names the file (or "stdin") in the message."""
+    and how to re-save them. `source` names the file (or "stdin") in the message. NUL bytes and C1 control
+    characters stop it too; `allow_c1_controls` keeps the latter (a published release read as published)."""
     not_text = sniff_not_utf8_text(data)
     if not_text:
         raise EmotuneError(f"{source}: {not_text}")
@@ -106,20 +146,48 @@ def decode(data: bytes, source: str) -> str:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise EmotuneError(f"{source}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8. "
-                           f"Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8` if it came from "
-                           f"a Western-European Windows or Excel export).") from None
+        raise EmotuneError(f"{source}: line {line}: {not_utf8_message(data, exc.start)}") from None
     if "\x00" in text:
         lines = [n for n, line in enumerate(text.split("\n"), 1) if "\x00" in line]
-        shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
-        raise EmotuneError(f"{source}: NUL bytes (\\x00) on line(s) {shown}; text never holds them (a broken "
-                           f"export or a binary column pasted in). Remove them (e.g. `tr -d '\\000' < in > out`) "
-                           f"or fix the rows.")
+        raise EmotuneError(f"{source}: NUL bytes (\\x00) on line(s) {shown_lines(lines)}; text never holds them "
+                           f"(a broken export or a binary column pasted in). Remove them (e.g. "
+                           f"`tr -d '\\000' < in > out`) or fix the rows.")
+    if not allow_c1_controls and C1_CONTROLS.search(text):
+        lines = c1_control_lines(text)
+        first = C1_CONTROLS.search(text).group()
+        raise EmotuneError(f"{source}: C1 control characters (U+0080-U+009F, e.g. U+{ord(first):04X}) on "
+                           f"line(s) {shown_lines(lines)}; text never holds them: they are Windows-1252 characters "
+                           f"(’ “ ” – …) decoded as Latin-1 (`iconv -f latin1`). Convert the original file with "
+                           f"`iconv -f cp1252 -t utf-8 < in > out`, or fix the rows.")
     return text
 
 
 def decode_file(path: Path) -> str:
     return decode(path.read_bytes(), str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes to rows
+# ---------------------------------------------------------------------------------------------
+def parquet_table(data: bytes, source: str) -> Table:
+    """The rows of a Parquet file as Python values (list columns stay lists), numbered from 1."""
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        table = pyarrow.parquet.read_table(pyarrow.BufferReader(data))
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise EmotuneError(f"{source}: not a readable Parquet file ({exc}); export it again, or give the "
+                           f"CSV, TSV or JSONL file") from None
+    rows = table.to_pylist()
+    return Table(list(table.schema.names), rows, list(range(1, len(rows) + 1)))
+
+
+def read_rows(data: bytes, fmt: str, source: str, **parse_options) -> Table:
+    """The rows of a file's bytes in format `fmt`: Parquet directly, every other format decoded, then parsed."""
+    if fmt == "parquet":
+        return parquet_table(data, source)
+    return parse(decode(data, source), fmt, source, **parse_options)
 
 
 # ---------------------------------------------------------------------------------------------

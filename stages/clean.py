@@ -10,7 +10,7 @@ import sys
 
 from emotune.artifacts import load_splits, save_splits
 from emotune.atomic import atomic_dir, read_json, write_json
-from emotune.clean import clean_splits
+from emotune.clean import clean_splits, label_repairs
 from emotune.errors import run_cli
 from emotune.paths import data_dir, metrics_path, project_root
 from emotune.stage_args import params_and_dataset
@@ -21,7 +21,9 @@ def main(argv: list[str]) -> None:
     raw_dir = data_dir("raw", spec.name)
     raw = load_splits(raw_dir)
     splits, report = clean_splits(raw, spec, params.clean)
-    meta = read_json(raw_dir / "meta.json") | {"rows": report["rows_out"]}
+    raw_meta = read_json(raw_dir / "meta.json")
+    report["label_repairs"] = label_repairs(raw_meta)
+    meta = raw_meta | {"rows": report["rows_out"]}
     with atomic_dir(data_dir("clean", spec.name)) as out:
         save_splits(out, splits)
         write_json(out / "meta.json", meta)

@@ -6,6 +6,8 @@ The DVC stage's entry point; the work, and why it is done this way, is emotune/d
 """
 from __future__ import annotations
 
+import sys
+
 from emotune.artifacts import save_splits
 from emotune.atomic import atomic_dir, write_json
 from emotune.data_registry import check_tracked_by_dvc, fetch_dataset, published_size_problems
@@ -36,10 +38,14 @@ def main(argv: list[str]) -> None:
         "rows": {split: len(fetched.splits[split]) for split in SPLITS},
         "notes": fetched.notes,
     }
+    if fetched.label_repairs():  # only then: the meta.json of a file that needed none keeps its bytes
+        meta["label_repairs"] = fetched.label_repairs()
     with atomic_dir(data_dir("raw", spec.name)) as out:
         save_splits(out, {split: fetched.splits[split] for split in SPLITS})
         write_json(out / "meta.json", meta)
     print(f"fetch {spec.name}: {meta['rows']} from {fetched.source}")
+    for warning in fetched.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -89,3 +92,34 @@ def test_write_atomic_removes_a_half_written_temp_file(tmp_path):
         write_atomic(path, write_then_fail)
     assert path.read_text() == "old"
     assert listing(tmp_path) == ["report.txt"]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_run_s_temporaries_of_this_output_go_on_the_next_run(tmp_path):
+    """A fetch killed while writing left data/raw/.emotion.tmp-<pid>/ forever; the next run of the same
+    output removes it (and a half-renamed .old-<pid>), never another output's or a live process's."""
+    final = tmp_path / "raw" / "emotion"
+    stale = [final.with_name(f".emotion.tmp-{dead_pid()}"), final.with_name(f".emotion.old-{dead_pid()}")]
+    for folder in stale:
+        folder.mkdir(parents=True)
+        (folder / "train.parquet").write_text("half")
+    running = final.with_name(f".emotion.tmp-{os.getppid()}")  # a live process: still writing
+    other = final.with_name(f".tweets.tmp-{dead_pid()}")  # another output's: its own next run's
+    for folder in (running, other):
+        folder.mkdir()
+    with atomic_dir(final) as tmp:
+        (tmp / "train.parquet").write_text("new")
+    assert listing(final.parent) == sorted(["emotion", running.name, other.name])
+
+    report = tmp_path / "metrics" / "emotion.json"
+    report.parent.mkdir()
+    half = report.with_name(f".emotion.json.tmp-{dead_pid()}")
+    half.write_text("{")
+    write_json(report, {"rows": 1})
+    assert listing(report.parent) == ["emotion.json"]

@@ -196,6 +196,12 @@ BAD_INPUTS = [
      ["train.csv", "line 3", "column 'anger' is '2', expected 0 or 1"]),
     ("duplicate_id", "id,text,label\na,hello,joy\na,hi,joy\n", {**TOY_SPEC, "id_column": "id"},
      ["train.csv", "id 'a'", "unique"]),
+    ("windows_1252", b"text,label\nit\x92s \x93fine\x94,joy\n", TOY_SPEC,
+     ["train.csv", "line 2", "byte 0x92", "Windows-1252", "iconv -f cp1252 -t utf-8"]),
+    ("c1_controls_of_a_latin1_conversion", "text,label\nhello,joy\nit\u0092s fine,joy\n".encode(), TOY_SPEC,
+     ["train.csv", "C1 control characters", "U+0092", "line(s) 3", "iconv -f cp1252 -t utf-8"]),
+    ("empty_label_cell", "text,label\nhello,joy\nhi,\nho,\"  \"\n", TOY_SPEC,
+     ["train.csv", "empty label on 2 row(s) (lines 3, 4)", "fill in the label column 'label'"]),
 ]
 
 
@@ -412,3 +418,93 @@ def test_read_hub_connection_error_becomes_hub_unavailable(make_spec):
 
     with pytest.raises(HubUnavailable, match="Couldn't reach"):
         read_hub(hub_spec(make_spec, path="someone/emo"), load_dataset=offline)
+
+
+def test_an_empty_label_cell_is_not_an_unknown_label(tmp_path, make_spec):
+    files = {"train": write(tmp_path, "train.csv", "text,label\nhello,joy\nhi,\n"),
+             "test": write(tmp_path, "test.csv", GOOD_CSV)}
+    with pytest.raises(EmotuneError) as info:
+        fetch(make_spec(files=files, label_column="label", label_ids=True))
+    assert "empty label on 1 row(s) (lines 3)" in str(info.value) and "unknown label" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The files users really have
+# ---------------------------------------------------------------------------------------------
+ML_SPEC = {"task": "multi_label", "official_metric": "jaccard", "labels": ["anger", "joy", "sadness", "fear"]}
+
+
+def test_delimited_label_ids_split_on_the_delimiter_and_map_to_names(tmp_path, make_spec):
+    """`3,12` with label_ids and label_delimiter ",": a common release format of multi-label corpora."""
+    content = 'text,labels\nmixed,"3,1"\nangry,0\nall of it," 0, 2 ,3"\n'
+    files = {s: write(tmp_path, f"{s}.csv", content) for s in ("train", "test")}
+    fetched = fetch(make_spec(files=files, label_column="labels", label_ids=True, label_delimiter=",", **ML_SPEC))
+    assert list(fetched.splits["test"]["labels"]) == [["fear", "joy"], ["anger"], ["anger", "sadness", "fear"]]
+    files["train"] = write(tmp_path, "bad.csv", 'text,labels\nmixed,"3,9"\n')
+    with pytest.raises(EmotuneError) as info:
+        fetch(make_spec(files=files, label_column="labels", label_ids=True, label_delimiter=",", **ML_SPEC))
+    assert "line 2: label '9' (of '3,9') is not an index 0..3" in str(info.value)
+
+
+def write_parquet(path: Path, columns: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(columns).to_parquet(path, index=False)
+    return str(path)
+
+
+def test_parquet_files_are_read_by_extension_or_format(tmp_path, make_spec):
+    """What `datasets` exports and the Hub serves: list columns of names or ids, and plain label columns."""
+    listed = {"text": ["so happy", "grim and angry", "nothing"], "labels": [["joy"], ["anger", "sadness"], []]}
+    files = {s: write_parquet(tmp_path / f"{s}.parquet", listed) for s in SPLITS}
+    fetched = fetch(make_spec(files=files, label_column="labels", allow_empty_labels=True, **ML_SPEC))
+    assert as_records(fetched.splits["train"]) == [("toy-train-000000", "so happy", ["joy"]),
+                                                   ("toy-train-000001", "grim and angry", ["anger", "sadness"]),
+                                                   ("toy-train-000002", "nothing", [])]
+    ids = {"sentence": ["so happy", "angry"], "label": [1, 0], "idx": [10, 11]}
+    files = {s: write_parquet(tmp_path / f"{s}-part-0.data", ids) for s in SPLITS}  # no extension
+    spec = make_spec(files=files, format="parquet", text_column="sentence", label_column="label", label_ids=True,
+                     id_column="idx")
+    assert as_records(fetch(spec).splits["test"]) == [("10", "so happy", ["anger"]), ("11", "angry", ["joy"])]
+    with pytest.raises(EmotuneError) as info:  # its rows are numbered from 0, as pandas and the Hub number them
+        fetch(make_spec(files={**files, "train": write_parquet(tmp_path / "t.parquet", {"text": ["a", "b"],
+                                                                                         "label": ["joy", "joyy"]})},
+                        format="parquet", label_column="label", text_column="text"))
+    assert "t.parquet: 1 bad label value(s):\n  row 1: unknown label 'joyy'" in str(info.value)
+
+
+def test_a_parquet_file_read_as_csv_says_how_to_read_it(tmp_path, make_spec):
+    path = write_parquet(tmp_path / "train.csv", {"text": ["a"], "label": ["joy"]})
+    with pytest.raises(EmotuneError, match=r"train\.csv: is a Parquet file.*\.parquet extension.*format parquet"):
+        fetch(make_spec(files={"train": path, "test": path}, label_column="label"))
+
+
+def test_label_whitespace_and_repeated_labels_are_repaired_and_counted(tmp_path, make_spec):
+    content = "text,labels\nhello, joy\nho,anger \nha,joy|joy\nhe,joy| anger|joy\nhu,sadness\n"
+    files = {s: write(tmp_path, f"{s}.csv", content) for s in ("train", "validation", "test")}
+    files["validation"] = write(tmp_path, "validation.csv", "text,labels\nfine,joy\n")
+    fetched = fetch(make_spec(files=files, label_column="labels", label_delimiter="|", **ML_SPEC))
+    assert list(fetched.splits["train"]["labels"]) == [["joy"], ["anger"], ["joy"], ["joy", "anger"], ["sadness"]]
+    repairs = fetched.repairs["train"]
+    assert (repairs.whitespace, repairs.repeated) == ([2, 3], [4, 5])  # `joy| anger`: spaces at a delimiter
+    assert fetched.label_repairs() == {
+        split: {"whitespace_stripped": n, "repeated_labels_merged": n} for split, n in
+        (("train", 2), ("validation", 0), ("test", 2))}
+    train_warnings = [w for w in fetched.warnings if "train.csv" in w]
+    assert train_warnings == [f"{files['train']}: 2 label value(s) with spaces around them (lines 2, 3): stripped",
+                              f"{files['train']}: 2 row(s) naming a label more than once (lines 4, 5): each label "
+                              f"kept once"]
+    clean_file = {s: write(tmp_path / "clean", f"{s}.csv", "text,labels\nfine,joy\n") for s in SPLITS}
+    assert fetch(make_spec(files=clean_file, label_column="labels", label_delimiter="|", **ML_SPEC)).label_repairs() \
+        is None
+
+
+def test_a_class_with_one_train_row_is_carved_unstratified_and_says_so(tmp_path, make_spec):
+    labels = ["joy"] * 12 + ["anger"] * 7 + ["sadness"]
+    train = "text,label\n" + "".join(f"text {i},{l}\n" for i, l in enumerate(labels))
+    files = {"train": write(tmp_path, "train.csv", train), "test": write(tmp_path, "test.csv", GOOD_CSV)}
+    fetched = fetch(make_spec(files=files, label_column="label"), seed=3, fraction=0.2)
+    assert len(fetched.splits["validation"]) == 4
+    assert fetched.notes == ["validation carved from train: 20%, NOT stratified (the label(s) sadness have a "
+                             "single train row): a random split, seed 3"]
+    assert len(fetched.warnings) == 1 and "without stratification" in fetched.warnings[0] \
+        and "sadness" in fetched.warnings[0]

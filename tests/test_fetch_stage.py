@@ -253,3 +253,45 @@ def test_editing_a_user_file_reruns_its_fetch_under_dvc(tmp_path):
     assert result.returncode != 0
     assert "checksum mismatch" in result.stdout + result.stderr
     assert "sha256.data/user/toy/train.csv" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The files users really have (issue 28)
+# ---------------------------------------------------------------------------------------------
+def test_repaired_labels_are_warned_recorded_and_counted_by_clean(project, run_stage):
+    """` joy`, `anger ` and `joy|joy` load (stripped; one joy), each kind with one warning line naming the
+    lines, in meta.json and in the clean report; and a killed fetch's temporary folder goes on this run."""
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    params["dataset_registry"]["mixed"] = {
+        "task": "multi_label", "labels": ["joy", "anger", "sadness"], "official_metric": "jaccard",
+        "files": {"train": "data/user/mixed/train.csv", "validation": "data/user/mixed/dev.csv",
+                  "test": "data/user/mixed/test.csv"}, "label_column": "labels", "label_delimiter": "|"}
+    root = project(params)
+    files = {"train": "text,labels\nwhat a day, joy\ngrr,anger \nyay yay,joy|joy\nsob,sadness\nugh,anger|sadness\n",
+             "dev": "text,labels\nso happy,joy\nfurious,anger\n", "test": "text,labels\ntears,sadness\nyes,joy\n"}
+    for name, content in files.items():
+        (root / f"data/user/mixed/{name}.csv").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"data/user/mixed/{name}.csv").write_text(content)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = root / f"data/raw/.mixed.tmp-{dead.pid}"
+    stale.mkdir(parents=True)
+    (stale / "train.parquet").write_text("half")
+
+    result = run_stage(root, "fetch", "mixed")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.replace(f"{root}/", "").splitlines() == [
+        "warning: data/user/mixed/train.csv: 2 label value(s) with spaces around them (lines 2, 3): stripped",
+        "warning: data/user/mixed/train.csv: 1 row(s) naming a label more than once (lines 4): each label kept once"]
+    assert sorted(p.name for p in (root / "data/raw").iterdir()) == ["mixed"]
+    train = pd.read_parquet(root / "data/raw/mixed/train.parquet")
+    assert [list(labels) for labels in train["labels"]] == [["joy"], ["anger"], ["joy"], ["sadness"],
+                                                            ["anger", "sadness"]]
+    meta = json.loads((root / "data/raw/mixed/meta.json").read_text())
+    assert meta["label_repairs"]["train"] == {"whitespace_stripped": 2, "repeated_labels_merged": 1}
+
+    assert run_stage(root, "clean", "mixed").returncode == 0
+    report = json.loads((root / "metrics/clean/mixed.json").read_text())
+    assert report["label_repairs"] == {"whitespace_stripped": {"train": 2, "validation": 0, "test": 0},
+                                       "repeated_labels_merged": {"train": 1, "validation": 0, "test": 0}}
+    assert report["label_counts"]["train"]["joy"] == 2  # `joy|joy` counts once

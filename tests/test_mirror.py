@@ -94,6 +94,7 @@ def test_fetch_gives_published_sizes_labels_and_checksums(params, fetched, name)
     assert tuple(len(result.splits[s]) for s in SPLITS) == PUBLISHED_SIZES[name]
     assert result.checksums == spec.sha256, "every mirrored file is read and matches its pinned hash"
     assert not result.notes  # nothing carved, nothing unexpected
+    assert result.label_repairs() is None  # no label needed stripping or merging: meta.json keeps its bytes
     for split in SPLITS:
         frame = result.splits[split]
         assert list(frame.columns) == ["id", "text", "labels"]

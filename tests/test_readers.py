@@ -88,7 +88,7 @@ def test_a_u2028_in_a_text_never_splits_it(tmp_path, make_spec):
     labels.write_text("0\n1\n")
     files = {split: {"text": str(path), "labels": str(labels)} for split in ("train", "test")}
     spec = make_spec(format="lines", label_ids=True, files=files)
-    frame = read_lines(spec, path, labels, "train")
+    frame = read_lines(spec, path, labels, "train").frame
     assert list(frame["text"]) == ["one\u2028still one", "two"]
 
 
@@ -142,6 +142,10 @@ UNREADABLE = [
      ["utf16.csv: is UTF-16-LE text", "byte-order mark", "iconv -f UTF-16-LE -t UTF-8"]),
     ("nul.jsonl", b'{"text": "a", "label": "joy"}\n{"text": "b\x00", "label": "joy"}\n',
      ["nul.jsonl: NUL bytes", "line(s) 2", "Remove them"]),
+    ("windows.csv", "text,label\nhello,joy\ncafé “ok”,anger\n".encode("cp1252"),
+     ["windows.csv: line 3: byte 0xe9 is not UTF-8", "Windows-1252", "iconv -f cp1252 -t utf-8"]),
+    ("latin1_converted.csv", "text,label\nit’s “ok”,anger\n".encode("cp1252").decode("latin-1").encode(),
+     ["latin1_converted.csv: C1 control characters", "U+0092", "line(s) 2", "iconv -f cp1252 -t utf-8"]),
 ]
 
 
@@ -160,7 +164,7 @@ def test_an_xlsx_given_as_csv_is_named_as_a_sheet_not_a_format(tmp_path, make_sp
     path = tmp_path / "sheet.xlsx"
     path.write_bytes(b"PK\x03\x04" + bytes(100))
     assert "sheet.xlsx: cannot tell the format from the extension '.xlsx'; pass --format" in predict_error(path)
-    assert ("sheet.xlsx: cannot tell the format from the extension '.xlsx'; set format: csv | tsv | jsonl in "
+    assert ("sheet.xlsx: cannot tell the format from the extension '.xlsx'; set format: csv | tsv | jsonl | parquet in "
             "dataset_registry.toy") in fetch_error(make_spec, path)
     with pytest.raises(EmotuneError, match=r"sheet.xlsx: is a ZIP archive .*save the sheet as CSV"):
         predict.read_inputs(None, path, None, "csv")
@@ -194,3 +198,14 @@ def test_a_row_that_does_not_parse_gives_the_same_message_in_both(tmp_path, make
     assert from_fetch.startswith(f"{path}: {common}"), from_fetch
     if "delimiter" in common:
         assert "pass --format" in from_predict and "dataset_registry.toy" in from_fetch
+
+
+def test_fetch_and_predict_read_the_same_parquet_rows(tmp_path, make_spec):
+    import pandas as pd
+
+    path = tmp_path / "in.parquet"
+    pd.DataFrame({"text": ["Hello, world", "two\nlines"], "label": ["joy", "anger"]}).to_parquet(path)
+    assert predict_rows(path) == (["Hello, world", "two\nlines"], [1, 2])
+    assert fetch_rows(make_spec, path)[0] == ["Hello, world", "two\nlines"]
+    assert predict.read_inputs(None, path.rename(tmp_path / "in.bin"), None, "parquet").texts == ["Hello, world",
+                                                                                                   "two\nlines"]
