@@ -43,9 +43,13 @@ def check_main(argv: list[str]) -> None:
     argparse.ArgumentParser(prog="emotune check", description=COMMANDS["check"][0]).parse_args(argv)
     from emotune.config import load_params
     from emotune.paths import params_file
+    from emotune.plan import check_models_available, max_length_warnings
 
     params = load_params()
+    check_models_available(params)
     print(f"{params_file()}: valid")
+    for warning in max_length_warnings(params):
+        print(f"warning: {warning}", file=sys.stderr)
     for matrix in params.matrices():
         runs = list(matrix.runs())
         if runs:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -23,6 +21,7 @@ from emotune import readers
 from emotune.atomic import sha256_file
 from emotune.config import DatasetSpec, FetchConfig, LineFiles
 from emotune.errors import EmotuneError, did_you_mean
+from emotune.hub import HubUnavailable, hub_reachable
 from emotune.paths import SPLITS, USER_DATA, project_root
 
 TRUE_VALUES = {"1", "true", "1.0"}
@@ -416,22 +415,6 @@ def other_separator(unknown: list[str], known: set[str], delimiter: str | None) 
 # ---------------------------------------------------------------------------------------------
 # Hugging Face Hub
 # ---------------------------------------------------------------------------------------------
-class HubUnavailable(Exception):
-    pass
-
-
-def hub_reachable(timeout: float = 5.0) -> None:
-    """Fail fast (instead of minutes of retries) when the Hub cannot be reached."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise HubUnavailable("HF_HUB_OFFLINE is set")
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-    except OSError as exc:
-        raise HubUnavailable(f"cannot connect to {url.hostname}: {exc}") from None
-
-
 def read_hub(spec: DatasetSpec, load_dataset=None) -> Fetched:
     """Load `spec.hub` with `datasets.load_dataset` and map it like a local file."""
     hub = spec.hub

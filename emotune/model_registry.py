@@ -96,6 +96,29 @@ def resolve_model(model: str, registry: Mapping[str, HubModel] | None = None,
     return _hub(model, hub_id, revision or "main")
 
 
+def tokenizer_config_path(model: str, registry: Mapping[str, HubModel] | None = None) -> Path | None:
+    """The model's tokenizer_config.json where it is on disk without loading, assembling or downloading
+    anything (a local folder, an assembled or folder-packaged model, the Hugging Face cache), else None."""
+    kind = model_kind(model, registry)
+    if kind == "local":
+        return Path(model).expanduser() / "tokenizer_config.json"
+    if kind == "packaged":
+        spec = PACKAGED[model]
+        assembled = models_cache() / model / "tokenizer_config.json"
+        if assembled.is_file() or spec.kind != "folder":
+            return assembled if assembled.is_file() else None
+        dist_name, rel = spec.parts[0]  # the package holds the model folder itself (minilm)
+        try:
+            return Path(md.distribution(dist_name).locate_file(rel)).parent / "tokenizer_config.json"
+        except md.PackageNotFoundError:
+            return None
+    from huggingface_hub import try_to_load_from_cache
+
+    resolved = resolve_model(model, registry)
+    found = try_to_load_from_cache(resolved.location, "tokenizer_config.json", revision=resolved.revision)
+    return Path(found) if isinstance(found, str) else None
+
+
 def _hub(name: str, hub_id: str, revision: str) -> ResolvedModel:
     return ResolvedModel(name, "hub", hub_id, revision,
                          {"name": name, "source": "hub", "hub_id": hub_id, "revision": revision})

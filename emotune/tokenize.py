@@ -18,6 +18,7 @@ that max_length cuts: the numbers to choose max_length from.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pandas as pd
 from emotune.artifacts import load_splits
 from emotune.atomic import read_json, sha256_file, write_json
 from emotune.paths import SPLITS
-from emotune.plan import TokenizePlan
+from emotune.plan import TokenizePlan, known_length_limit
 from emotune.rows import label_targets
 
 PERCENTILES = (50, 90, 95, 99)
@@ -56,10 +57,14 @@ def length_stats(lengths: np.ndarray, max_length: int) -> dict:
 
 
 def effective_max_length(tokenizer, max_length: int) -> int:
-    # A tokenizer's model_max_length is the model's position limit (512 for BERTs) or a huge sentinel
-    # when unknown; never cut longer than the model can read.
-    limit = getattr(tokenizer, "model_max_length", None)
-    return min(max_length, limit) if isinstance(limit, int) and limit < 1_000_000 else max_length
+    """tokenize.max_length, or the model's limit where that is lower: never cut longer than the model can
+    read (the plan stage warns of it where it can read the limit; this says it again, always)."""
+    limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
+    if limit is None or max_length <= limit:
+        return max_length
+    print(f"warning: tokenize.max_length {max_length} is above what this model reads ({limit} tokens, its "
+          f"tokenizer's model_max_length): texts are cut at {limit}", file=sys.stderr)
+    return limit
 
 
 def tokenize_split(frame: pd.DataFrame, tokenizer, classes: list[str], multi_label: bool, max_length: int,

@@ -7,12 +7,13 @@ The DVC stage's entry point; the work, and why it is done this way, is emotune/p
 from __future__ import annotations
 
 import argparse
+import sys
 
 from emotune.atomic import atomic_dir, write_json
 from emotune.config import load_params
 from emotune.errors import run_cli
 from emotune.paths import plans_dir, project_root
-from emotune.plan import make_plans
+from emotune.plan import make_plans, max_length_warnings
 
 
 def main(argv: list[str]) -> None:
@@ -23,6 +24,8 @@ def main(argv: list[str]) -> None:
         for rel, plan in plans.items():
             write_json(out / rel, plan.to_json())
     print(f"plan: {len(plans)} plan files in {plans_dir().relative_to(project_root())}")
+    for warning in max_length_warnings(params):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ what DVC hashes."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +73,81 @@ def test_a_bad_plan_file_fails_naming_the_file_and_key(shipped_plans, tmp_path):
         read_plan(path)
     with pytest.raises(EmotuneError, match=r"no plan; .*`dvc repro plan`"):
         read_plan(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# A model that is not available here stops `emotune check` and the plan stage (issue 28)
+# ---------------------------------------------------------------------------------------------
+MISSING = "no-such-org/no-such-model"
+
+
+def user_env(**changes) -> dict:
+    """The environment of a user's shell: no Hub settings of ours, the checkout's stages importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_")) and k != "PYTHONPATH"}
+    return {**env, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", **changes}
+
+
+@pytest.fixture
+def missing_model_project(project):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["models"] = [*raw["models"], MISSING]
+    return project(raw)
+
+
+def run(root: Path, command: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    return result, time.monotonic() - start
+
+
+def assert_says_what_to_do(result, key: str) -> str:
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key} = '{MISSING}'"), result.stderr
+    for part in ("is not available", "requirements-models.txt", "give a folder", "run with the Hub"):
+        assert part in lines[0], f"{part!r} missing from: {lines[0]}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+                         ids=["HF_HUB_OFFLINE", "unreachable"])
+def test_a_model_that_is_not_here_stops_check_and_plan_in_seconds(missing_model_project, env):
+    """Today's main passed both, and the tokenize stage failed ~50 s later with a traceback, leaving an
+    empty data/tokenized/<dataset>/no-such-org/."""
+    root = missing_model_project
+    result, seconds = run(root, [sys.executable, "-m", "emotune.cli", "check"], user_env(**env))
+    message = assert_says_what_to_do(result, "models[1]")
+    assert ("HF_HUB_OFFLINE is set" if "HF_HUB_OFFLINE" in env else "cannot connect to 127.0.0.1") in message
+    result, seconds_plan = run(root, [sys.executable, "-m", "stages.plan"], user_env(**env))
+    assert_says_what_to_do(result, "models[1]")
+    assert max(seconds, seconds_plan) < 30, (seconds, seconds_plan)  # measured: 2-4 s each, mostly imports
+    assert sorted(p.name for p in root.iterdir()) == ["params.yaml"]  # no plans, nothing tokenized
+
+
+def test_a_hub_model_in_the_local_cache_passes_offline(missing_model_project, tmp_path):
+    cache = tmp_path / "hf-cache"
+    snapshot = cache / "models--no-such-org--no-such-model" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--no-such-org--no-such-model" / "refs").mkdir()
+    (cache / "models--no-such-org--no-such-model" / "refs" / "main").write_text("0123abc")
+    result, _ = run(missing_model_project, [sys.executable, "-m", "emotune.cli", "check"],
+                    user_env(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache)))
+    assert result.returncode == 0, result.stderr
+    assert f"emotion/{MISSING}/head" in result.stdout
+
+
+def test_a_max_length_above_the_model_s_limit_is_said_at_check_and_plan(project):
+    """MiniLM reads 512 tokens (its tokenizer_config.json); today's main clamped 100000 to 512 silently."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["tokenize"]["max_length"] = 100000
+    root = project(raw)
+    expected = ("warning: tokenize.max_length 100000 is above what models[0] = 'minilm' reads (512 tokens, its "
+                "tokenizer's model_max_length): its texts are cut at 512")
+    for command in (["emotune.cli", "check"], ["stages.plan"]):
+        result, _ = run(root, [sys.executable, "-m", *command], user_env(HF_HUB_OFFLINE="1"))
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.startswith(expected) and len(result.stderr.splitlines()) == 1, result.stderr
+    raw["tokenize"]["max_length"] = 512
+    result, _ = run(project(raw), [sys.executable, "-m", "stages.plan"], user_env(HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -169,10 +169,15 @@ def test_label_errors_are_clear():
         tk.label_targets(pd.Series([["joy"], ["joy", "anger"]]), LABELS, False, "toy/train")
 
 
-def test_max_length_never_exceeds_the_model_limit(tiny):
+def test_max_length_never_exceeds_the_model_limit_and_says_so(tiny, capsys):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny["bert"])
     tokenizer.model_max_length = 64
-    assert tk.effective_max_length(tokenizer, 128) == 64
     assert tk.effective_max_length(tokenizer, 32) == 32
+    assert capsys.readouterr().err == ""
+    assert tk.effective_max_length(tokenizer, 128) == 64
+    assert capsys.readouterr().err == ("warning: tokenize.max_length 128 is above what this model reads (64 tokens, "
+                                       "its tokenizer's model_max_length): texts are cut at 64\n")
+    tokenizer.model_max_length = int(1e30)  # transformers' "unknown": no limit to apply
+    assert tk.effective_max_length(tokenizer, 100000) == 100000
