@@ -43,8 +43,10 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
 
 @contextmanager
 def atomic_dir(final: Path):
-    """Yield a fresh temporary directory that replaces `final` on success and vanishes on error."""
+    """Yield a fresh temporary directory that replaces `final` on success and vanishes on error, with the
+    folders above it that this call created (a failed tokenize of `org/model` left data/tokenized/<d>/org/)."""
     final = Path(final)
+    created = [folder for folder in final.parents if not folder.exists()]  # nearest first
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
@@ -54,6 +56,11 @@ def atomic_dir(final: Path):
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else writes there now
+                break
         raise
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():

@@ -18,12 +18,23 @@ def listing(folder):
 @pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
 def test_atomic_dir_leaves_nothing_when_the_body_fails(tmp_path, error):
     final = tmp_path / "out" / "emotion"
+    (tmp_path / "out").mkdir()
     with pytest.raises(error):
         with atomic_dir(final) as tmp:
             (tmp / "train.parquet").write_text("half")
             raise error()
     assert not final.exists()
     assert listing(final.parent) == []  # no .emotion.tmp-* either
+
+
+def test_atomic_dir_removes_the_folders_it_created_when_the_body_fails(tmp_path):
+    """A tokenize of the Hub model org/model that failed left an empty data/tokenized/<dataset>/org/."""
+    final = tmp_path / "data" / "tokenized" / "emotion" / "no-such-org" / "no-such-model"
+    (tmp_path / "data").mkdir()
+    with pytest.raises(OSError):
+        with atomic_dir(final):
+            raise OSError("no such model")
+    assert listing(tmp_path) == ["data"] and listing(tmp_path / "data") == []
 
 
 def test_atomic_dir_keeps_the_old_folder_when_the_body_fails(tmp_path):
