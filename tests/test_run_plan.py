@@ -3,10 +3,12 @@ and validated once, into the objects train, evaluate, export and predict use; th
 what DVC hashes."""
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -151,3 +153,29 @@ def test_a_max_length_above_the_model_s_limit_is_said_at_check_and_plan(project)
     raw["tokenize"]["max_length"] = 512
     result, _ = run(project(raw), [sys.executable, "-m", "stages.plan"], user_env(HF_HUB_OFFLINE="1"))
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+class NoSuchRepo(http.server.BaseHTTPRequestHandler):
+    """The Hub's answer for a repository that does not exist (or is private): 404, X-Error-Code RepoNotFound."""
+
+    def do_GET(self):
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"error": "Repository not found"}')
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_reachable_hub_without_the_model_stops_check_with_one_request(missing_model_project):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoSuchRepo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result, _ = run(missing_model_project, [sys.executable, "-m", "emotune.cli", "check"],
+                        user_env(HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}"))
+    finally:
+        server.shutdown()
+    message = assert_says_what_to_do(result, "models[1]")
+    assert "is not available: the Hub has no such model (or it is private: set HF_TOKEN)" in message
