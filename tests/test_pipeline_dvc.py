@@ -231,6 +231,17 @@ def test_pull_request_report_has_the_diff_the_leaderboard_and_images(dvc_project
     report = (out / "report.md").read_text()
     # dvc metrics diff --md: a table whose rows name the metric files that changed
     assert "| Path" in report and "metrics/eval/toy/tiny-bert/lora.json" in report, report
+    # the changed runs' verdicts, paired on the 30 test rows against the committed per-row predictions
+    section = report.split("## Verdicts against `HEAD`", 1)[1].split("## Leaderboard", 1)[0]
+    print(section)
+    verdicts = re.findall(r"^\| toy/tiny-bert/lora \| (\w+) \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \[[+-][\d.]+, "
+                          r"[+-][\d.]+\] \| (better|worse|within noise) \| paired, 30 test rows \|$", section, re.M)
+    assert verdicts and {metric for metric, _ in verdicts} <= {"macro_f1", "accuracy", "micro_f1"}, section
+    # the interval and the per-row file the verdict came from are the run's own
+    lora = json.loads((root / "metrics/eval/toy/tiny-bert/lora.json").read_text())
+    low, high = lora["official_ci95"]
+    assert low <= lora["official"] <= high and lora["bootstrap"]["resamples"] >= 1000
+    assert "metrics/eval/toy/tiny-bert/lora/predictions.csv.gz" in sh(root, "git", "ls-files", "metrics")
     # (a toy run can sit at the majority level: then the leaderboard marks it "lora (collapsed)")
     assert "## Leaderboard" in report and re.search(r"\| tiny-bert \| lora( \(collapsed\))? \|", report), report
     links = re.findall(r"!\[[^\]]*\]\(\./([^)]+)\)", report)

@@ -6,6 +6,7 @@ the paired differences. (Timing is a bench: bench/bootstrap_speed.py.)"""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -289,3 +290,42 @@ def test_leaderboard_compares_every_row_with_the_best_run_on_the_same_rows(tmp_p
     lora = csv[csv["adapter"] == "lora"].iloc[0]
     assert (lora["official_ci95_low"], lora["vs_best_ci95_high"]) == (rows["lora"]["official_ci95"][0],
                                                                      rows["lora"]["vs_best_ci95"][1])
+
+
+def test_pull_request_verdicts_pair_with_the_base_revision_or_say_why_not(tmp_path):
+    """scripts/cml_report.py against a git base: paired when the base committed the run's per-row file,
+    else the unpaired fallback, named in the report."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import cml_report
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    rng = np.random.default_rng(10)
+    y = rng.integers(0, CLASSES, 2000)
+    base = with_accuracy(y, 0.70, rng)
+    git("init", "-q")
+    write_scored(tmp_path, "m", "lora", y, base)
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    better = base.copy()
+    better[np.flatnonzero(base != y)[:200]] = y[np.flatnonzero(base != y)[:200]]  # 10 points better
+    write_scored(tmp_path, "m", "lora", y, better)
+    board = [{"dataset": DATASET, "model": "m", "adapter": "lora"}]
+    text = "\n".join(cml_report.verdict_section(tmp_path, "HEAD", board))
+    assert "| m/lora" not in text and f"| {DATASET}/m/lora | accuracy | 0.700 | 0.800 | +0.100 [" in text
+    assert "| better | paired, 2,000 test rows |" in text and "within noise" not in text.split("|---|")[-1], text
+    predictions_path(DATASET, "m", "lora", tmp_path).unlink()  # a base from before per-row files
+    git("add", "-A")
+    git("commit", "-qm", "no per-row file")
+    write_scored(tmp_path, "m", "lora", y, base)
+    text = "\n".join(cml_report.verdict_section(tmp_path, "HEAD", board))
+    assert "| worse | unpaired: `HEAD` has no per-row predictions of this run |" in text, text
+    git("add", "-A")
+    git("commit", "-qm", "same again")
+    assert "No run's official, macro F1 or micro F1 changed" in "\n".join(
+        cml_report.verdict_section(tmp_path, "HEAD", board))
