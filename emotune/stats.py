@@ -148,6 +148,14 @@ def aligned(a: Predictions, b: Predictions) -> Predictions | None:
     return b if np.array_equal(a.y_true, b.y_true) else None
 
 
+def same_decisions(a: Predictions, b: Predictions) -> bool:
+    """True when two runs on the same rows (`b` aligned to `a`) decide every row alike."""
+    def invalid(p: Predictions) -> np.ndarray:
+        return np.zeros(len(p), bool) if p.invalid is None else p.invalid
+
+    return np.array_equal(a.y_pred, b.y_pred) and np.array_equal(invalid(a), invalid(b))
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics from sums over rows
 # ---------------------------------------------------------------------------------------------

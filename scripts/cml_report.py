@@ -4,8 +4,9 @@ images. Offline; CML only posts the result (.github/workflows/cml.yaml):
     python scripts/cml_report.py --rev main --out report
     cml comment create report/report.md
 
-Below the metric diff, every run and baseline whose headline metric (official, macro F1, micro F1) changed
-gets the change, its 95% interval and a verdict in words (better, worse, within noise; docs/noise.md):
+Below the metric diff, every run and baseline whose test predictions changed gets, for each headline metric
+(official, macro F1, micro F1), the change, its 95% interval and a verdict in words (better, worse,
+within noise; docs/noise.md):
 paired on the same test rows when the base revision has the run's per-row predictions
 (metrics/eval/<dataset>/<model>/<adapter>/predictions.csv.gz, read with `git show <rev>:<path>`), else
 from the two runs' intervals, and the report says which.
@@ -105,45 +106,43 @@ def run_name(row: dict) -> str:
     return f"{row['dataset']}/{row['model']}/{row['adapter']}"
 
 
+def changed_predictions(root: Path, rev: str, row: dict, new: dict, old: dict) -> tuple[tuple | None, str]:
+    """((this revision's, the base's) per-row predictions when they pair, else None; how the test is done)."""
+    path = predictions_path(row["dataset"], row["model"], row["adapter"], root)
+    old_rows = git_show(root, rev, path)
+    if old_rows is None:
+        return None, f"unpaired: `{rev}` has no per-row predictions of this run"
+    if not path.exists():
+        return None, "unpaired: this revision has no per-row predictions of this run"
+    try:
+        mine = stats.run_predictions(new, path.read_bytes(), str(path))
+        theirs = stats.aligned(mine, stats.run_predictions(old, old_rows, f"{rev}:{path.relative_to(root)}"))
+    except EmotuneError as exc:
+        return None, f"unpaired: {exc}"
+    if theirs is None:
+        return None, "unpaired: the test rows differ between the revisions"
+    return (mine, theirs), f"paired, {len(mine):,} test rows"
+
+
 def changes(root: Path, rev: str, row: dict) -> list[tuple[stats.Difference, str]]:
-    """(difference, how it was tested) for each headline metric of `row` that changed against `rev`."""
+    """(difference, how it was tested) for each headline metric of `row` when its predictions changed
+    against `rev`: any test row decided differently (paired), or, without per-row files to compare, any
+    headline metric differing. A run whose decisions are all the same (only its timings moved) is skipped."""
     json_path, _ = eval_paths(row["dataset"], row["model"], row["adapter"], root)
     old_raw = git_show(root, rev, json_path)
     if old_raw is None:
         return []
     new, old = json.loads(json_path.read_text()), json.loads(old_raw)
-    metrics = [m for m in stats.headline_metrics(new["official_metric"])
-               if m in old.get("test", {}) and new["test"][m] != old["test"][m]]
-    if not metrics:
+    metrics = [m for m in stats.headline_metrics(new["official_metric"]) if m in old.get("test", {})]
+    paired, how = changed_predictions(root, rev, row, new, old)
+    if paired is not None:
+        if stats.same_decisions(*paired):
+            return []
+        return [(stats.paired_difference(*paired, m), how) for m in metrics]
+    if all(new["test"][m] == old["test"][m] for m in metrics):
         return []
-    path = predictions_path(row["dataset"], row["model"], row["adapter"], root)
-    old_rows = git_show(root, rev, path)
-    paired = None
-    if old_rows is None:
-        how = f"unpaired: `{rev}` has no per-row predictions of this run"
-    elif not path.exists():
-        how = "unpaired: this revision has no per-row predictions of this run"
-    else:
-        try:
-            mine = stats.run_predictions(new, path.read_bytes(), str(path))
-            theirs = stats.run_predictions(old, old_rows, f"{rev}:{path.relative_to(root)}")
-        except EmotuneError as exc:
-            mine = theirs = None
-            how = f"unpaired: {exc}"
-        if mine is not None and stats.aligned(mine, theirs) is None:
-            how = "unpaired: the test rows differ between the revisions"
-        elif mine is not None:
-            paired, how = (mine, theirs), f"paired, {len(mine):,} test rows"
-    out = []
-    for metric in metrics:
-        if paired:
-            diff = stats.paired_difference(*paired, metric)
-        else:
-            key = stats.interval_key(metric)
-            diff = stats.unpaired_difference(metric, new["test"][metric], new["test"].get(key), old["test"][metric],
-                                             old["test"].get(key))
-        out.append((diff, how))
-    return out
+    return [(stats.unpaired_difference(m, new["test"][m], new["test"].get(stats.interval_key(m)), old["test"][m],
+                                       old["test"].get(stats.interval_key(m))), how) for m in metrics]
 
 
 def verdict_section(root: Path, rev: str, board: list[dict]) -> list[str]:
@@ -151,7 +150,8 @@ def verdict_section(root: Path, rev: str, board: list[dict]) -> list[str]:
     rows = [(row, diff, how) for row in board for diff, how in changes(root, rev, row)]
     lines = [f"## Verdicts against `{rev}`", ""]
     if not rows:
-        return lines + [f"No run's official, macro F1 or micro F1 changed against `{rev}`.", ""]
+        return lines + [f"No run decides any test row differently from `{rev}` (or, without per-row files, "
+                        f"no official, macro F1 or micro F1 changed).", ""]
     lines += ["Change = this revision minus the base, with its 95% interval over the test rows (test-sampling "
               "noise only, not training seeds; docs/noise.md). *within noise*: the interval covers 0.", "",
               "| run | metric | base | now | change [95% CI] | verdict | test |", "|---|---|---|---|---|---|---|"]

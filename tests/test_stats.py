@@ -284,7 +284,8 @@ def test_leaderboard_compares_every_row_with_the_best_run_on_the_same_rows(tmp_p
     md = (tmp_path / "metrics/leaderboard.md").read_text()
     low, high = rows["full"]["official_ci95"]
     assert f"| m | full | **0.800** [{low:.3f}, {high:.3f}] |" in md
-    assert f"-0.005 [{rows['lora']['vs_best_ci95'][0]:+.3f}, {rows['lora']['vs_best_ci95'][1]:+.3f}] tied for best" in md
+    low, high = rows["lora"]["vs_best_ci95"]
+    assert f"-0.005 [{low:+.3f}, {high:+.3f}] tied for best" in md
     assert "Question 1" in md and "Question 2" in md and ag.ONE_SEED in md and "(unpaired)" in md
     csv = pd.read_csv(tmp_path / "metrics/leaderboard.csv")
     lora = csv[csv["adapter"] == "lora"].iloc[0]
@@ -327,5 +328,16 @@ def test_pull_request_verdicts_pair_with_the_base_revision_or_say_why_not(tmp_pa
     assert "| worse | unpaired: `HEAD` has no per-row predictions of this run |" in text, text
     git("add", "-A")
     git("commit", "-qm", "same again")
-    assert "No run's official, macro F1 or micro F1 changed" in "\n".join(
+    assert "No run decides any test row differently" in "\n".join(
         cml_report.verdict_section(tmp_path, "HEAD", board))
+
+
+def test_bootstrap_speed_bench_runs_tiny(tmp_path):
+    """bench/bootstrap_speed.py --tiny: every timing measured, none of them how fast this machine is."""
+    from test_bench import bench_json
+
+    result = bench_json("bench.bootstrap_speed", tmp_path)
+    assert (result["rows"], result["resamples"]) == (500, 200)
+    for key in ("intervals_single_label_s", "intervals_multi_label_s", "paired_difference_s",
+                "scipy_bootstrap_accuracy_only_s"):
+        assert result[key] > 0, key
