@@ -161,12 +161,12 @@ def compare_to_best(rows: list[dict], best: dict, root: Path) -> None:
     for row in rows:
         row["method_vs_best"] = method_level(row)
         if row is best:
-            row.update(vs_best=0.0, vs_best_ci95=[0.0, 0.0], vs_best_verdict="best", vs_best_paired=theirs is not None,
-                       tied_for_best=True)
+            row.update(vs_best=0.0, vs_best_ci95=stats.as_json(0.0, 0.0), vs_best_verdict="best",
+                       vs_best_paired=theirs is not None, tied_for_best=True)
             continue
         diff = best_difference(row, best, row_predictions(row, root), theirs)
         known = not math.isnan(diff.low)
-        row.update(vs_best=round(diff.difference, 4), vs_best_ci95=diff.as_list() if known else None,
+        row.update(vs_best=round(diff.difference, 4), vs_best_ci95=diff.as_json() if known else None,
                    vs_best_p=None if diff.p_value is None else round(diff.p_value, 4),
                    vs_best_verdict=diff.verdict if known else None, vs_best_paired=diff.paired,
                    tied_for_best=diff.tied if known else None)
@@ -198,7 +198,7 @@ def fmt(value, digits: int = 3) -> str:
 def official_text(row: dict) -> str:
     """0.789 [0.771, 0.807]: the official metric and its 95% interval (bold for the best run)."""
     value = f"**{fmt(row['official'])}**" if row["best"] else fmt(row["official"])
-    ci = row.get("official_ci95")
+    ci = stats.ends(row.get("official_ci95"))
     return value + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
@@ -208,7 +208,7 @@ def vs_best_text(row: dict) -> str:
         return "best"
     if row.get("vs_best") is None:
         return ""
-    ci = row.get("vs_best_ci95")
+    ci = stats.ends(row.get("vs_best_ci95"))
     text = f"{row['vs_best']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
     if row.get("tied_for_best"):
         text += f" {TIED_MARK}"
@@ -265,7 +265,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def error_bars(runs: list[dict]) -> tuple[list[float], list[float]]:
     """(below, above) each run's official metric to the ends of its 95% interval (0 without one)."""
-    spans = [r.get("official_ci95") or [r["official"], r["official"]] for r in runs]
+    spans = [stats.ends(r.get("official_ci95")) or (r["official"], r["official"]) for r in runs]
     return ([max(r["official"] - lo, 0.0) for r, (lo, _) in zip(runs, spans)],
             [max(hi - r["official"], 0.0) for r, (_, hi) in zip(runs, spans)])
 
@@ -303,12 +303,12 @@ def pareto_plot(rows: list[dict], dataset: str, path: Path) -> None:
 
 
 def flat_rows(rows: list[dict]) -> list[dict]:
-    """The rows with each [low, high] interval as two columns (for the CSV)."""
+    """The rows with each interval's ends as two columns (for the CSV)."""
     out = []
     for r in rows:
         flat = dict(r)
         for key in ("official_ci95", "vs_best_ci95"):
-            low, high = r.get(key) or (None, None)
+            low, high = stats.ends(r.get(key)) or (None, None)
             flat[f"{key}_low"], flat[f"{key}_high"] = low, high
         out.append(flat)
     return out

@@ -56,7 +56,8 @@ def write_report(report: dict, y_true: np.ndarray, y_pred: np.ndarray, json_path
 def scored(kind: str, dataset: dict, model: str, adapter: str, y_true, y_pred, probs=None, invalid=None,
            thresholds=None, threshold_mode: str = "argmax", extra: dict | None = None) -> dict:
     """The report dict every evaluated row shares (runs and baselines): the metrics, each headline metric
-    followed by its bootstrap interval ("<metric>_ci95": [low, high]), and the bootstrap's settings."""
+    followed by its bootstrap interval ("<metric>_ci95": {"low": .., "high": ..}), and the bootstrap's
+    settings."""
     multi = dataset["task"] == "multi_label"
     report = metrics.classification_report(y_true, y_pred, dataset["labels"], multi, probs, invalid)
     official = dataset["official_metric"]

@@ -233,6 +233,7 @@ def test_pull_request_report_has_the_diff_the_leaderboard_and_images(dvc_project
     report = (out / "report.md").read_text()
     # dvc metrics diff --md: a table whose rows name the metric files that changed
     assert "| Path" in report and "metrics/eval/toy/tiny-bert/lora.json" in report, report
+    assert "official_ci95.low" in report, report  # an interval is a mapping, so DVC lists its ends
     # the changed run's verdicts (official = macro F1, then micro F1), paired on the 30 test rows against the
     # per-row predictions committed at HEAD
     section = report.split("## Verdicts against `HEAD`", 1)[1].split("## Leaderboard", 1)[0]
@@ -241,7 +242,7 @@ def test_pull_request_report_has_the_diff_the_leaderboard_and_images(dvc_project
                           r"[+-][\d.]+\] \| (better|worse|within noise) \| paired, 30 test rows \|$", section, re.M)
     assert [metric for metric, *_ in verdicts] == ["macro_f1", "micro_f1"], section
     now = json.loads((root / "metrics/eval/toy/baseline/bilstm.json").read_text())
-    assert verdicts[0][2] == f"{now['official']:.3f}" and now["official_ci95"][0] <= now["official"]
+    assert verdicts[0][2] == f"{now['official']:.3f}" and now["official_ci95"]["low"] <= now["official"]
     tracked = sh(root, "git", "ls-files", "metrics")
     assert "metrics/eval/toy/tiny-bert/lora/predictions.csv.gz" in tracked
     assert "metrics/eval/toy/baseline/bilstm/predictions.csv.gz" in tracked

@@ -163,11 +163,11 @@ def test_a_small_difference_is_within_noise_and_pairing_narrows_the_interval():
     one_way[right[:20]] = (y[right[:20]] + 1) % CLASSES
     assert stats.paired_difference(single(y, a), single(y, one_way), "accuracy").verdict == stats.BETTER
     ia, ib = (stats.bootstrap_intervals(single(y, p), ["accuracy"])["accuracy"] for p in (a, b))
-    unpaired = stats.unpaired_difference("accuracy", ia.value, ia.as_list(), ib.value, ib.as_list())
+    unpaired = stats.unpaired_difference("accuracy", ia.value, ia.as_json(), ib.value, ib.as_json())
     assert not unpaired.paired and unpaired.tied and unpaired.difference == pytest.approx(0.01)
     assert paired.high - paired.low < 0.6 * (unpaired.high - unpaired.low)
     # one side without an interval: assumed as wide as the other; neither: no interval, no verdict
-    alone = stats.unpaired_difference("accuracy", 0.9, ia.as_list(), 0.8, None)
+    alone = stats.unpaired_difference("accuracy", 0.9, ia.as_json(), 0.8, None)
     assert alone.verdict == stats.BETTER and alone.high - alone.low == pytest.approx(unpaired.high - unpaired.low,
                                                                                      rel=0.05)
     assert np.isnan(stats.unpaired_difference("accuracy", 0.9, None, 0.8, None).low)
@@ -241,11 +241,11 @@ def test_reports_write_intervals_next_to_the_metrics_and_the_per_row_file(tmp_pa
     keys = list(report["test"])
     for metric in ("accuracy", "macro_f1", "micro_f1"):
         assert keys[keys.index(metric) + 1] == f"{metric}_ci95"  # right after its metric
-        low, high = report["test"][f"{metric}_ci95"]
+        low, high = stats.ends(report["test"][f"{metric}_ci95"])
         assert low < report["test"][metric] < high and high - low < 0.05
     assert "weighted_f1_ci95" not in report["test"]
     assert report["official_ci95"] == report["test"]["accuracy_ci95"]
-    assert report["bootstrap"]["resamples"] == stats.RESAMPLES and report["bootstrap"]["seed"] == stats.BOOTSTRAP_SEED
+    assert report["bootstrap"] == {"resamples": stats.RESAMPLES, "seed": stats.BOOTSTRAP_SEED, "confidence": 0.95}
     saved = json.loads(eval_paths(DATASET, "m", "lora", tmp_path)[0].read_text())
     rows = stats.run_predictions(saved, predictions_path(DATASET, "m", "lora", tmp_path).read_bytes())
     assert stats.point_estimates(rows)["accuracy"] == saved["official"] == pytest.approx(0.79)
@@ -274,23 +274,23 @@ def test_leaderboard_compares_every_row_with_the_best_run_on_the_same_rows(tmp_p
     rows = {r["adapter"]: r for r in ag.write_leaderboard(Params(runs), tmp_path)}
     assert rows["full"]["best"] and rows["full"]["tied_for_best"] and rows["full"]["vs_best_verdict"] == "best"
     assert rows["lora"]["tied_for_best"] is True and rows["lora"]["vs_best_paired"] is True
-    assert rows["lora"]["vs_best"] == pytest.approx(-0.005) and rows["lora"]["vs_best_ci95"][0] < 0
+    assert rows["lora"]["vs_best"] == pytest.approx(-0.005) and rows["lora"]["vs_best_ci95"]["low"] < 0
     assert rows["head"]["tied_for_best"] is False and rows["head"]["vs_best_verdict"] == stats.WORSE
-    assert rows["head"]["vs_best_ci95"][1] < 0 and rows["head"]["vs_best_mcnemar_p"] < 1e-10
+    assert rows["head"]["vs_best_ci95"]["high"] < 0 and rows["head"]["vs_best_mcnemar_p"] < 1e-10
     assert rows["majority"]["tied_for_best"] is False and rows["majority"]["vs_best_paired"] is True
     assert rows["ia3"]["vs_best_paired"] is False and rows["ia3"]["vs_best"] == pytest.approx(-0.2)
     assert rows["ia3"]["vs_best_verdict"] == stats.WORSE  # unpaired: the best run's interval counted twice
     assert {r["method_vs_best"] for r in rows.values()} == {ag.ONE_SEED}
     md = (tmp_path / "metrics/leaderboard.md").read_text()
-    low, high = rows["full"]["official_ci95"]
+    low, high = stats.ends(rows["full"]["official_ci95"])
     assert f"| m | full | **0.800** [{low:.3f}, {high:.3f}] |" in md
-    low, high = rows["lora"]["vs_best_ci95"]
+    low, high = stats.ends(rows["lora"]["vs_best_ci95"])
     assert f"-0.005 [{low:+.3f}, {high:+.3f}] tied for best" in md
     assert "Question 1" in md and "Question 2" in md and ag.ONE_SEED in md and "(unpaired)" in md
     csv = pd.read_csv(tmp_path / "metrics/leaderboard.csv")
     lora = csv[csv["adapter"] == "lora"].iloc[0]
-    assert (lora["official_ci95_low"], lora["vs_best_ci95_high"]) == (rows["lora"]["official_ci95"][0],
-                                                                     rows["lora"]["vs_best_ci95"][1])
+    assert (lora["official_ci95_low"], lora["vs_best_ci95_high"]) == (rows["lora"]["official_ci95"]["low"],
+                                                                     rows["lora"]["vs_best_ci95"]["high"])
 
 
 def test_pull_request_verdicts_pair_with_the_base_revision_or_say_why_not(tmp_path):
