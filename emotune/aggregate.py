@@ -6,12 +6,20 @@ Reads metrics/eval/<dataset>/<model>/<adapter>.json (test metrics) and
 metrics/train/<dataset>/<model>/<adapter>.json (cost of training) for every run of the matrices in
 params.yaml, and metrics/eval/<dataset>/baseline/*.json. Writes
   metrics/leaderboard.json   {"rows": [...]}: one row per run and baseline, `best` on the best run of
-                             each dataset (by its official metric)
+                             each dataset (by its official metric), each with its 95% interval and its
+                             paired difference to that best run (`vs_best*`, `tied_for_best`: below)
   metrics/leaderboard.md     the same as markdown tables, one per dataset, with the published reference
                              number and each run's gain over TF-IDF + LR on the same training rows
   metrics/leaderboard.csv    flat rows (dvc plots)
-  metrics/pareto/<dataset>.png  official metric against trainable parameters and training time; the
-                             runs no other run beats on both axes are joined (the Pareto front)
+  metrics/pareto/<dataset>.png  official metric (with its 95% interval) against trainable parameters and
+                             training time; the runs no other run beats on both axes are joined (the
+                             Pareto front)
+
+Statistics (emotune/stats.py, docs/noise.md): every row and the best run of its dataset are compared on the
+same test rows (their predictions.csv.gz files): the difference of the official metric with its paired
+bootstrap interval; "tied for best" when that interval covers 0. That answers question 1 (is this trained
+model better than that one on this test set); question 2 (is this adapter better) needs seeds:
+`method_vs_best` holds its answer, "cannot tell at one seed" with one seed.
 """
 from __future__ import annotations
 
@@ -20,16 +28,30 @@ from pathlib import Path
 
 import pandas as pd
 
+from emotune import stats
 from emotune.atomic import atomic_dir, read_json, write_atomic, write_json
 from emotune.config import Params
 from emotune.errors import EmotuneError
-from emotune.paths import BASELINES, eval_paths, project_root, zero_shot_name
+from emotune.paths import BASELINES, eval_paths, predictions_path, project_root, zero_shot_name
 
 COLUMNS = ["dataset", "model", "adapter", "kind", "official_metric", "official", "macro_f1", "micro_f1",
            "trainable_params", "total_params", "adapter_mb", "train_time_s", "train_examples",
            "train_examples_per_s", "epochs", "peak_memory_mb", "infer_examples_per_s", "latency_ms_p50",
-           "collapsed", "vs_tfidf_rows"]
+           "collapsed", "vs_tfidf_rows", "official_ci95_low", "official_ci95_high", "vs_best", "vs_best_ci95_low",
+           "vs_best_ci95_high", "tied_for_best"]
 COLLAPSED_MARK = "(collapsed)"
+TIED_MARK = "tied for best"
+# Question 2 (is this adapter / setting better, across training noise) needs several seeds per variant;
+# with one the leaderboard says so in `method_vs_best` (a seeds-aware aggregate replaces method_level).
+ONE_SEED = "cannot tell at one seed"
+
+
+def interval_fields(ev: dict) -> dict:
+    """The headline intervals of a metrics report (absent in reports written before they existed)."""
+    out = {"official_ci95": ev.get("official_ci95")}
+    for metric in stats.HEADLINE:
+        out[stats.interval_key(metric)] = ev["test"].get(stats.interval_key(metric))
+    return out
 
 
 def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
@@ -51,7 +73,7 @@ def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
             "latency_ms_p50": ev["inference"].get("latency_ms_p50"),
             # the train stage's flag: validation metric never above a constant prediction (emotune/metrics.py
             # collapse_warning); None for a metrics file written before the flag existed
-            "collapsed": tr.get("collapsed"),
+            "collapsed": tr.get("collapsed"), **interval_fields(ev),
             **({"invalid_rate": ev["test"]["invalid_rate"]} if "invalid_rate" in ev["test"] else {})}
 
 
@@ -68,6 +90,7 @@ def baseline_row(dataset: str, name: str, root: Path, stage: str | None = None) 
             "official_metric": ev["official_metric"], "official": ev["official"],
             "macro_f1": ev["test"]["macro_f1"], "micro_f1": ev["test"]["micro_f1"],
             "train_examples": ev["train_examples"], **{k: v for k, v in cost.items() if v is not None},
+            **interval_fields(ev),
             **({"invalid_rate": ev["test"]["invalid_rate"]} if "invalid_rate" in ev["test"] else {})}
 
 
@@ -98,7 +121,57 @@ def leaderboard(params: Params, root: Path | None = None) -> list[dict]:
                 r["vs_tfidf_rows"] = same["train_examples"]
             if reference is not None and reference.metric == r["official_metric"]:
                 r["reference"], r["vs_reference"] = reference.value, round(r["official"] - reference.value, 4)
+        if best is not None:
+            compare_to_best(mine, best, root)
     return sorted(rows, key=lambda r: (r["dataset"], r["kind"] != "run", -r["official"]))
+
+
+def row_predictions(row: dict, root: Path) -> stats.Predictions | None:
+    """The per-row predictions of a leaderboard row; None when its stage wrote none (an older report)."""
+    path = predictions_path(row["dataset"], row["model"], row["adapter"], root)
+    if not path.exists():
+        return None
+    report = read_json(eval_paths(row["dataset"], row["model"], row["adapter"], root)[0])
+    return stats.run_predictions(report, path.read_bytes(), str(path))
+
+
+def best_difference(row: dict, best: dict, mine: stats.Predictions | None,
+                    theirs: stats.Predictions | None) -> stats.Difference:
+    """`row` minus the best run on the official metric: paired on the same test rows when both have
+    per-row predictions of the same rows, else from the two intervals (stats.unpaired_difference)."""
+    metric = row["official_metric"]
+    if mine is not None and theirs is not None and stats.aligned(mine, theirs) is not None:
+        return stats.paired_difference(mine, theirs, metric)
+    return stats.unpaired_difference(metric, row["official"], row.get("official_ci95"), best["official"],
+                                     best.get("official_ci95"))
+
+
+def method_level(row: dict) -> str:
+    """Question 2's answer for `row` against the best run: with one seed per variant there is none."""
+    return ONE_SEED
+
+
+def compare_to_best(rows: list[dict], best: dict, root: Path) -> None:
+    """Per row of one dataset: `vs_best` (official metric minus the best run's), `vs_best_ci95` (its 95%
+    interval), `vs_best_p`, `vs_best_mcnemar_p` (accuracy only), `vs_best_verdict` (better / worse / within
+    noise), `vs_best_paired` (paired bootstrap on the same test rows, or the unpaired fallback),
+    `tied_for_best` (True for the best run and every row whose interval covers 0; None without any
+    interval), and `method_vs_best` (question 2)."""
+    theirs = row_predictions(best, root)
+    for row in rows:
+        row["method_vs_best"] = method_level(row)
+        if row is best:
+            row.update(vs_best=0.0, vs_best_ci95=stats.as_json(0.0, 0.0), vs_best_verdict="best",
+                       vs_best_paired=theirs is not None, tied_for_best=True)
+            continue
+        diff = best_difference(row, best, row_predictions(row, root), theirs)
+        known = not math.isnan(diff.low)
+        row.update(vs_best=round(diff.difference, 4), vs_best_ci95=diff.as_json() if known else None,
+                   vs_best_p=None if diff.p_value is None else round(diff.p_value, 4),
+                   vs_best_verdict=diff.verdict if known else None, vs_best_paired=diff.paired,
+                   tied_for_best=diff.tied if known else None)
+        if diff.mcnemar_p is not None:
+            row["vs_best_mcnemar_p"] = float(f"{diff.mcnemar_p:.3g}")
 
 
 def same_rows_tfidf(run: dict, tfidf: list[dict]) -> dict | None:
@@ -122,6 +195,26 @@ def fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def official_text(row: dict) -> str:
+    """0.789 [0.771, 0.807]: the official metric and its 95% interval (bold for the best run)."""
+    value = f"**{fmt(row['official'])}**" if row["best"] else fmt(row["official"])
+    ci = stats.ends(row.get("official_ci95"))
+    return value + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def vs_best_text(row: dict) -> str:
+    """-0.005 [-0.019, +0.009] tied for best; "best" on the best run; "" without a best run."""
+    if row.get("vs_best_verdict") == "best":
+        return "best"
+    if row.get("vs_best") is None:
+        return ""
+    ci = stats.ends(row.get("vs_best_ci95"))
+    text = f"{row['vs_best']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+    if row.get("tied_for_best"):
+        text += f" {TIED_MARK}"
+    return text + ("" if row.get("vs_best_paired") or not ci else " (unpaired)")
+
+
 def markdown(rows: list[dict], params: Params) -> str:
     out = ["# Leaderboard", "",
            "Test split of each dataset. **bold** = best fine-tuned run of the dataset (official metric). "
@@ -131,22 +224,30 @@ def markdown(rows: list[dict], params: Params) -> str:
            "published reference (trained on all rows, see the source). Costs are from the train and "
            "evaluate stages on the machine that ran them. "
            f"{COLLAPSED_MARK} after an adapter: its validation metric was 0 or at the level of a constant "
-           "prediction in every epoch (the train stage warned): the model learned nothing.", ""]
+           "prediction in every epoch (the train stage warned): the model learned nothing.", "",
+           "Which question each column answers (docs/noise.md). **Question 1: is this trained model better "
+           "than that one on this test set?** `official [95% CI]`: the official metric and a bootstrap "
+           "interval over the test rows; `vs best (Q1)`: minus the dataset's best run, with the 95% interval "
+           "of a paired bootstrap on the same test rows; *tied for best*: that interval covers 0, so the test "
+           "set cannot tell the row from the best. Both cover test-sampling noise only: another seed or "
+           "another training sample moves a run further. **Question 2: is this adapter / setting better?** "
+           f"`method (Q2)`: needs several seeds per variant; with one seed it says \"{ONE_SEED}\".", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
         reference = params.dataset(dataset).reference
         out.append(f"## {dataset} ({mine[0]['official_metric']})")
         if reference is not None:
             out.append(f"Reference: {reference.metric} {reference.value} ({reference.source})")
-        out += ["", "| model | adapter | official | macro F1 | micro F1 | rows | epochs | vs TF-IDF | vs ref. | "
-                "trainable | adapter MB | train s | train ex/s | peak MB | infer ex/s | p50 ms |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += ["", "| model | adapter | official [95% CI] | macro F1 | micro F1 | rows | epochs | vs TF-IDF | "
+                "vs ref. | vs best (Q1) | method (Q2) | trainable | adapter MB | train s | train ex/s | peak MB | "
+                "infer ex/s | p50 ms |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
-            official = f"**{fmt(r['official'])}**" if r["best"] else fmt(r["official"])
             out.append("| " + " | ".join([
-                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else ""), official,
+                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else ""), official_text(r),
                 fmt(r["macro_f1"]), fmt(r["micro_f1"]), rows_text(r.get("train_examples")), fmt(r.get("epochs")),
-                fmt(r.get("vs_tfidf_lr")), fmt(r.get("vs_reference")), fmt(r.get("trainable_params")),
+                fmt(r.get("vs_tfidf_lr")), fmt(r.get("vs_reference")), vs_best_text(r), r.get("method_vs_best", ""),
+                fmt(r.get("trainable_params")),
                 fmt(r.get("adapter_mb"), 2), fmt(r.get("train_time_s"), 0), fmt(r.get("train_examples_per_s"), 1),
                 fmt(r.get("peak_memory_mb"), 0), fmt(r.get("infer_examples_per_s"), 1),
                 fmt(r.get("latency_ms_p50"), 1)]) + " |")
@@ -162,6 +263,13 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(keep, key=lambda i: points[i][0])
 
 
+def error_bars(runs: list[dict]) -> tuple[list[float], list[float]]:
+    """(below, above) each run's official metric to the ends of its 95% interval (0 without one)."""
+    spans = [stats.ends(r.get("official_ci95")) or (r["official"], r["official"]) for r in runs]
+    return ([max(r["official"] - lo, 0.0) for r, (lo, _) in zip(runs, spans)],
+            [max(hi - r["official"], 0.0) for r, (_, hi) in zip(runs, spans)])
+
+
 def pareto_plot(rows: list[dict], dataset: str, path: Path) -> None:
     import matplotlib
 
@@ -173,7 +281,9 @@ def pareto_plot(rows: list[dict], dataset: str, path: Path) -> None:
     for ax, cost, label in ((axes[0], "trainable_params", "trainable parameters"),
                             (axes[1], "train_time_s", "training time (s)")):
         points = [(max(r[cost], 1), r["official"]) for r in runs]
-        ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue")
+        below, above = error_bars(runs)
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[below, above], fmt="o", color="tab:blue",
+                    ecolor="tab:blue", elinewidth=1, capsize=3, label="run, 95% interval (test rows)")
         for r, (x, y) in zip(runs, points):
             ax.annotate(f"{r['model']}/{r['adapter']}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         front = pareto_front(points)
@@ -192,6 +302,18 @@ def pareto_plot(rows: list[dict], dataset: str, path: Path) -> None:
     plt.close(fig)
 
 
+def flat_rows(rows: list[dict]) -> list[dict]:
+    """The rows with each interval's ends as two columns (for the CSV)."""
+    out = []
+    for r in rows:
+        flat = dict(r)
+        for key in ("official_ci95", "vs_best_ci95"):
+            low, high = stats.ends(r.get(key)) or (None, None)
+            flat[f"{key}_low"], flat[f"{key}_high"] = low, high
+        out.append(flat)
+    return out
+
+
 def write_leaderboard(params: Params, root: Path | None = None) -> list[dict]:
     root = project_root() if root is None else Path(root)
     rows = leaderboard(params, root)
@@ -199,7 +321,7 @@ def write_leaderboard(params: Params, root: Path | None = None) -> list[dict]:
     write_json(metrics_dir / "leaderboard.json", {"rows": rows})
     write_atomic(metrics_dir / "leaderboard.md", lambda tmp: tmp.write_text(markdown(rows, params), encoding="utf-8"))
     write_atomic(metrics_dir / "leaderboard.csv",
-                 lambda tmp: pd.DataFrame(rows).reindex(columns=COLUMNS + ["best"]).to_csv(tmp, index=False))
+                 lambda tmp: pd.DataFrame(flat_rows(rows)).reindex(columns=COLUMNS + ["best"]).to_csv(tmp, index=False))
     with atomic_dir(metrics_dir / "pareto") as out:
         for dataset in dict.fromkeys(r["dataset"] for r in rows if r["kind"] == "run"):
             pareto_plot(rows, dataset, out / f"{dataset}.png")

@@ -299,7 +299,7 @@ def check_label_map(label_map: dict, theirs: list[str], ours: list[str], where: 
 
 
 def off_the_shelf(model: str, splits: dict, spec, max_length: int, batch_size: int, label_map: dict | None,
-                  registry=None, name: str | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+                  registry=None, name: str | None = None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """A trained classifier with its own labels (e.g. an emotion classifier from the Hub), used as is:
     its probabilities summed into the dataset's labels through `label_map`. Single-label: the dataset
     label of its top class, invalid when that class maps to null; multi-label: every dataset label whose
@@ -345,7 +345,7 @@ def off_the_shelf(model: str, splits: dict, spec, max_length: int, batch_size: i
             "zero_shot_model": name or model, "label_map": dict(label_map)}
     report = scored("baseline", dataset_entry(spec), "baseline", zero_shot_name(name or model), y_test, y_pred,
                     None, invalid, None, "label map" + (" + 0.5" if multi else ""), cost)
-    return report, y_test, y_pred
+    return report, y_test, y_pred, invalid
 
 
 def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_size: int,
@@ -376,13 +376,15 @@ def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_
 def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, registry=None,
               device: str | None = None, name: str | None = None,
               label_map: dict | None = None, decode: str = "generate",
-              prompt: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+              prompt: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
     """Prompt `model` (a decoder: registry name, Hub id or folder) with the generative recipe's
     instruction listing the label names, generate greedily, parse the answers back to labels
     (emotune/prompts.py parse_answer); an answer that names no label is invalid and scored as wrong.
     A classifier with its own labels (an encoder whose config has them, or any model given a
     `label_map`) goes to `off_the_shelf` instead. `prompt`: params.yaml tokenize.prompt (system message,
-    instruction), the prompt the generative runs are trained with."""
+    instruction), the prompt the generative runs are trained with. Returns (report, gold, predictions, invalid
+    answers mask or None): the per-row file needs the mask, since a multi-label invalid answer predicts
+    nothing yet scores 0)."""
     from transformers import AutoConfig
 
     from emotune.model_registry import resolve_model
@@ -438,7 +440,7 @@ def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, 
                 "zero_shot_model": name or model, "decode": "rank"}
         report = scored("baseline", dataset_entry(spec), "baseline", zero_shot_name(name or model), rows.targets,
                         y_pred, probs, None, None, "ranked label likelihood", cost)
-        return report, rows.targets, y_pred
+        return report, rows.targets, y_pred, None
     texts = [""] * len(rows)
     tick = time.perf_counter()
     for idx in eval_batches(rows.prompt_lengths, batch_size):
@@ -454,4 +456,4 @@ def zero_shot(model: str, splits: dict, spec, max_length: int, batch_size: int, 
             "zero_shot_model": name or model, "decode": "generate", "answers_sample": texts[:20]}
     report = scored("baseline", dataset_entry(spec), "baseline", zero_shot_name(name or model), rows.targets, y_pred,
                     None, invalid, None, "generated", cost)
-    return report, rows.targets, y_pred
+    return report, rows.targets, y_pred, invalid

@@ -8,6 +8,7 @@ emotune/generative.py load_generative), predicts the tokenized validation and te
                                                          thresholds, inference cost
   metrics/eval/<dataset>/<model>/<adapter>/per_class.csv  per-class precision/recall/F1/support (plot)
   metrics/eval/<dataset>/<model>/<adapter>/confusion.csv  one row per (gold, predicted) pair (plot)
+  metrics/eval/<dataset>/<model>/<adapter>/predictions.csv.gz  per test row: id, gold, prediction (git)
 
 Multi-label decisions: `eval.threshold: 0.5` thresholds every sigmoid at 0.5; `tuned` picks one
 threshold per label on the validation split (never on test) and applies it to test. Generated answers
@@ -124,6 +125,7 @@ def evaluate_run(dataset: str, model: str, adapter: str, threshold, samples: int
     root = project_root() if root is None else Path(root)
     from emotune.devices import pick_device
     from emotune.paths import run_paths
+    from emotune.rows import load_rows
 
     paths = run_paths(dataset, model, adapter, root)
     card = paths.model / "run.json"
@@ -139,5 +141,6 @@ def evaluate_run(dataset: str, model: str, adapter: str, threshold, samples: int
             plan, paths.model, paths.data, threshold, samples, device)
     report = scored("run", dataclasses.asdict(plan.dataset), model, adapter, y_true, y_pred, probs, invalid, thresholds, mode,
                     {"inference": cost})
-    write_report(report, y_true, y_pred, *eval_paths(dataset, model, adapter, root))
+    ids = load_rows(paths.data, "test", plan.generative)["id"]  # the order predict() returned the rows in
+    write_report(report, y_true, y_pred, *eval_paths(dataset, model, adapter, root), ids, invalid)
     return report

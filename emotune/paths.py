@@ -18,6 +18,7 @@ USER_DATA = "data/user"
 # metrics/eval/<dataset>/baseline/<name>.json; the aggregate stage reads them without the baselines' code.
 BASELINES = ("majority", "tfidf_lr", "tfidf_lr_all", "embed_lr", "bilstm")
 ZERO_SHOT_PREFIX = "zero_shot_"
+PREDICTIONS_FILE = "predictions.csv.gz"  # per test row: id, gold, prediction (emotune/stats.py)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -96,6 +97,12 @@ def eval_paths(dataset: str, model: str, adapter: str, root: Path | None = None)
     """(metrics JSON, plots folder) of a run or a baseline."""
     base = (root or project_root()) / "metrics" / "eval" / dataset / model
     return base / f"{adapter}.json", base / adapter
+
+
+def predictions_path(dataset: str, model: str, adapter: str, root: Path | None = None) -> Path:
+    """The per-row predictions of a run or a baseline (emotune/stats.py writes and reads them), in its
+    plots folder: git-tracked, a few KB."""
+    return eval_paths(dataset, model, adapter, root)[1] / PREDICTIONS_FILE
 
 
 def zero_shot_name(model: str) -> str:

@@ -29,20 +29,21 @@ def main(argv: list[str]) -> None:
     splits = load_splits(project_root() / "data" / "audited" / args.dataset)
     if args.zero_shot:
         model = str(project_root() / args.zero_shot) if (project_root() / args.zero_shot).is_dir() else args.zero_shot
-        report, y_true, y_pred = zero_shot(model, splits, spec, params.tokenize.max_length,
+        report, y_true, y_pred, invalid = zero_shot(model, splits, spec, params.tokenize.max_length,
                                            params.baseline.zero_shot.batch_size, params.model_registry,
                                            name=args.zero_shot,
                                            label_map=params.baseline.zero_shot.label_maps.get(args.zero_shot),
                                            decode=params.baseline.zero_shot.decode,
                                            prompt=dataclasses.asdict(params.tokenize.prompt))
-        write_report(report, y_true, y_pred, *eval_paths(args.dataset, "baseline", report["adapter"]))
+        write_report(report, y_true, y_pred, *eval_paths(args.dataset, "baseline", report["adapter"]),
+                     splits["test"]["id"], invalid)
         print(f"baseline {args.dataset}/{report['adapter']}: test {report['official_metric']} "
               f"{report['official']:.4f}, invalid answers {report['test'].get('invalid_rate', 0):.1%}")
         return
     for name in BASELINES:
         report, y_true, y_pred = run_baseline(name, splits, spec, params.train.max_train_examples, params.seed,
                                               params.eval.threshold, params)
-        write_report(report, y_true, y_pred, *eval_paths(args.dataset, "baseline", name))
+        write_report(report, y_true, y_pred, *eval_paths(args.dataset, "baseline", name), splits["test"]["id"])
         print(f"baseline {args.dataset}/{name} ({report['train_examples']} train rows, {report['train_time_s']} s): "
               f"test {report['official_metric']} {report['official']:.4f}, macro F1 {report['test']['macro_f1']:.4f}")
 

@@ -110,7 +110,7 @@ def test_zero_shot_prompts_a_decoder_with_the_label_names(task, tiny, monkeypatc
         return fmt
 
     monkeypatch.setattr(prompts, "prompt_format", recording)  # records, then does the real thing
-    report, y, pred = bl.zero_shot(folder, splits, spec, 64, 16, device="cpu", name="tiny-llama")
+    report, y, pred, _ = bl.zero_shot(folder, splits, spec, 64, 16, device="cpu", name="tiny-llama")
     assert seen and all(label in seen[0] for label in LABELS), seen
     assert report["adapter"] == "zero_shot_tiny-llama" and report["kind"] == "baseline"
     assert report["test_rows"] == 120 and report["train_examples"] == 0
@@ -132,7 +132,7 @@ def test_zero_shot_rank_picks_the_likeliest_label_answer(tiny):
 
     splits, spec = toy_splits("single_label"), Spec("single_label")
     folder = str(tiny("llama"))
-    report, y, pred = bl.zero_shot(folder, splits, spec, 64, 16, device="cpu", name="tiny-llama", decode="rank")
+    report, y, pred, _ = bl.zero_shot(folder, splits, spec, 64, 16, device="cpu", name="tiny-llama", decode="rank")
     assert report["decode"] == "rank" and report["threshold_mode"] == "ranked label likelihood"
     assert "invalid_rate" not in report["test"] and "roc_auc_macro" in report["test"]  # probabilities exist
     loaded = load_causal(folder, "gen_lora", LABELS, "single_label")
@@ -180,7 +180,7 @@ def test_off_the_shelf_classifier_through_a_label_map(task, emotion_classifier):
     folder, theirs = emotion_classifier
     label_map = {"anger": "anger", "happiness": "joy", "neutral": None, "sadness": "sadness"}
     splits, spec = toy_splits(task), Spec(task)
-    report, y, pred = bl.zero_shot(str(folder), splits, spec, 64, 32, name="owner/emotion-classifier",
+    report, y, pred, _ = bl.zero_shot(str(folder), splits, spec, 64, 32, name="owner/emotion-classifier",
                                    label_map=label_map)
     assert report["adapter"] == "zero_shot_owner/emotion-classifier" and report["label_map"] == label_map
     # independently: the classifier's own probabilities, summed into the dataset's labels

@@ -224,13 +224,28 @@ def test_pull_request_report_has_the_diff_the_leaderboard_and_images(dvc_project
     """What .github/workflows/cml.yaml posts, built offline on a real (tiny) run: change a param, rerun,
     report against the committed baseline."""
     root = dvc_project
-    sh(root, DVC, "exp", "run", "-S", "adapter.r=6")
+    # a GRU for the BiLSTM baseline: decisions that surely change (the toy fine-tuned runs may sit at the
+    # majority class whatever r is; a run that decides every test row as before gets no verdict)
+    sh(root, DVC, "exp", "run", "-S", "adapter.r=6", "-S", "baseline.rnn.cell=gru")
     out = tmp_path / "report"
     sh(ROOT, sys.executable, str(ROOT / "scripts/cml_report.py"), "--root", str(root), "--rev", "HEAD",
        "--out", str(out))
     report = (out / "report.md").read_text()
     # dvc metrics diff --md: a table whose rows name the metric files that changed
     assert "| Path" in report and "metrics/eval/toy/tiny-bert/lora.json" in report, report
+    assert "official_ci95.low" in report, report  # an interval is a mapping, so DVC lists its ends
+    # the changed run's verdicts (official = macro F1, then micro F1), paired on the 30 test rows against the
+    # per-row predictions committed at HEAD
+    section = report.split("## Verdicts against `HEAD`", 1)[1].split("## Leaderboard", 1)[0]
+    print(section)
+    verdicts = re.findall(r"^\| toy/baseline/bilstm \| (\w+) \| ([\d.]+) \| ([\d.]+) \| [+-][\d.]+ \[[+-][\d.]+, "
+                          r"[+-][\d.]+\] \| (better|worse|within noise) \| paired, 30 test rows \|$", section, re.M)
+    assert [metric for metric, *_ in verdicts] == ["macro_f1", "micro_f1"], section
+    now = json.loads((root / "metrics/eval/toy/baseline/bilstm.json").read_text())
+    assert verdicts[0][2] == f"{now['official']:.3f}" and now["official_ci95"]["low"] <= now["official"]
+    tracked = sh(root, "git", "ls-files", "metrics")
+    assert "metrics/eval/toy/tiny-bert/lora/predictions.csv.gz" in tracked
+    assert "metrics/eval/toy/baseline/bilstm/predictions.csv.gz" in tracked
     # (a toy run can sit at the majority level: then the leaderboard marks it "lora (collapsed)")
     assert "## Leaderboard" in report and re.search(r"\| tiny-bert \| lora( \(collapsed\))? \|", report), report
     links = re.findall(r"!\[[^\]]*\]\(\./([^)]+)\)", report)
