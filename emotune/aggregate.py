@@ -52,6 +52,8 @@ def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
             # the train stage's flag: validation metric never above a constant prediction (emotune/metrics.py
             # collapse_warning); None for a metrics file written before the flag existed
             "collapsed": tr.get("collapsed"),
+            # a tune-group run (emotune/tune.py): its search's trials and minutes
+            **({"tuned": tr["tuned"]} if tr.get("tuned") else {}),
             **({"invalid_rate": ev["test"]["invalid_rate"]} if "invalid_rate" in ev["test"] else {})}
 
 
@@ -108,6 +110,12 @@ def same_rows_tfidf(run: dict, tfidf: list[dict]) -> dict | None:
     return (same or [b for b in tfidf if b["adapter"] == "tfidf_lr"] or [None])[0]
 
 
+def tuned_mark(row: dict) -> str:
+    """' (tuned: 20 trials, 35 min)' after a tune-group run's adapter; '' for any other row."""
+    tuned = row.get("tuned")
+    return f" (tuned: {tuned['trials']} trials, {tuned['minutes']:.0f} min)" if tuned else ""
+
+
 def rows_text(n) -> str:
     return "" if n is None else f"{n:,}"
 
@@ -144,7 +152,7 @@ def markdown(rows: list[dict], params: Params) -> str:
         for r in mine:
             official = f"**{fmt(r['official'])}**" if r["best"] else fmt(r["official"])
             out.append("| " + " | ".join([
-                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else ""), official,
+                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else "") + tuned_mark(r), official,
                 fmt(r["macro_f1"]), fmt(r["micro_f1"]), rows_text(r.get("train_examples")), fmt(r.get("epochs")),
                 fmt(r.get("vs_tfidf_lr")), fmt(r.get("vs_reference")), fmt(r.get("trainable_params")),
                 fmt(r.get("adapter_mb"), 2), fmt(r.get("train_time_s"), 0), fmt(r.get("train_examples_per_s"), 1),
