@@ -165,6 +165,7 @@ class TrialRecord:
     epochs: int  # epochs it trained
     minutes: float
     values: dict
+    curve: list[float]  # the validation score it reported after each epoch
 
 
 @dataclass(frozen=True)
@@ -181,8 +182,9 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
         value = t.value if t.state == optuna.trial.TrialState.COMPLETE else max(t.intermediate_values.values(),
                                                                                  default=math.nan)
         minutes = (t.datetime_complete - t.datetime_start).total_seconds() / 60
-        out.append(TrialRecord(t.number, t.state.name, float(value), len(t.intermediate_values), round(minutes, 3),
-                               dict(t.params)))
+        curve = [float(t.intermediate_values[k]) for k in sorted(t.intermediate_values)]
+        out.append(TrialRecord(t.number, t.state.name, float(value), len(curve), round(minutes, 3), dict(t.params),
+                               curve))
     return sorted(out, key=lambda r: r.number)
 
 
@@ -251,7 +253,7 @@ def expected_best(scores: list[float], max_trials: int | None = None) -> list[Ex
 # ---------------------------------------------------------------------------------------------
 def trials_frame(trials: list[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame([{"trial": t.number, "state": t.state, "value": t.value, "epochs": t.epochs,
-                          "minutes": t.minutes, **t.values} for t in trials])
+                          "minutes": t.minutes, **t.values} for t in trials])  # curves: the study has them
 
 
 def write_study(result: StudyResult, paths: TunePaths, plan_file: Path, storage: str | None) -> dict:

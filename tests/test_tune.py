@@ -43,6 +43,18 @@ def test_expected_best_is_the_order_statistics_estimator():
     assert expected_best(scores, 200)[-1].mean == pytest.approx(0.4, abs=1e-6)
 
 
+def test_pruning_replayed_on_recorded_trials_stops_the_one_below_the_median():
+    from bench.tune_adapters import replay_pruning
+
+    trials = [{"minutes": 3.0, "epochs": 3, "value": v[-1], "curve": v}
+              for v in ([0.5, 0.55, 0.6], [0.52, 0.6, 0.62], [0.2, 0.25, 0.3], [0.55, 0.6, 0.65])]
+    out = replay_pruning(trials, startup_trials=2, tolerance=0.01)
+    # the third trial is below the median of the first two at epoch 1; the fourth is above it throughout
+    assert out["pruned_trials"] == 1 and out["epochs_pruned"] == 10 and out["epochs_unpruned"] == 12
+    assert out["trial_minutes_pruned"] == pytest.approx(10.0) and out["best_val_pruned"] == 0.65
+    assert out["minutes_to_target_pruned"] == pytest.approx(10.0) and out["minutes_to_target_unpruned"] == 12.0
+
+
 def test_every_adapter_declares_a_search_space():
     for name, entry in ADAPTERS.items():
         keys = [dim.key for dim in search_space(name, 3)]
