@@ -79,6 +79,19 @@ def replay_pruning(trials: list[dict], startup_trials: int, tolerance: float) ->
             "minutes_to_target_pruned": minutes_to(target, spent_pruned)}
 
 
+def write_curves(result: dict, path: Path) -> Path:
+    """The expected-best curves of every adapter's study side by side (trials, then one column per adapter),
+    for `dvc plots show <csv> --x trials` and the table of docs/tuning.md."""
+    import pandas as pd
+
+    curves = {name: {e["trials"]: round(e["mean"], 4) for e in entry["study"]["expected_best"]}
+              for name, entry in result["adapters"].items()}
+    frame = pd.DataFrame(curves).rename_axis("trials").reset_index()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
 def study(plan, cfg, data_dir: Path, root: Path, label: str) -> dict:
     from emotune.paths import tune_paths
     from emotune.tune import expected_best, run_study
@@ -161,6 +174,7 @@ def main(argv=None) -> None:
             print(f"{adapter} tuned: {entry['tuned']}\n{adapter} pruning: {entry['pruning']}", flush=True)
             result["adapters"][adapter] = entry
             common.write_result(out_path, result)
+            write_curves(result, out_path.with_name(f"{out_path.stem}_expected_best.csv"))
     common.write_result(out_path, result)
 
 

@@ -55,6 +55,18 @@ def test_pruning_replayed_on_recorded_trials_stops_the_one_below_the_median():
     assert out["minutes_to_target_pruned"] == pytest.approx(10.0) and out["minutes_to_target_unpruned"] == 12.0
 
 
+def test_the_bench_writes_each_adapter_s_expected_best_curve_side_by_side(tmp_path):
+    from bench.tune_adapters import write_curves
+
+    result = {"adapters": {name: {"study": {"expected_best": [
+        {"trials": e.trials, "mean": e.mean, "std": e.std} for e in expected_best(scores)]}}
+        for name, scores in (("ia3", [0.5, 0.6, 0.7]), ("head", [0.4, 0.45, 0.5]))}}
+    frame = pd.read_csv(write_curves(result, tmp_path / "curves.csv"))
+    assert list(frame.columns) == ["trials", "ia3", "head"] and list(frame["trials"]) == [1, 2, 3]
+    assert frame["ia3"].iloc[0] == pytest.approx(0.6) and frame["head"].iloc[-1] == pytest.approx(
+        expected_best([0.4, 0.45, 0.5])[-1].mean, abs=1e-4)
+
+
 def test_every_adapter_declares_a_search_space():
     for name, entry in ADAPTERS.items():
         keys = [dim.key for dim in search_space(name, 3)]
@@ -143,7 +155,7 @@ def test_dvc_tunes_a_run_and_a_second_repro_continues_the_study(tmp_path):
     assert card["plan"]["tuned"]["trials"] == 3
     board = json.loads((root / "metrics/leaderboard.json").read_text())["rows"]
     assert next(r for r in board if r["adapter"] == "ia3")["tuned"]["trials"] == 3
-    assert "ia3 (tuned: 3 trials" in (root / "metrics/leaderboard.md").read_text()
+    assert "(tuned: 3 trials, " in (root / "metrics/leaderboard.md").read_text()  # after ia3 (and a collapse mark)
     before = pd.read_csv(root / "metrics/tune/toy/tiny-bert/ia3/trials.csv")
 
     params = yaml.safe_load((root / "params.yaml").read_text())
