@@ -92,6 +92,38 @@ def write_curves(result: dict, path: Path) -> Path:
     return path
 
 
+def report(result: dict) -> str:
+    """docs/tuning.md's tables from a result JSON: default against tuned, pruning replayed, expected best."""
+    metric = "validation / test"
+    out = [f"From `{result['command']}` ({result['dataset']}, {result['rows']:,} training rows, "
+           f"{result['trials']} trials of up to {result['max_epochs']} epochs per adapter; {result['machine']['cpu_model']}, "
+           f"{result['machine']['cores']} cores shared with other jobs, load average {result['load_average_at_start'][0]} "
+           f"at the start; {result['date']}).", "",
+           f"| adapter | default ({metric}) | default settings | tuned ({metric}) | tuned settings | search minutes |",
+           "|---|---|---|---|---|---|"]
+    for name, e in result["adapters"].items():
+        d, t = e["default"], e["tuned"]
+        values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in t["values"].items())
+        out.append(f"| {name} | {d['val']:.3f} / {d['test']:.3f} | lr {d['lr']:g}, head_lr {d['head_lr']:g}, "
+                   f"{d['epochs']} epochs | {t['val']:.3f} / {t['test']:.3f} | {values} | "
+                   f"{e['study']['trial_minutes']:.1f} |")
+    out += ["", "| adapter | trials pruned | epochs (no pruning -> median) | trial-minutes (no pruning -> median) | "
+            "best val kept | minutes to best - tolerance (no pruning -> median) |", "|---|---|---|---|---|---|"]
+    for name, e in result["adapters"].items():
+        p = e["pruning"]
+        out.append(f"| {name} | {p['pruned_trials']} of {len(e['study']['trials'])} | {p['epochs_unpruned']} -> "
+                   f"{p['epochs_pruned']} | {p['trial_minutes_unpruned']:.1f} -> {p['trial_minutes_pruned']:.1f} | "
+                   f"{p['best_val_pruned'] == p['best_val_unpruned']} | {p['minutes_to_target_unpruned']} -> "
+                   f"{p['minutes_to_target_pruned']} |")
+    curves = {name: e["study"]["expected_best"] for name, e in result["adapters"].items()}
+    out += ["", "Expected best validation score after n trials (Dodge et al. 2019; mean +- std over draws):", "",
+            "| n | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
+    for n in range(1, max(len(c) for c in curves.values()) + 1):
+        cells = [f"{c[n - 1]['mean']:.3f} +- {c[n - 1]['std']:.3f}" if n <= len(c) else "" for c in curves.values()]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def study(plan, cfg, data_dir: Path, root: Path, label: str) -> dict:
     from emotune.paths import tune_paths
     from emotune.tune import expected_best, run_study
@@ -139,7 +171,11 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out")
+    parser.add_argument("--report", metavar="JSON", help="print docs/tuning.md's tables from a result file, run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(common.load_json(Path(args.report))))
+        return
 
     from bench.reference_lr import prepare
     from emotune.config import TuneGroup

@@ -67,6 +67,25 @@ def test_the_bench_writes_each_adapter_s_expected_best_curve_side_by_side(tmp_pa
         expected_best([0.4, 0.45, 0.5])[-1].mean, abs=1e-4)
 
 
+def test_the_bench_report_has_a_row_per_adapter_and_an_expected_best_row_per_trial_count():
+    from bench.tune_adapters import replay_pruning, report
+
+    trials = [{"minutes": 2.0, "epochs": 2, "value": v[-1], "curve": v} for v in ([0.5, 0.6], [0.3, 0.4], [0.6, 0.7])]
+    study = {"trials": trials, "trial_minutes": 6.0,
+             "expected_best": [{"trials": e.trials, "mean": e.mean, "std": e.std}
+                               for e in expected_best([t["value"] for t in trials])]}
+    run = {"lr": 0.01, "head_lr": 0.01, "epochs": 2, "val": 0.55, "test": 0.52}
+    result = {"command": "python -m bench.tune_adapters", "dataset": "d", "rows": 1000, "trials": 3, "max_epochs": 2,
+              "machine": {"cpu_model": "cpu", "cores": 2}, "load_average_at_start": [1.0], "date": "today",
+              "adapters": {"ia3": {"default": run, "tuned": {**run, "val": 0.7, "values": {"lr": 0.03, "epochs": 2}},
+                                   "study": study, "pruning": replay_pruning(trials, 1, 0.01)}}}
+    text = report(result)
+    assert "| ia3 | 0.550 / 0.520 | lr 0.01, head_lr 0.01, 2 epochs | 0.700 / 0.520 | lr 0.03, epochs 2 | 6.0 |" in text
+    assert "| ia3 | 1 of 3 | 6 -> 5 |" in text  # the second trial is below the first's epoch-1 score
+    assert [line.split(" |")[0] for line in text.splitlines() if line.startswith("| ") and "+-" in line] == \
+        ["| 1", "| 2", "| 3"]
+
+
 def test_every_adapter_declares_a_search_space():
     for name, entry in ADAPTERS.items():
         keys = [dim.key for dim in search_space(name, 3)]
