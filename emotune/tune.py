@@ -80,6 +80,19 @@ def suggest(trial: optuna.Trial, dim: SearchRange):
     return trial.suggest_float(dim.key, dim.low, dim.high, log=dim.log)
 
 
+def current_values(plan: RunPlan, space: tuple[SearchRange, ...]) -> dict:
+    """The plan's own settings of the searched keys that lie inside the space: the first trial of a new study.
+    bench/tune_adapters.py measured why: on TweetEval emotion (1,000 rows) none of 5 TPE trials reached IA3's
+    default (validation macro F1 0.573 best vs 0.597), so a small search without it ends worse than no search."""
+    out = {}
+    for dim in space:
+        value = getattr(plan.train if dim.section == "train" else plan.hparams, dim.key)
+        inside = value in dim.choices if dim.choices else dim.low <= value <= dim.high
+        if value is not None and inside:
+            out[dim.key] = value
+    return out
+
+
 def study_name(plan: RunPlan, space: tuple[SearchRange, ...]) -> str:
     """The run's name and a hash of what is searched: the same search continues one study, another one
     (other base settings or ranges) starts its own."""
@@ -204,6 +217,8 @@ def run_study(plan: RunPlan, cfg: TuneGroup, data_dir: Path, paths: TunePaths, d
     # seeded, and shifted by the trials already there: a continued study does not replay the first
     # process's random start-up points
     study.sampler = optuna.samplers.TPESampler(seed=plan.seed + done, n_startup_trials=max(cfg.startup_trials, 1))
+    if not study.trials:  # a new study starts from the run's own settings (current_values says why)
+        study.enqueue_trial(current_values(plan, space))
     if done < cfg.trials:
         log(f"tune {plan.name}: study {name}, {done} trials so far, running up to {cfg.trials - done} more"
             + (f" or {cfg.minutes} minutes" if cfg.minutes else ""))

@@ -121,6 +121,8 @@ def test_a_tiny_study_prunes_never_sees_test_rows_and_continues(tmp_path):
     cfg = TuneGroup(trials=6, max_epochs=3, pruner="median", startup_trials=2)
     result = run_study(plan, cfg, paths.data, where, device="cpu", log=print)
 
+    # the first trial is the run's own settings (IA3's default LR, the head LR, train.epochs)
+    assert result.trials[0].values == {"lr": plan.train.lr, "head_lr": plan.train.head_lr, "epochs": plan.train.epochs}
     states = [t.state for t in result.trials]
     assert len(result.trials) == 6 and "PRUNED" in states and "COMPLETE" in states, result.trials
     pruned = [t for t in result.trials if t.state == "PRUNED"]
