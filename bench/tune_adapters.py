@@ -29,11 +29,15 @@ from pathlib import Path
 from bench import common
 
 
-def replay_pruning(trials: list[dict], startup_trials: int, tolerance: float) -> dict:
+def replay_pruning(trials: list[dict], startup_trials: int, tolerance: float, max_epochs: int | None = None) -> dict:
     """What Optuna's MedianPruner would have done to these trials, asked after each of their recorded
     epochs in trial order: the epochs and trial-minutes saved (a trial's minutes counted per epoch), the
     best validation score among the trials it would have let finish, and the trial-minutes until the
-    best-so-far first came within `tolerance` of the study's best, with and without pruning."""
+    best-so-far first came within `tolerance` of the study's best, with and without pruning. With
+    `max_epochs`, each epoch is reported at its step on the LR schedule (emotune/tune.py schedule_step), as
+    the tune stage reports it; without, at its epoch number."""
+    from emotune.tune import schedule_step
+
     import optuna
 
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0)
@@ -44,7 +48,8 @@ def replay_pruning(trials: list[dict], startup_trials: int, tolerance: float) ->
         per_epoch = t["minutes"] / max(t["epochs"], 1)
         epochs, pruned = t["epochs"], False
         for epoch, value in enumerate(t["curve"], start=1):
-            trial.report(value, epoch)
+            given = t.get("values", {}).get("epochs", t["epochs"])
+            trial.report(value, schedule_step(epoch, given, max_epochs) if max_epochs else epoch)
             if trial.should_prune():
                 epochs, pruned = epoch, True
                 break
@@ -114,7 +119,7 @@ def report(result: dict) -> str:
         out.append(f"| {name} | {p['pruned_trials']} of {len(e['study']['trials'])} | {p['epochs_unpruned']} -> "
                    f"{p['epochs_pruned']} | {p['trial_minutes_unpruned']:.1f} -> {p['trial_minutes_pruned']:.1f} | "
                    f"{p['best_val_pruned'] == p['best_val_unpruned']} | {p['minutes_to_target_unpruned']} -> "
-                   f"{p['minutes_to_target_pruned']} |")
+                   f"{p['minutes_to_target_pruned'] or 'never'} |")
     curves = {name: e["study"]["expected_best"] for name, e in result["adapters"].items()}
     out += ["", "Expected best validation score after n trials (Dodge et al. 2019; mean +- std over draws):", "",
             "| n | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
@@ -172,7 +177,20 @@ def main(argv=None) -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out")
     parser.add_argument("--report", metavar="JSON", help="print docs/tuning.md's tables from a result file, run nothing")
+    parser.add_argument("--replay", metavar="JSON", help="recompute a result file's pruning replays and curves from "
+                        "its recorded trials (after a change to replay_pruning), train nothing")
     args = parser.parse_args(argv)
+    if args.replay:
+        path = Path(args.replay)
+        result = common.load_json(path)
+        for entry in result["adapters"].values():
+            trials = entry["study"]["trials"]
+            entry["pruning"] = replay_pruning(trials, args.startup_trials, args.tolerance, result["max_epochs"])
+            entry["pruning_by_epoch"] = replay_pruning(trials, args.startup_trials, args.tolerance)
+        result["replayed_by"] = common.command_line()
+        common.write_result(path, result)
+        write_curves(result, path.with_name(f"{path.stem}_expected_best.csv"))
+        return
     if args.report:
         print(report(common.load_json(Path(args.report))))
         return
@@ -206,7 +224,8 @@ def main(argv=None) -> None:
             searched = study(plan, cfg, data_dir, root, "none")
             entry["tuned"] = {**train_and_test(searched.pop("plan"), root, params), "values": searched["best"]["values"]}
             entry["study"] = searched
-            entry["pruning"] = replay_pruning(searched["trials"], args.startup_trials, args.tolerance)
+            entry["pruning"] = replay_pruning(searched["trials"], args.startup_trials, args.tolerance, args.max_epochs)
+            entry["pruning_by_epoch"] = replay_pruning(searched["trials"], args.startup_trials, args.tolerance)
             print(f"{adapter} tuned: {entry['tuned']}\n{adapter} pruning: {entry['pruning']}", flush=True)
             result["adapters"][adapter] = entry
             common.write_result(out_path, result)

@@ -119,16 +119,28 @@ def make_pruner(cfg: TuneGroup) -> optuna.pruners.BasePruner:
 # ---------------------------------------------------------------------------------------------
 class ReportEpochs(TrainerCallback):
     """After each validation pass (one per epoch), report the official metric to the trial and stop the
-    run if the pruner says so. Optuna's TrialPruned leaves Trainer.train and train() (no outputs)."""
+    run if the pruner says so. Optuna's TrialPruned leaves Trainer.train and train() (no outputs).
 
-    def __init__(self, trial: optuna.Trial, metric: str):
-        self.trial, self.metric = trial, metric
+    The report's step is the trial's progress through its LR schedule on a `max_epochs` scale, not its epoch:
+    a 1-epoch trial has decayed its LR to zero after epoch 1 while a 3-epoch trial is still near its peak,
+    so their epoch-1 scores are not comparable (bench/tune_adapters.py, IA3 on TweetEval emotion: 0.48
+    macro F1 after a finished 1-epoch schedule, 0.19-0.31 after epoch 1 of 2- and 3-epoch ones). The
+    pruner compares trials at equal progress instead."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, epochs: int, max_epochs: int):
+        self.trial, self.metric, self.epochs, self.max_epochs = trial, metric, epochs, max_epochs
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         epoch = round(state.epoch)
-        self.trial.report(metrics[f"eval_{self.metric}"], epoch)
+        value = metrics[f"eval_{self.metric}"]
+        self.trial.report(value, schedule_step(epoch, self.epochs, self.max_epochs))
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"epoch {epoch}: validation {self.metric} {metrics[f'eval_{self.metric}']:.4f}")
+            raise optuna.TrialPruned(f"epoch {epoch} of {self.epochs}: validation {self.metric} {value:.4f}")
+
+
+def schedule_step(epoch: int, epochs: int, max_epochs: int) -> int:
+    """Epoch `epoch` of an `epochs`-epoch schedule as a step on the `max_epochs` scale (1..max_epochs)."""
+    return max(1, round(epoch * max_epochs / epochs))
 
 
 def trial_data(data_dir: Path, folder: Path) -> Path:
@@ -146,7 +158,8 @@ def trial_paths(tmp: Path, data_dir: Path) -> RunPaths:
                     checkpoints=tmp / "checkpoints", live=tmp / "live", metrics=tmp / "metrics.json")
 
 
-def make_objective(plan: RunPlan, space: tuple[SearchRange, ...], data_dir: Path, device: str | None, log):
+def make_objective(plan: RunPlan, space: tuple[SearchRange, ...], data_dir: Path, device: str | None, log,
+                   max_epochs: int):
     from emotune.train import train
 
     metric = plan.dataset.official_metric
@@ -156,7 +169,7 @@ def make_objective(plan: RunPlan, space: tuple[SearchRange, ...], data_dir: Path
         settings = plan.with_values(values)
         with tempfile.TemporaryDirectory(prefix="emotune-trial-") as tmp:
             result = train(settings, trial_paths(Path(tmp), data_dir), device, log=lambda m: None,
-                           callbacks=(ReportEpochs(trial, metric),))
+                           callbacks=(ReportEpochs(trial, metric, settings.train.epochs, max_epochs),))
         summary = result["summary"]
         log(f"trial {trial.number}: {values} -> validation {metric} {summary['best_val']:.4f} "
             f"(epoch {summary['best_epoch']} of {summary['epochs_run']})")
@@ -178,7 +191,7 @@ class TrialRecord:
     epochs: int  # epochs it trained
     minutes: float
     values: dict
-    curve: list[float]  # the validation score it reported after each epoch
+    curve: list[float]  # the validation score it reported after each epoch (its steps: schedule_step)
 
 
 @dataclass(frozen=True)
@@ -222,7 +235,7 @@ def run_study(plan: RunPlan, cfg: TuneGroup, data_dir: Path, paths: TunePaths, d
     if done < cfg.trials:
         log(f"tune {plan.name}: study {name}, {done} trials so far, running up to {cfg.trials - done} more"
             + (f" or {cfg.minutes} minutes" if cfg.minutes else ""))
-        study.optimize(make_objective(plan, space, data_dir, device, log), n_trials=cfg.trials - done,
+        study.optimize(make_objective(plan, space, data_dir, device, log, cfg.max_epochs), n_trials=cfg.trials - done,
                        timeout=cfg.minutes * 60 if cfg.minutes else None, gc_after_trial=True,
                        callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states=FINISHED)])
     trials = trial_records(study)

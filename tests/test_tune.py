@@ -86,6 +86,15 @@ def test_the_bench_report_has_a_row_per_adapter_and_an_expected_best_row_per_tri
         ["| 1", "| 2", "| 3"]
 
 
+def test_trials_report_their_progress_through_the_lr_schedule():
+    from emotune.tune import schedule_step
+
+    # a finished 1-epoch trial is compared with the last epoch of 3-epoch ones, not with their first
+    assert [schedule_step(e, 1, 3) for e in (1,)] == [3]
+    assert [schedule_step(e, 3, 3) for e in (1, 2, 3)] == [1, 2, 3]
+    assert [schedule_step(e, 2, 4) for e in (1, 2)] == [2, 4]
+
+
 def test_every_adapter_declares_a_search_space():
     for name, entry in ADAPTERS.items():
         keys = [dim.key for dim in search_space(name, 3)]
