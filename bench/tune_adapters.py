@@ -101,8 +101,9 @@ def report(result: dict) -> str:
     """docs/tuning.md's tables from a result JSON: default against tuned, pruning replayed, expected best."""
     metric = "validation / test"
     out = [f"From `{result['command']}` ({result['dataset']}, {result['rows']:,} training rows, "
-           f"{result['trials']} trials of up to {result['max_epochs']} epochs per adapter; {result['machine']['cpu_model']}, "
-           f"{result['machine']['cores']} cores shared with other jobs, load average {result['load_average_at_start'][0]} "
+           f"{result['trials']} trials of up to {result['max_epochs']} epochs per adapter; "
+           f"{result['machine']['cpu_model']}, {result['machine']['cores']} cores shared with other jobs, "
+           f"load average {result['load_average_at_start'][0]} "
            f"at the start; {result['date']}).", "",
            f"| adapter | default ({metric}) | default settings | tuned ({metric}) | tuned settings | search minutes |",
            "|---|---|---|---|---|---|"]
@@ -176,7 +177,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--out")
-    parser.add_argument("--report", metavar="JSON", help="print docs/tuning.md's tables from a result file, run nothing")
+    parser.add_argument("--report", metavar="JSON",
+                        help="print docs/tuning.md's tables from a result file, run nothing")
     parser.add_argument("--replay", metavar="JSON", help="recompute a result file's pruning replays and curves from "
                         "its recorded trials (after a change to replay_pruning), train nothing")
     args = parser.parse_args(argv)
@@ -222,7 +224,8 @@ def main(argv=None) -> None:
             entry = {"default": train_and_test(plan, root, params)}
             print(f"{adapter} default: {entry['default']}", flush=True)
             searched = study(plan, cfg, data_dir, root, "none")
-            entry["tuned"] = {**train_and_test(searched.pop("plan"), root, params), "values": searched["best"]["values"]}
+            tuned = train_and_test(searched.pop("plan"), root, params)
+            entry["tuned"] = {**tuned, "values": searched["best"]["values"]}
             entry["study"] = searched
             entry["pruning"] = replay_pruning(searched["trials"], args.startup_trials, args.tolerance, args.max_epochs)
             entry["pruning_by_epoch"] = replay_pruning(searched["trials"], args.startup_trials, args.tolerance)

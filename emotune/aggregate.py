@@ -152,7 +152,8 @@ def markdown(rows: list[dict], params: Params) -> str:
         for r in mine:
             official = f"**{fmt(r['official'])}**" if r["best"] else fmt(r["official"])
             out.append("| " + " | ".join([
-                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else "") + tuned_mark(r), official,
+                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else "") + tuned_mark(r),
+                official,
                 fmt(r["macro_f1"]), fmt(r["micro_f1"]), rows_text(r.get("train_examples")), fmt(r.get("epochs")),
                 fmt(r.get("vs_tfidf_lr")), fmt(r.get("vs_reference")), fmt(r.get("trainable_params")),
                 fmt(r.get("adapter_mb"), 2), fmt(r.get("train_time_s"), 0), fmt(r.get("train_examples_per_s"), 1),

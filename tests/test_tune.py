@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from toy_project import DVC, ran, sh, write_toy_project
-from toy_runs import prepare_run, toy_params
+from toy_runs import prepare_run
 
 from emotune import testing
 from emotune.adapter_table import ADAPTERS
