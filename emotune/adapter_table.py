@@ -104,6 +104,27 @@ class Adapter:
     generative: bool = False  # a decoder LM answers with label words (emotune/generative.py): no head
     whole_body: bool = False  # every pretrained weight trains; saved as the whole model
     peft: bool = True  # a peft adapter (adapter_model.safetensors, merged on export); else a head or model file
+    # What `tune` searches for this adapter (emotune/tune.py); epochs are searched for every adapter, up to
+    # params `tune.max_epochs`.
+    search: tuple[SearchRange, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """One dimension of an adapter's hyper-parameter search: `key` is a `train:` key (lr, head_lr) or an
+    `adapter:` key (r, alpha, dropout). Numbers between `low` and `high` (on a log scale when `log`; whole
+    numbers when `integer`), or one of `choices`."""
+
+    key: str
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple = ()
+    integer: bool = False
+
+    @property
+    def section(self) -> str:
+        return "adapter" if self.key in AdapterHParams.__dataclass_fields__ else "train"
 
 
 # `model_config` (config overrides such as dropout) changes the model itself, so every adapter reads it.
@@ -127,23 +148,33 @@ _IA3_KEYS = ("target_modules", "ia3_feedforward_modules", "gradient_checkpointin
 #   1e-2: 0.533).
 # * gen_lora / gen_qlora 2e-4: supervised fine-tuning of a decoder LM with LoRA (QLoRA paper, common SFT
 #   recipes); the model already writes words, the LoRA update only steers which.
+# The search spaces (params `tune`, docs/tuning.md). Each LR range brackets the default above by about 3x
+# below and 5x above (the short runs favour the top of the usual ranges, and metrics/bench/default_lr.json
+# found IA3 best at 3x its default). The fresh head's LR matters for every classifier whose body trains
+# too (bench/multilabel.py); for `head` it is the only LR that reaches a trainable weight.
+_HEAD_LR = SearchRange("head_lr", 1e-3, 1e-1, log=True)
+_LORA_SEARCH = (SearchRange("lr", 5e-4, 1e-2, log=True), SearchRange("r", choices=(4, 8, 16, 32)),
+                SearchRange("alpha", choices=(8, 16, 32, 64)), SearchRange("dropout", 0.0, 0.2), _HEAD_LR)
+_GEN_SEARCH = (SearchRange("lr", 5e-5, 1e-3, log=True), *_LORA_SEARCH[1:4])
+
 _TABLE = (
     Adapter("full", "every weight trains", ("model_config",), 1e-4,
-            "emotune.adapters:build_full", whole_body=True, peft=False),
+            "emotune.adapters:build_full", whole_body=True, peft=False,
+            search=(SearchRange("lr", 2e-5, 5e-4, log=True), _HEAD_LR)),
     Adapter("head", "frozen body, only the classification head trains (a linear probe)", ("model_config",), 1e-2,
-            "emotune.adapters:build_head", peft=False),
+            "emotune.adapters:build_head", peft=False, search=(_HEAD_LR,)),
     Adapter("lora", "peft LoRA on the attention/MLP projections", _LORA_KEYS, 2e-3,
-            "emotune.adapters:lora_config"),
+            "emotune.adapters:lora_config", search=_LORA_SEARCH),
     Adapter("dora", "LoRA with weight decomposition (peft use_dora)", _LORA_KEYS, 2e-3,
-            "emotune.adapters:dora_config"),
+            "emotune.adapters:dora_config", search=_LORA_SEARCH),
     Adapter("ia3", "peft IA3: learned scaling vectors on keys, values and the feed-forward output", _IA3_KEYS, 1e-2,
-            "emotune.adapters:ia3_config"),
+            "emotune.adapters:ia3_config", search=(SearchRange("lr", 3e-3, 5e-2, log=True), _HEAD_LR)),
     Adapter("qlora", "LoRA on a 4-bit NF4 body (double quantisation, prepare_model_for_kbit_training)",
-            _LORA_KEYS, 2e-3, "emotune.adapters:lora_config", quantized=True),
+            _LORA_KEYS, 2e-3, "emotune.adapters:lora_config", quantized=True, search=_LORA_SEARCH),
     Adapter("gen_lora", "decoders: LoRA on the causal LM, fine-tuned to answer with the label words",
-            _LORA_KEYS, 2e-4, "emotune.generative:lora_config", generative=True),
+            _LORA_KEYS, 2e-4, "emotune.generative:lora_config", generative=True, search=_GEN_SEARCH),
     Adapter("gen_qlora", "decoders: gen_lora on a 4-bit NF4 body", _LORA_KEYS, 2e-4,
-            "emotune.generative:lora_config", generative=True, quantized=True),
+            "emotune.generative:lora_config", generative=True, quantized=True, search=_GEN_SEARCH),
 )
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in _TABLE}
 AdapterName = Literal[tuple(ADAPTERS)]  # params validation's allowed names (emotune/config.py)

@@ -74,6 +74,8 @@ def run_row(dataset: str, model: str, adapter: str, root: Path) -> dict:
             # the train stage's flag: validation metric never above a constant prediction (emotune/metrics.py
             # collapse_warning); None for a metrics file written before the flag existed
             "collapsed": tr.get("collapsed"), **interval_fields(ev),
+            # a tune-group run (emotune/tune.py): its search's trials and minutes
+            **({"tuned": tr["tuned"]} if tr.get("tuned") else {}),
             **({"invalid_rate": ev["test"]["invalid_rate"]} if "invalid_rate" in ev["test"] else {})}
 
 
@@ -181,6 +183,12 @@ def same_rows_tfidf(run: dict, tfidf: list[dict]) -> dict | None:
     return (same or [b for b in tfidf if b["adapter"] == "tfidf_lr"] or [None])[0]
 
 
+def tuned_mark(row: dict) -> str:
+    """' (tuned: 20 trials, 35 min)' after a tune-group run's adapter; '' for any other row."""
+    tuned = row.get("tuned")
+    return f" (tuned: {tuned['trials']} trials, {tuned['minutes']:.0f} min)" if tuned else ""
+
+
 def rows_text(n) -> str:
     return "" if n is None else f"{n:,}"
 
@@ -244,7 +252,8 @@ def markdown(rows: list[dict], params: Params) -> str:
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
             out.append("| " + " | ".join([
-                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else ""), official_text(r),
+                r["model"], r["adapter"] + (f" {COLLAPSED_MARK}" if r.get("collapsed") else "") + tuned_mark(r),
+                official_text(r),
                 fmt(r["macro_f1"]), fmt(r["micro_f1"]), rows_text(r.get("train_examples")), fmt(r.get("epochs")),
                 fmt(r.get("vs_tfidf_lr")), fmt(r.get("vs_reference")), vs_best_text(r), r.get("method_vs_best", ""),
                 fmt(r.get("trainable_params")),

@@ -233,6 +233,34 @@ class RunGroup:
 
 
 @dataclass(frozen=True)
+class TuneGroup(RunGroup):
+    """params `tune:`: the runs trained with the settings of an Optuna search (emotune/tune.py,
+    docs/tuning.md); a group like `reference`, opt-in (empty `datasets`), reusing the main matrix's
+    tokenization. The search: `trials` in all (a rerun with more continues the study), or as many as fit
+    in `minutes`; `epochs` searched from 1 to `max_epochs`; trials stopped early by `pruner` from their
+    per-epoch validation scores; the study kept in `storage` (null: a SQLite file, a DVC output)."""
+
+    models: list[str] = field(default_factory=lambda: ["minilm"])
+    adapters: list[AdapterName] = field(default_factory=lambda: ["lora"])
+    trials: int = 20
+    minutes: float | None = None  # stop starting trials after this long (per `dvc repro`)
+    max_epochs: int = 4
+    pruner: Literal["median", "successive_halving", "none"] = "median"
+    startup_trials: int = 3  # trials the pruner and TPE watch before they act (Optuna's n_startup_trials)
+    storage: str | None = None  # an Optuna storage URL (postgresql://..., mysql://...) shared by machines
+
+
+def check_tune(cfg: TuneGroup) -> None:
+    if cfg.trials < 1:
+        raise EmotuneError(f"tune.trials: the study's trials in all, >= 1, got {cfg.trials}")
+    if cfg.minutes is not None and not cfg.minutes > 0:
+        raise EmotuneError(f"tune.minutes: > 0 or null (no time limit), got {cfg.minutes}")
+    if cfg.max_epochs < 1 or cfg.startup_trials < 0:
+        raise EmotuneError(f"tune.max_epochs >= 1 and tune.startup_trials >= 0, got {cfg.max_epochs} and "
+                           f"{cfg.startup_trials}")
+
+
+@dataclass(frozen=True)
 class Matrix:
     """One training matrix as the stages see it: the group's name ("" for the main one, then "large",
     "generative"), its lists and its complete train settings."""
@@ -265,6 +293,7 @@ class Params:
     large: RunGroup = field(default_factory=lambda: RunGroup())
     generative: RunGroup = field(default_factory=lambda: RunGroup())
     reference: RunGroup = field(default_factory=lambda: RunGroup())
+    tune: TuneGroup = field(default_factory=lambda: TuneGroup())
     baseline: BaselineConfig = field(default_factory=lambda: BaselineConfig())
 
     def matrices(self) -> list[Matrix]:
@@ -283,10 +312,12 @@ class Params:
         return self.dataset_registry[name]
 
 
-GROUPS = ("large", "generative", "reference")
+GROUPS = ("large", "generative", "reference", "tune")
 # Groups without a tokenize stage of their own: they train on the data/tokenized/<dataset>/<model> that
-# the main matrix's or large's tokenize stage wrote (dvc.yaml train_generative, train_reference).
-REUSES_TOKENIZED = ("generative", "reference")
+# the main matrix's or large's tokenize stage wrote (dvc.yaml train_generative, train_reference, tune).
+REUSES_TOKENIZED = ("generative", "reference", "tune")
+# The tune group's plans come from its search (stages/tune.py writes them), not from the plan stage.
+PLANNED_BY_TUNE = "tune"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,6 +514,7 @@ def _parse(raw: dict) -> Params:
 
     check_hparams(params.adapter, "adapter")
     check_train(params.train, "train")
+    check_tune(params.tune)
     if not 0 < params.fetch.validation_fraction < 1:
         raise EmotuneError(f"fetch.validation_fraction: the share of train carved out as validation when a "
                            f"dataset has none, in (0, 1) (e.g. 0.1), got {params.fetch.validation_fraction}")

@@ -93,6 +93,34 @@ def run_paths(dataset: str, model: str, adapter: str, root: Path | None = None) 
     )
 
 
+def tuned_plan_path(dataset: str, model: str, adapter: str, root: Path | None = None) -> Path:
+    """A tune-group run's plan: written by its tune stage from the search's best trial, not by the plan stage."""
+    return (root or project_root()) / "data" / "plans_tuned" / dataset / model / f"{adapter}.json"
+
+
+def tuned_run_paths(dataset: str, model: str, adapter: str, root: Path | None = None) -> RunPaths:
+    """A tune-group run: its plan comes from the tune stage; everything else is where any run keeps it."""
+    from dataclasses import replace
+
+    return replace(run_paths(dataset, model, adapter, root), plan=tuned_plan_path(dataset, model, adapter, root))
+
+
+@dataclass(frozen=True)
+class TunePaths:
+    """Where one run's search keeps its study (a persistent DVC output) and reports it."""
+
+    study: Path  # folder: study.db (SQLite, unless params tune.storage names a shared database)
+    metrics: Path  # the search's summary (dvc metrics)
+    plots: Path  # folder: trials.csv, expected_best.csv (dvc plots)
+
+
+def tune_paths(dataset: str, model: str, adapter: str, root: Path | None = None) -> TunePaths:
+    root = root or project_root()
+    return TunePaths(study=root / "data" / "tune" / dataset / model / adapter,
+                     metrics=root / "metrics" / "tune" / dataset / model / f"{adapter}.json",
+                     plots=root / "metrics" / "tune" / dataset / model / adapter)
+
+
 def eval_paths(dataset: str, model: str, adapter: str, root: Path | None = None) -> tuple[Path, Path]:
     """(metrics JSON, plots folder) of a run or a baseline."""
     base = (root or project_root()) / "metrics" / "eval" / dataset / model

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emotune.adapter_table import DEFAULT_HEAD_LR, adapter_entry, names
-from emotune.config import AdapterHParams, Params, TokenizeConfig, TrainConfig, build, check_hparams, check_train
+from emotune.config import (
+    PLANNED_BY_TUNE,
+    AdapterHParams,
+    Params,
+    TokenizeConfig,
+    TrainConfig,
+    build,
+    check_hparams,
+    check_train,
+)
 from emotune.errors import EmotuneError
 from emotune.paths import plan_path, plans_dir, project_root, tokenize_plan_path
 
@@ -43,6 +52,20 @@ class DatasetPlan:
 
 
 @dataclass(frozen=True)
+class TunedBy:
+    """How a tuned run's settings were found (params `tune`, emotune/tune.py): the Optuna study, its best
+    trial and what the search cost. In the run's plan and so in its run card and leaderboard row."""
+
+    study: str
+    best_trial: int
+    best_val: float  # the best trial's validation score on the dataset's official metric
+    trials: int  # finished trials (complete + pruned)
+    pruned: int
+    minutes: float  # the trials' training time, summed
+    values: dict[str, Any]  # the searched keys and the best trial's values (train: lr, epochs...; adapter: r...)
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """One dataset x model x adapter run, exactly as the plan stage wrote it to
     data/plans/<dataset>/<model>/<adapter>.json. `read_run_plan` validates the file once (the same
@@ -54,8 +77,9 @@ class RunPlan:
     hparams: AdapterHParams  # only the keys this adapter reads are in the file; the others keep defaults
     train: TrainConfig  # lr and head_lr resolved (never null here)
     lr_source: str  # "train.lr" or "DEFAULT_LR"
-    matrix: str  # main, large, generative, reference
+    matrix: str  # main, large, generative, reference, tune
     seed: int
+    tuned: TunedBy | None = None  # the tune group's runs: the search that set lr_source "tune"
 
     @property
     def name(self) -> str:
@@ -90,7 +114,26 @@ class RunPlan:
             "lr_source": self.lr_source,
             "matrix": self.matrix,
             "seed": self.seed,
+            # only tuned plans have the key: every other plan file keeps its bytes (and DVC its hash)
+            **({"tuned": dataclasses.asdict(self.tuned)} if self.tuned is not None else {}),
         }
+
+    def with_values(self, values: dict[str, Any]) -> RunPlan:
+        """This plan with searched settings applied: `train:` keys (lr, head_lr, epochs) and `adapter:`
+        keys (r, alpha, dropout), each checked like params.yaml."""
+        train_keys = set(TrainConfig.__dataclass_fields__)
+        train = {k: v for k, v in values.items() if k in train_keys}
+        hparams = {k: v for k, v in values.items() if k not in train_keys}
+        unknown = [k for k in hparams if k not in adapter_entry(self.adapter).hparams]
+        if unknown:
+            raise EmotuneError(f"{self.name}: {unknown} are not settings the {self.adapter} adapter reads")
+        plan = self.with_train(**train) if train else self
+        return dataclasses.replace(plan, hparams=check_hparams(dataclasses.replace(plan.hparams, **hparams),
+                                                                 f"{self.name}: adapter"))
+
+    def tuned_by(self, search: TunedBy) -> RunPlan:
+        """The run's plan with the best trial's settings: what its train stage trains."""
+        return dataclasses.replace(self.with_values(search.values), tuned=search, lr_source="tune")
 
     @classmethod
     def from_json(cls, raw: dict, where: str = "plan") -> RunPlan:
@@ -102,7 +145,8 @@ class RunPlan:
             return cls(dataset=build(DatasetPlan, raw["dataset"], f"{where}: dataset"), model=dict(raw["model"]),
                        adapter=adapter, hparams=hparams,
                        train=check_train(build(TrainConfig, raw["train"], f"{where}: train"), f"{where}: train"),
-                       lr_source=raw["lr_source"], matrix=raw["matrix"], seed=raw["seed"])
+                       lr_source=raw["lr_source"], matrix=raw["matrix"], seed=raw["seed"],
+                       tuned=build(TunedBy, raw["tuned"], f"{where}: tuned") if "tuned" in raw else None)
         except (KeyError, TypeError) as exc:
             raise EmotuneError(f"{where}: not a run plan of this emotune version (missing {exc}); "
                                f"rerun `dvc repro plan`") from None
@@ -342,6 +386,8 @@ def make_plans(params: Params) -> dict[Path, RunPlan | TokenizePlan]:
     plans = {}
     entries = {}
     for matrix in params.matrices():
+        if matrix.name == PLANNED_BY_TUNE:  # stages/tune.py writes these plans, from the search's best trial
+            continue
         for model_name in matrix.models:
             if model_name not in entries:
                 entries[model_name] = model_entry(model_name, params)

@@ -627,6 +627,9 @@ def summarize(plan: RunPlan, recipe, trainer, model, steps_per_epoch: int, log) 
         summary["invalid_answers"] = int(final["invalid"].sum())
         extra_card["invalid_examples"] = [final["texts"][i] for i in np.flatnonzero(final["invalid"])[:20]]
     summary["params"] = parameter_counts(model)
+    if plan.tuned is not None:  # the leaderboard marks tuned runs with what their search cost
+        summary["tuned"] = {"trials": plan.tuned.trials, "pruned": plan.tuned.pruned, "minutes": plan.tuned.minutes,
+                            "best_trial_val": plan.tuned.best_val}
     return summary, final, history, extra_card
 
 
@@ -649,11 +652,13 @@ def write_outputs(plan: RunPlan, paths: RunPaths, recipe, loaded, model, args, s
     paths.checkpoints.mkdir(parents=True, exist_ok=True)  # empty: nothing to resume
 
 
-def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None):
+def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, stop_after_steps: int | None = None,
+          callbacks: tuple = ()):
     """Train one run and write its outputs; returns a dict with the metrics summary and the best epoch's
     validation predictions. `stop_after_steps` (tests) stops the process-free way a kill would: after
-    that many optimizer steps in this call, without writing outputs. Data parallel: the processes other
-    than rank 0 write nothing (but their RNG states into checkpoints) and return None."""
+    that many optimizer steps in this call, without writing outputs. `callbacks`: more TrainerCallbacks
+    (emotune/tune.py reports each epoch's validation score to its Optuna trial). Data parallel: the
+    processes other than rank 0 write nothing (but their RNG states into checkpoints) and return None."""
     import torch
     import torch.distributed as dist
 
@@ -672,9 +677,8 @@ def train(plan: RunPlan, paths: RunPaths, device: str | None = None, log=print, 
     recipe, loaded, model = prepare_recipe(plan, paths, device, log)
     steps_per_epoch = math.ceil(math.ceil(len(recipe.train) / cfg.batch_size) / cfg.grad_accum)
     resume, resumes = resume_point(plan, paths, steps_per_epoch, rank, log)
-    callbacks, throughput = trainer_callbacks(plan, paths, steps_per_epoch, len(recipe.train), log, rank,
-                                              stop_after_steps)
-    trainer = make_trainer(recipe, model, args, callbacks, getattr(loaded, "head_modules", ()), cfg.head_lr)
+    own, throughput = trainer_callbacks(plan, paths, steps_per_epoch, len(recipe.train), log, rank, stop_after_steps)
+    trainer = make_trainer(recipe, model, args, [*own, *callbacks], getattr(loaded, "head_modules", ()), cfg.head_lr)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except StopRun:

@@ -1,6 +1,8 @@
 """train: one dataset x model x adapter run, trained by transformers' Trainer.
 
-    python -m stages.train <dataset> <model> <adapter>
+    python -m stages.train <dataset> <model> <adapter> [--tuned]
+
+--tuned: a tune-group run, whose plan the tune stage wrote (data/plans_tuned/).
 
 The DVC stage's entry point; the work, and why it is done this way, is emotune/train.py.
 """
@@ -9,15 +11,16 @@ from __future__ import annotations
 import os
 
 from emotune.errors import run_cli
-from emotune.paths import run_paths
+from emotune.paths import run_paths, tuned_run_paths
 from emotune.plan import read_plan
 from emotune.stage_args import run_args
 from emotune.train import launch, train
 
 
 def main(argv: list[str]) -> None:
-    args = run_args(argv, "Train one dataset x model x adapter run")
-    paths = run_paths(args.dataset, args.model, args.adapter)
+    tuned = "--tuned" in argv
+    args = run_args([a for a in argv if a != "--tuned"], "Train one dataset x model x adapter run")
+    paths = (tuned_run_paths if tuned else run_paths)(args.dataset, args.model, args.adapter)
     plan = read_plan(paths.plan)  # validated: a missing or stale plan says `dvc repro plan`
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     launch(plan, "stages.train", argv)  # train.processes > 1: becomes torchrun, which runs this main() in each process

@@ -208,7 +208,7 @@ def test_pipeline_overhead_tiny(tmp_path):
     assert "| `dvc repro` (nothing changed) |" in "\n".join(report.pipeline_overhead(result))
 
 
-@pytest.mark.parametrize("name", ["reference_lr", "cpu_bf16", "generative_sft", "multilabel"])
+@pytest.mark.parametrize("name", ["reference_lr", "cpu_bf16", "generative_sft", "multilabel", "tune_adapters"])
 def test_measurement_benches_import_and_parse_their_arguments(name):
     """These benches train real models on the mirror for minutes (their figures are in metrics/bench/);
     here they must at least import and take their command line."""
