@@ -307,14 +307,36 @@ def main(argv: list[str]) -> None:
                         help="qlora runs: merge into the dequantised 4-bit base (default: what was evaluated) "
                              "or into the original float weights")
     parser.add_argument("--check-rows", type=int, default=256, help="test rows compared before writing")
+    parser.add_argument("--format", choices=("transformers", "onnx"), default="transformers",
+                        help="transformers: safetensors folder (default); onnx: model.onnx that onnxruntime runs "
+                             "without torch (emotune/onnx_export.py; checked on the whole test split)")
+    parser.add_argument("--quantize", choices=("int8",), help="with --format onnx: dynamic int8 quantisation")
+    parser.add_argument("--max-metric-loss", type=float, default=1.0, metavar="POINTS",
+                        help="with --format onnx: refuse an export whose official test metric is more than "
+                             "POINTS (x100) below the PyTorch model's (default 1)")
     parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="then upload the export to this Hub model "
                         "repository (created if missing; token from HF_TOKEN or `hf auth login`)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     args = parser.parse_args(argv)
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)  # before the export's minutes of work
+    if args.quantize and args.format != "onnx":
+        raise EmotuneError("--quantize int8 is for ONNX exports: add --format onnx")
     run = run_from_args(args, project_root())  # the project the command runs in (emotune/paths.py)
     quiet_transformers()
+    if args.format == "onnx":
+        if args.push_to_hub:
+            raise EmotuneError("--push-to-hub uploads transformers exports; push an ONNX export with "
+                               "huggingface_hub's `hf upload` instead")
+        from emotune.onnx_export import export_onnx
+
+        out = export_onnx(run, args.out, args.quantize, args.max_metric_loss)
+        check = read_json(out / EXPORT_FILE)["check"]
+        print(f"export {run.name} -> {out} (ONNX{', ' + args.quantize if args.quantize else ''})\n"
+              f"check: {check['rows']} test rows, decisions agree on {check['label_agreement']:.4f}, "
+              f"{check['metric']} {check['run_metric']:.4f} (PyTorch) vs {check['export_metric']:.4f} (ONNX), "
+              f"{check['metric_loss_points']:+.2f} points lost (bound {check['max_metric_loss_points']})")
+        return
     out = export(run, args.out, args.qlora_base, args.check_rows)
     info = read_json(out / EXPORT_FILE)["check"]
     summary = (f"skipped ({info['skipped']})" if info["skipped"] else
