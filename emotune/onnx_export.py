@@ -132,10 +132,26 @@ def check_onnx(run: Run, reference, tokenizer, onnx_path: Path, max_loss: float)
                      float(diff.max()), float(diff.mean()))
 
 
+def standalone_model(run: Run, trained):
+    """The model to trace: emotune/export.py's merged one. peft 0.21's IA3 `merge_and_unload` fails on BERT
+    (AttributeError: 'BertPooler' object has no attribute 'weight', the pooler being a module to save); the
+    IA3 scales are then merged in place (`merge_adapter`) and the wrapped model is traced, which computes the
+    same (the merged layers run their base weights only)."""
+    from emotune.export import merged_model
+
+    try:
+        return merged_model(run, trained)
+    except AttributeError:
+        if run.adapter != "ia3":
+            raise
+        model = run.load().model
+        model.merge_adapter()
+        return model.eval()
+
+
 def export_onnx(run: Run, out: Path | None = None, quantize: str | None = None,
                 max_metric_loss: float = DEFAULT_MAX_METRIC_LOSS) -> Path:
     """Write model.onnx, the tokenizer, export.json and the model card to `out` (atomically), or refuse."""
-    from emotune.export import merged_model
     from emotune.model_card import model_card
 
     if run.generative:
@@ -147,7 +163,7 @@ def export_onnx(run: Run, out: Path | None = None, quantize: str | None = None,
         raise EmotuneError(f"--max-metric-loss {max_metric_loss}: a number of points >= 0")
     out = Path(out) if out is not None else onnx_export_dir(run, quantize)
     trained = run.load()
-    standalone = merged_model(run, trained)
+    standalone = standalone_model(run, trained)
     tokenizer = trained.tokenizer
     tokenizer.model_max_length = run.max_length
     # Two rows of different lengths: the traced graph sees padding, and no axis is specialised to 1.
