@@ -35,6 +35,7 @@ from emotune.runs import add_run_arguments, warn
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DRAIN_BYTES = 16 * 2**20  # an over-long body up to this size is read (and dropped) before the 413 answer
 
 
 @dataclass(frozen=True)
@@ -82,16 +83,22 @@ def parse_texts(body: bytes, limits: Limits) -> list[str]:
 
 
 async def read_body(request, limit: int) -> bytes:
-    """The request body, read no further than `limit` bytes (a 1 GB upload is refused, not buffered)."""
+    """The request body, kept up to `limit` bytes. A longer body is read on and dropped, up to DRAIN_BYTES,
+    so that the client, still sending, gets the 413 answer instead of a broken connection; beyond that the
+    connection is cut (a 1 GB upload is never buffered)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_BYTES:
         raise RequestError(413, f"the body has {int(declared)} bytes; at most {limit} with these limits")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the body is over {limit} bytes, the most these limits allow")
-        chunks.append(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        elif size > DRAIN_BYTES:
+            break
+    if size > limit:
+        raise RequestError(413, f"the body has {size if size <= DRAIN_BYTES else 'over ' + str(DRAIN_BYTES)} bytes; "
+                                f"at most {limit} with these limits")
     return b"".join(chunks)
 
 
