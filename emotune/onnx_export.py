@@ -107,7 +107,7 @@ def pytorch_logits(run: Run, model, frame, tokenizer) -> np.ndarray:
 
 
 def check_onnx(run: Run, reference, tokenizer, onnx_path: Path, max_loss: float) -> OnnxCheck:
-    from emotune.export import _test_rows
+    from emotune.merge import _test_rows
 
     frame, source = _test_rows(run, None, False)
     if frame is None:
@@ -137,7 +137,7 @@ def standalone_model(run: Run, trained):
     (AttributeError: 'BertPooler' object has no attribute 'weight', the pooler being a module to save); the
     IA3 scales are then merged in place (`merge_adapter`) and the wrapped model is traced, which computes the
     same (the merged layers run their base weights only)."""
-    from emotune.export import merged_model
+    from emotune.merge import merged_model
 
     try:
         return merged_model(run, trained)

@@ -356,8 +356,8 @@ def main(argv: list[str]) -> None:
 
         quiet_transformers()
         predictor = load_predictor(args.run, args.best, project_root(), device=pick_device())
-    result = predictor.predict(inputs.texts, batch_size=args.batch_size,
-                               show_progress=not args.no_progress and len(inputs.texts) > args.batch_size * CHUNK_BATCHES)
+    many = len(inputs.texts) > args.batch_size * CHUNK_BATCHES
+    result = predictor.predict(inputs.texts, batch_size=args.batch_size, show_progress=not args.no_progress and many)
     for note in result.notes:
         warn(note)
     text = render(records(inputs, result), out_fmt)
