@@ -55,17 +55,14 @@ def export(tmp_path_factory):
     return root, name, ox.export_onnx(resolve_run(name, root), quantize="int8")
 
 
-@pytest.fixture(scope="module")
-def server(export):
-    """The base URL of `emotune serve EXPORT` running in its own process on 127.0.0.1."""
-    root, _, folder = export
+def start(root: Path, target: str, *options: str) -> tuple[str, subprocess.Popen]:
+    """`emotune serve TARGET` in its own process on a free port of 127.0.0.1, once /health answers."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "emotune.cli", "serve", str(folder), "--port", str(port),
-                                "--max-texts", str(MAX_TEXTS), "--max-chars", str(MAX_CHARS), "--threads", "1"],
+    process = subprocess.Popen([sys.executable, "-m", "emotune.cli", "serve", target, "--port", str(port), *options],
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240  # a loaded 2-core machine: torch alone can take a minute to import
     while True:
         try:
             if request(f"{url}/health", timeout=2)[0] == 200:
@@ -76,10 +73,49 @@ def server(export):
             process.kill()
             pytest.fail(f"the server did not come up: {process.communicate()[1].decode()[-2000:]}")
         time.sleep(0.2)
-    yield url, process
+    return url, process
+
+
+def stop(process: subprocess.Popen) -> None:
     process.terminate()
     _, err = process.communicate(timeout=30)
     assert b"Traceback" not in err, err.decode()[-3000:]
+    assert b"on http://127.0.0.1:" in err, "binds the loopback address by default"
+
+
+@pytest.fixture(scope="module")
+def server(export):
+    """The base URL and process of `emotune serve EXPORT` (ONNX int8) with small limits."""
+    root, _, folder = export
+    url, process = start(root, str(folder), "--max-texts", str(MAX_TEXTS), "--max-chars", str(MAX_CHARS),
+                         "--threads", "1")
+    yield url, process
+    stop(process)
+
+
+def test_serving_the_run_itself_answers_what_predict_writes_and_reports_its_evaluation(export, tmp_path):
+    root, name, _ = export
+    report = root / "metrics" / "eval" / f"{name}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"official_metric": "accuracy", "official": 0.55, "test_rows": 40,
+                                  "test": {"accuracy": 0.55}, "intervals": {"accuracy": [0.4, 0.7]}}))
+    url, process = start(root, name)
+    try:
+        status, facts = request(f"{url}/model")
+        assert status == 200 and facts["runtime"] == "pytorch" and facts["run"] == name
+        assert facts["metric"] == {"name": "accuracy", "official_metric": "accuracy", "test_value": 0.55,
+                                   "test_rows": 40, "interval": [0.4, 0.7]}
+        texts = list(CUE_TEXTS.values())
+        status, body = request(f"{url}/predict", json.dumps({"texts": texts}).encode())
+    finally:
+        stop(process)
+    os.chdir(root)
+    try:
+        pr.main([name, *[a for t in texts for a in ("--text", t)], "--output", str(tmp_path / "run.jsonl")])
+    finally:
+        os.chdir(ROOT)
+    assert status == 200
+    assert body["predictions"] == [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
 
 
 def test_health_and_model_facts(server, export):
