@@ -417,7 +417,7 @@ def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_
             batch = {k: v.to(device) for k, v in rows._left_padded([rows.prompts[i] for i in idx]).items()}
             out = net(**batch, use_cache=True, logits_to_keep=1)
             head = torch.log_softmax(out.logits[:, -1].float(), -1)[:, first.to(device)]  # (rows, labels)
-            cache = out.past_key_values
+            cache = out.cache  # (transformers 5.24 renamed past_key_values to cache)
             cache.batch_repeat_interleave(n_labels)  # row r's prompt becomes rows r*L .. r*L+L-1
             size = len(idx)
             real = batch["attention_mask"].sum(1, keepdim=True)  # prompt tokens of each row
@@ -425,7 +425,7 @@ def rank_labels(net, tokenizer, test, labels: list[str], max_length: int, batch_
             mask = torch.cat([batch["attention_mask"].repeat_interleave(n_labels, 0),
                               follow_mask.to(device).repeat(size, 1)], 1)
             logits = net(input_ids=follow.to(device).repeat(size, 1), attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True).logits.float()
+                         cache=cache, use_cache=True).logits.float()
             answer = targets.to(device).repeat(size, 1)
             logp = torch.log_softmax(logits, -1).gather(-1, answer.clamp(min=0).unsqueeze(-1)).squeeze(-1)
             rest = (logp * (answer != -100)).sum(1).view(size, n_labels)
