@@ -169,3 +169,15 @@ def test_export_command_onnx_arguments(runs, capsys, tmp_path):
         os.chdir(ROOT)
     printed = capsys.readouterr().out
     assert f"export {name} -> {tmp_path / 'q'} (ONNX, int8)" in printed and "40 test rows" in printed
+
+
+def test_predict_takes_a_transformers_export_the_same_way(runs, tmp_path):
+    from emotune import export as ex
+
+    root, name = runs("lora")
+    run = resolve_run(name, root)
+    predictor = pr.export_predictor(ex.export(run, tmp_path / "transformers"))
+    assert predictor.runtime == "transformers" and predictor.labels == LABELS
+    got, expected = predictor.predict(TEXTS), pr.predict(run, TEXTS, show_progress=False)
+    np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-5)
+    assert got.predicted == expected.predicted
