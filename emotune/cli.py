@@ -3,6 +3,8 @@ trained runs, run from the project folder (or any folder below it; emotune/paths
 
     emotune predict emotion/minilm/lora --text "i feel great"     # label texts (emotune/predict.py)
     emotune export emotion/minilm/lora --out exported/             # a standalone model + card (export.py)
+    emotune export emotion/minilm/lora --format onnx --quantize int8  # ONNX, no torch to run it (onnx_export.py)
+    emotune serve exports/emotion/minilm/lora-onnx-int8            # HTTP JSON API on 127.0.0.1 (serve.py)
     emotune explain emotion/minilm/lora                            # token attributions (explain.py)
     emotune recipes list | show NAME | run NAME                    # published recipes (recipes.py)
     emotune runs                                                   # the trained runs of this project
@@ -23,7 +25,8 @@ from emotune.errors import run_cli
 # command -> (one line of help, the module whose main(argv) runs it; None: a main in this file)
 COMMANDS = {
     "predict": ("label new texts with a trained run", "emotune.predict"),
-    "export": ("export a run as a standalone transformers model with a model card", "emotune.export"),
+    "export": ("export a run as a standalone transformers or ONNX model with a model card", "emotune.export"),
+    "serve": ("serve a run or an export as an HTTP JSON API (FastAPI)", "emotune.serve"),
     "explain": ("token attributions for test examples of a run", "emotune.explain"),
     "recipes": ("list, show or run a published recipe as a DVC experiment", "emotune.recipes"),
     "runs": ("list the trained runs of this project", None),

@@ -46,77 +46,12 @@ import numpy as np  # noqa: E402
 from emotune.adapter_table import adapter_entry  # noqa: E402
 from emotune.atomic import atomic_dir, read_json  # noqa: E402
 from emotune.errors import EmotuneError, run_cli
+from emotune.merge import _test_rows, merged_model
 from emotune.paths import project_root  # noqa: E402
 from emotune.runs import Run, add_run_arguments, clean_settings, quiet_transformers, run_from_args, thresholds
 
 TOLERANCE = 1e-4  # max |probability difference| between the exported and the run's model
 EXPORT_FILE = "export.json"
-
-
-# ---------------------------------------------------------------------------------------------
-# Building the standalone model
-# ---------------------------------------------------------------------------------------------
-def _registry(run: Run):
-    from emotune.plan import model_source
-
-    return model_source(run.plan.model)[1]
-
-
-def dequantize_into(quantized, target) -> int:
-    """Copy the dequantised weight of every bitsandbytes 4-bit layer of `quantized` into the module of the
-    same name in `target` (an unquantised copy of the same model); returns how many were copied."""
-    import bitsandbytes as bnb
-    import torch
-
-    modules = dict(target.named_modules())
-    copied = 0
-    with torch.no_grad():
-        for name, module in quantized.named_modules():
-            if isinstance(module, bnb.nn.Linear4bit):
-                weight = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
-                modules[name].weight.copy_(weight.to(modules[name].weight.dtype).reshape(modules[name].weight.shape))
-                copied += 1
-    if not copied:
-        raise EmotuneError("qlora export: the 4-bit base has no 4-bit layer to dequantise")
-    return copied
-
-
-def float_base(run: Run, qlora_base: str):
-    """The base model unquantised in float32 (classifier or causal LM, as the run), its 4-bit layers
-    replaced by their dequantised values when `qlora_base` is "dequantized"."""
-    from emotune.adapters import _check_base
-    from emotune.model_registry import load_for_classification
-
-    meta, registry = run.metadata, _registry(run)
-    if run.generative:
-        from emotune.generative import load_causal
-
-        def load(quantized: bool):
-            return load_causal(meta["base_model"], run.adapter, meta["labels"], meta["task"], registry=registry,
-                               quantize_4bit=quantized)
-    else:
-        def load(quantized: bool):
-            return load_for_classification(meta["base_model"], meta["labels"], meta["problem_type"],
-                                           quantize_4bit=quantized, registry=registry)
-    loaded = load(False)
-    _check_base(meta, loaded, run.folder)  # the base the adapter was trained on, unchanged
-    if qlora_base == "dequantized":
-        dequantize_into(load(True).model, loaded.model)
-    return loaded.model
-
-
-def merged_model(run: Run, trained, qlora_base: str = "dequantized"):
-    """The standalone model: merged (peft adapters), or the trained model itself (full, head)."""
-    entry = adapter_entry(run.adapter)
-    if not entry.peft:  # full, head
-        return trained.model
-    if entry.quantized:  # qlora, gen_qlora
-        from peft import PeftModel
-
-        peft_model = PeftModel.from_pretrained(float_base(run, qlora_base), run.folder, is_trainable=False)
-        return peft_model.merge_and_unload().eval()
-    # lora, dora, ia3, gen_lora: merge into a fresh load, so `trained` stays the unmerged reference
-    return run.load().model.merge_and_unload().eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,19 +68,6 @@ class Check:
     run_metric: float | None = None  # the run's model (4-bit for qlora) on these rows
     export_metric: float | None = None
     skipped: str | None = None
-
-
-def _test_rows(run: Run, limit: int, generative: bool):
-    from emotune.paths import run_paths
-    from emotune.rows import load_rows
-
-    data = run_paths(run.dataset, run.model, run.adapter, run.root).data
-    try:
-        frame = load_rows(data, "test", generative)
-    except EmotuneError as exc:
-        return None, str(exc)
-    return frame.iloc[:limit].reset_index(drop=True), str((data / ("gen_test.parquet" if generative else
-                                                                   "test.parquet")).relative_to(run.root))
 
 
 def check_classifier(run: Run, reference, exported, tokenizer, limit: int) -> Check:
@@ -307,14 +229,36 @@ def main(argv: list[str]) -> None:
                         help="qlora runs: merge into the dequantised 4-bit base (default: what was evaluated) "
                              "or into the original float weights")
     parser.add_argument("--check-rows", type=int, default=256, help="test rows compared before writing")
+    parser.add_argument("--format", choices=("transformers", "onnx"), default="transformers",
+                        help="transformers: safetensors folder (default); onnx: model.onnx that onnxruntime runs "
+                             "without torch (emotune/onnx_export.py; checked on the whole test split)")
+    parser.add_argument("--quantize", choices=("int8",), help="with --format onnx: dynamic int8 quantisation")
+    parser.add_argument("--max-metric-loss", type=float, default=1.0, metavar="POINTS",
+                        help="with --format onnx: refuse an export whose official test metric is more than "
+                             "POINTS (x100) below the PyTorch model's (default 1)")
     parser.add_argument("--push-to-hub", metavar="OWNER/NAME", help="then upload the export to this Hub model "
                         "repository (created if missing; token from HF_TOKEN or `hf auth login`)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     args = parser.parse_args(argv)
     if args.push_to_hub:
         check_repo_id(args.push_to_hub)  # before the export's minutes of work
+    if args.quantize and args.format != "onnx":
+        raise EmotuneError("--quantize int8 is for ONNX exports: add --format onnx")
     run = run_from_args(args, project_root())  # the project the command runs in (emotune/paths.py)
     quiet_transformers()
+    if args.format == "onnx":
+        if args.push_to_hub:
+            raise EmotuneError("--push-to-hub uploads transformers exports; push an ONNX export with "
+                               "huggingface_hub's `hf upload` instead")
+        from emotune.onnx_export import export_onnx
+
+        out = export_onnx(run, args.out, args.quantize, args.max_metric_loss)
+        check = read_json(out / EXPORT_FILE)["check"]
+        print(f"export {run.name} -> {out} (ONNX{', ' + args.quantize if args.quantize else ''})\n"
+              f"check: {check['rows']} test rows, decisions agree on {check['label_agreement']:.4f}, "
+              f"{check['metric']} {check['run_metric']:.4f} (PyTorch) vs {check['export_metric']:.4f} (ONNX), "
+              f"{check['metric_loss_points']:+.2f} points lost (bound {check['max_metric_loss_points']})")
+        return
     out = export(run, args.out, args.qlora_base, args.check_rows)
     info = read_json(out / EXPORT_FILE)["check"]
     summary = (f"skipped ({info['skipped']})" if info["skipped"] else

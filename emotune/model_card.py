@@ -62,7 +62,9 @@ def usage(run: Run, info: dict) -> str:
              "lower-cased" if norm["lowercase"] else None,
              "whitespace collapsed" if norm["collapse_whitespace"] else None]
     normalisation = ", ".join(s for s in steps if s) or "none"
-    if info["kind"] == "causal_lm":
+    if info.get("format") == "onnx":
+        body = onnx_usage(info)
+    elif info["kind"] == "causal_lm":
         prompt = info["prompt"]
         body = f"""A causal language model that answers with the label word(s). No emotune code is needed:
 
@@ -124,6 +126,35 @@ print(clf("i can't believe how lucky we are", truncation=True))
             f"{info['max_length']} tokens (`truncation=True`).")
 
 
+def onnx_usage(info: dict) -> str:
+    """An ONNX export: emotune runs it without torch; onnxruntime + tokenizers alone do too."""
+    decide = ("thresholds = " + json.dumps([round(t, 4) for t in info["thresholds"]]) +
+              "\nprobs = 1 / (1 + np.exp(-logits))          # sigmoid per label\n"
+              "labels = [[name for name, p, t in zip(names, row, thresholds) if p >= t] for row in probs]"
+              if info["task"] == "multi_label" else
+              "probs = np.exp(logits - logits.max(1, keepdims=True)); probs /= probs.sum(1, keepdims=True)\n"
+              "labels = [names[i] for i in probs.argmax(1)]")
+    return f"""```bash
+emotune predict <this folder> --text "i can't believe how lucky we are"   # no torch imported
+emotune serve <this folder>                                              # HTTP JSON API on 127.0.0.1
+```
+
+or with onnxruntime and tokenizers alone:
+
+```python
+import json, numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+names = json.load(open("<this folder>/export.json"))["labels"]
+tok = Tokenizer.from_file("<this folder>/tokenizer.json")
+tok.enable_truncation({info["max_length"]}); tok.enable_padding(pad_id={info.get("pad_token_id") or 0})
+enc = tok.encode_batch(["i can't believe how lucky we are"])
+feed = {{"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}}
+logits = ort.InferenceSession("<this folder>/model.onnx").run(["logits"], feed)[0]
+{decide}
+```"""
+
+
 def hub_metadata(run: Run, info: dict) -> str:
     """The card's YAML front matter, as the Hub reads it (huggingface_hub ModelCardData): library, pipeline
     tag, tags and the Hub base model when there is one (no licence: the training data's licence applies)."""
@@ -132,8 +163,9 @@ def hub_metadata(run: Run, info: dict) -> str:
     provenance = run.card.get("model_provenance", {})
     causal = info["kind"] == "causal_lm"
     tags = ["emotune", "emotion", run.dataset, run.adapter, info["task"].replace("_", "-")]
-    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation" if causal else
-                         "text-classification", tags=tags, base_model=provenance.get("hub_id"))
+    library = "onnx" if info.get("format") == "onnx" else "transformers"
+    data = ModelCardData(library_name=library, pipeline_tag="text-generation" if causal else "text-classification",
+                         tags=tags, base_model=provenance.get("hub_id"))
     return f"---\n{data.to_yaml()}\n---\n"
 
 
@@ -155,9 +187,14 @@ def card_body(run: Run, info: dict) -> str:
                             "computes what the evaluated 4-bit model computes, in float32.",
              "original": " The LoRA update was merged into the original float32 base weights, not the NF4 ones "
                          "it was trained on; see the export check for what that changes."}.get(info["qlora_base"], "")
+    weights = "float32 safetensors"
+    if info.get("format") == "onnx":
+        kind = "sequence classifier"
+        weights = ("ONNX (`model.onnx`, int8 weights by onnxruntime dynamic quantisation)" if info.get("quantize")
+                   else "ONNX (`model.onnx`, float32)")
     parts = [title, "",
              f"Exported from the emotune run `{run.name}` (`models/{run.name}/`) with `emotune export`: "
-             f"a standalone {kind} in float32 safetensors.{qlora}", "",
+             f"a standalone {kind} in {weights}.{qlora}", "",
              "## Use", "", usage(run, info), ""]
 
     labels = info["labels"]
@@ -214,7 +251,11 @@ def card_body(run: Run, info: dict) -> str:
         if check["max_abs_prob_diff"] is not None:
             rows += [["max / mean abs. probability difference",
                       f"{check['max_abs_prob_diff']:.2e} / {check['mean_abs_prob_diff']:.2e}"]]
-        parts += [f"Export check: this model vs {reference} on the first {check['rows']} rows of "
+        if "metric_loss_points" in check:  # ONNX exports: the whole test split, and the bound they passed
+            rows += [[f"{check['metric']} lost, points (bound)",
+                      f"{check['metric_loss_points']:.2f} ({check['max_metric_loss_points']})"]]
+        where = "all" if "metric_loss_points" in check else "the first"
+        parts += [f"Export check: this model vs {reference} on {where} {check['rows']} rows of "
                   f"`{check['source']}`:", "", _table(["", "value"], rows), ""]
 
     parts += ["## Known label noise", ""]

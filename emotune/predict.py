@@ -5,7 +5,9 @@
     cat texts.txt | emotune predict emotion/minilm/lora > preds.jsonl
 
 A run is `<dataset>/<model>/<adapter>`, the folder `models/<dataset>/<model>/<adapter>/` the train stage
-wrote, or `--best <dataset>`: the best run of that dataset on metrics/leaderboard.json. Texts come from
+wrote, or `--best <dataset>`: the best run of that dataset on metrics/leaderboard.json. An export folder
+(`emotune export`, transformers or ONNX) predicts the same way, with the same inputs and outputs; an ONNX
+export runs on onnxruntime without importing torch (emotune/exported.py). Texts come from
 `--text` (repeatable), `--input FILE` or stdin, as CSV, TSV, JSONL, Parquet or plain lines (.txt), by extension or
 `--format`, read by emotune/readers.py (the reader of dataset files too). Each text is normalised exactly as
 the clean stage normalised the training data, then classified in length-sorted batches. Output (CSV or
@@ -26,6 +28,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # Idle OpenMP threads sleep instead of spinning (see emotune/train.py); before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -183,6 +186,94 @@ def predict(run: Run, texts: list[str], *, trained=None, batch_size: int = 32, d
     return Predictions(run.labels, False, [[run.labels[int(i)]] for i in probs.argmax(1)], probs)
 
 
+def predict_export(model, texts: list[str], batch_size: int = 32) -> Predictions:
+    """Predictions of a loaded classifier export (emotune/exported.py ExportedClassifier) for raw `texts`:
+    normalised as the run's training data, then the run's decision rule."""
+    probs = model.probabilities(texts, batch_size)
+    return Predictions(model.labels, model.multi_label, model.decide(probs), probs, thresholds=model.thresholds)
+
+
+@dataclass
+class Predictor:
+    """What `emotune predict` and `emotune serve` run: a trained run or an export folder, loaded once."""
+
+    name: str
+    labels: list[str]
+    multi_label: bool
+    predict: Callable[..., Predictions]  # (texts, batch_size=32, show_progress=False) -> Predictions
+    facts: dict  # what its model card says: dataset, task, labels, official metric (and interval) if known
+    runtime: str  # "pytorch" (a run), "transformers" or "onnxruntime" (exports)
+
+
+def metric_interval(report: dict, metric: str):
+    """The interval an evaluation report gives for `metric`, if it has one (a key naming an interval, at
+    the top level or under "test", holding the metric's [low, high] or a {metric: ...} mapping)."""
+    for scope in (report, report.get("test") or {}):
+        for key, value in scope.items():
+            if "interval" not in key.lower():
+                continue
+            if isinstance(value, dict) and metric in value:
+                return value[metric]
+            if isinstance(value, (list, tuple)) and len(value) == 2 and key.lower().startswith(metric):
+                return list(value)
+    return None
+
+
+def evaluation_facts(report_path: Path) -> dict:
+    """{"official_metric", "test_value", "interval"} from the evaluate stage's report; {} without one."""
+    from emotune.atomic import read_json
+
+    if not report_path.is_file():
+        return {}
+    report = read_json(report_path)
+    metric = report.get("official_metric")
+    return {"official_metric": metric, "test_value": report.get("official"), "test_rows": report.get("test_rows"),
+            "interval": metric_interval(report, metric) if metric else None}
+
+
+def run_predictor(run: Run, device: str = "cpu") -> Predictor:
+    trained = run.load(None if device == "cpu" else device)
+
+    def run_predict(texts: list[str], batch_size: int = 32, show_progress: bool = False) -> Predictions:
+        return predict(run, texts, trained=trained, batch_size=batch_size, device=device, show_progress=show_progress)
+
+    facts = {"source": "run", "run": run.name, "dataset": run.dataset, "task": run.plan.dataset.task,
+             "labels": run.labels, "metric": {"name": run.plan.dataset.official_metric,
+                                              **evaluation_facts(run.path("eval"))}}
+    return Predictor(run.name, run.labels, run.multi_label, run_predict, facts, "pytorch")
+
+
+def export_predictor(folder: Path, threads: int | None = None) -> Predictor:
+    from emotune.exported import load_export
+
+    model = load_export(folder, threads)
+    info = model.info
+
+    def export_predict(texts: list[str], batch_size: int = 32, show_progress: bool = False) -> Predictions:
+        return predict_export(model, texts, batch_size)
+
+    check = info.get("check") or {}
+    metric = {"name": check.get("metric"), **(info.get("evaluation") or {})}
+    if not check.get("skipped") and check.get("export_metric") is not None:
+        metric.update({"export_check_value": check["export_metric"], "export_check_rows": check["rows"],
+                       "pytorch_check_value": check["run_metric"]})
+    facts = {"source": "export", "run": info.get("run"), "dataset": str(info.get("run", "")).split("/")[0] or None,
+             "task": info["task"], "labels": model.labels, "format": info.get("format", "transformers"),
+             "quantize": info.get("quantize"), "metric": metric}
+    return Predictor(str(folder), model.labels, model.multi_label, export_predict, facts, model.runtime)
+
+
+def load_predictor(target: str | None, best: str | None, root: Path, device: str = "cpu",
+                   threads: int | None = None) -> Predictor:
+    """`target`: a run name or an export folder (a path holding export.json); `best`: --best DATASET."""
+    from emotune.exported import is_export
+
+    if target and not best and is_export(Path(target)):
+        return export_predictor(Path(target), threads)
+    run = run_from_args(argparse.Namespace(run=target, best=best), root)
+    return run_predictor(run, device)
+
+
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +329,9 @@ def output_format(path: Path | None, fmt: str | None) -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="Label texts with a trained run (see docs/use.md)")
-    add_run_arguments(parser)
+    parser = argparse.ArgumentParser(description="Label texts with a trained run or an export folder "
+                                                 "(see docs/use.md)")
+    add_run_arguments(parser)  # (the positional also takes an export folder: a path holding export.json)
     parser.add_argument("--text", action="append", help="a text to classify (repeatable)")
     parser.add_argument("--input", type=Path, help="CSV, TSV, JSONL or .txt (one text a line); default stdin")
     parser.add_argument("--format", choices=readers.FORMATS, help="input format (default: by extension; stdin: lines)")
@@ -249,15 +341,23 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
-    run = run_from_args(args, project_root())  # the project the command runs in (emotune/paths.py)
+    from emotune.exported import is_export
+
+    exported = bool(args.run) and not args.best and is_export(Path(args.run))
+    if not exported:
+        run_from_args(args, project_root())  # a wrong run name fails before the input is read
     out_fmt = output_format(args.output, args.output_format)
     inputs = read_inputs(args.text, args.input, None if args.text or args.input else sys.stdin.buffer,
                          args.format, args.text_column)
-    from emotune.devices import pick_device
+    if exported:  # no torch for an ONNX export: neither devices nor transformers are imported
+        predictor = export_predictor(Path(args.run))
+    else:
+        from emotune.devices import pick_device
 
-    quiet_transformers()
-    result = predict(run, inputs.texts, batch_size=args.batch_size, device=pick_device(),
-                     show_progress=not args.no_progress and len(inputs.texts) > args.batch_size * CHUNK_BATCHES)
+        quiet_transformers()
+        predictor = load_predictor(args.run, args.best, project_root(), device=pick_device())
+    many = len(inputs.texts) > args.batch_size * CHUNK_BATCHES
+    result = predictor.predict(inputs.texts, batch_size=args.batch_size, show_progress=not args.no_progress and many)
     for note in result.notes:
         warn(note)
     text = render(records(inputs, result), out_fmt)
@@ -265,7 +365,7 @@ def main(argv: list[str]) -> None:
         sys.stdout.write(text)
     else:
         write_atomic(args.output, lambda p: p.write_text(text, encoding="utf-8"))
-        warn(f"{len(inputs.texts)} predictions of {run.name} -> {args.output}")
+        warn(f"{len(inputs.texts)} predictions of {predictor.name} -> {args.output}")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,24 @@ def test_zero_shot_rank_picks_the_likeliest_label_answer(tiny):
         bl.zero_shot(folder, toy_splits("multi_label"), Spec("multi_label"), 64, 16, device="cpu", decode="rank")
 
 
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_rank_shares_the_prompt_and_scores_what_one_pass_per_label_scores(tiny, model_type):
+    """rank_labels (the prompt once per text, its KV cache repeated for every label's answer) gives the
+    scores of rank_labels_per_label (one full pass per label) to float rounding, batch sizes and padding
+    included."""
+    from emotune.generative import load_causal
+
+    loaded = load_causal(str(tiny(model_type)), "gen_lora", LABELS, "single_label")
+    net, tok = loaded.model.eval(), loaded.tokenizer
+    test = toy_splits("single_label")["test"].iloc[:50]
+    slow = bl.rank_labels_per_label(net, tok, test, LABELS, 64, 16, "cpu")
+    for batch_size in (16, 7):  # a ragged last batch; different padding per batch
+        fast = bl.rank_labels(net, tok, test, LABELS, 64, batch_size, "cpu")
+        np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=0)
+        assert np.array_equal(fast.argmax(1), slow.argmax(1))
+    assert np.ptp(slow, axis=1).min() > 0, "the labels score differently: the comparison is not between ties"
+
+
 def test_zero_shot_refuses_an_encoder(tiny):
     with pytest.raises(EmotuneError, match="needs a decoder"):
         bl.zero_shot(str(tiny("bert")), toy_splits("single_label"), Spec("single_label"), 64, 16, device="cpu")

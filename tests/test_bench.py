@@ -158,6 +158,41 @@ def test_inference_tiny(tmp_path):
     assert "| lora merged |" in "\n".join(report.inference(result))
 
 
+def test_inference_onnx_arms_tiny(tmp_path):
+    result = bench_json("bench.inference", tmp_path, "--onnx")
+    arms, metric = result["arms"], result["setup"]["official_metric"]
+    assert list(arms) == ["pytorch_fp32", "onnx_fp32", "onnx_int8"]
+    for name, arm in arms.items():
+        assert len(arm["batched_examples_per_s_each_pass"]) == result["setup"]["passes"] == 2, name
+        assert 0 < arm["single_p50_ms"] <= arm["single_p95_ms"] and 0 <= arm[metric] <= 1, name
+    # each arm's metric is its own predictions' on the whole test split: the export's check saw the same
+    for name in ("onnx_fp32", "onnx_int8"):
+        check = arms[name]["export_check"]
+        assert check["rows"] == result["setup"]["test_texts"]
+        assert check["export_metric"] == pytest.approx(arms[name][metric], abs=1e-4)  # (rounded to 4 places)
+        assert check["run_metric"] == pytest.approx(arms["pytorch_fp32"][metric], abs=1e-4)
+    assert arms["onnx_fp32"]["agreement_with_pytorch"] == 1.0
+    assert arms["onnx_int8"]["model_mb"] < arms["onnx_fp32"]["model_mb"]
+    assert result["ratios"]["onnx_int8_over_pytorch_batched"] == round(
+        arms["onnx_int8"]["batched_examples_per_s"] / arms["pytorch_fp32"]["batched_examples_per_s"], 2)
+    assert set(result["targets_met"]) == {"int8_batched_at_least_2.5x", "int8_single_p50_at_most_10_ms",
+                                          "int8_metric_within_0.5_point"}
+
+
+def test_zero_shot_prefix_tiny(tmp_path):
+    result = bench_json("bench.zero_shot_prefix", tmp_path)
+    assert result["identical_predictions"] is True and result["max_abs_score_diff"] < 1e-5
+    arms = result["arms"]
+    assert result["speedup"] == round(arms["shared_prompt"]["texts_per_s"] / arms["per_label"]["texts_per_s"], 2)
+
+
+def test_serve_load_tiny(tmp_path):
+    result = bench_json("bench.serve_load", tmp_path)
+    assert result["failed_requests"] == 0 and result["server_alive_after"] is True
+    assert result["setup"]["requests"] == 300 and result["setup"]["host"] == "127.0.0.1"
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p95"] <= result["latency_ms"]["p99"]
+
+
 def test_gpu_train_tiny_runs_the_gpu_code_path_on_the_cpu(tmp_path):
     result = bench_json("bench.gpu_train", tmp_path)
     assert result["skipped"] is False
