@@ -205,18 +205,11 @@ class Predictor:
     runtime: str  # "pytorch" (a run), "transformers" or "onnxruntime" (exports)
 
 
-def metric_interval(report: dict, metric: str):
-    """The interval an evaluation report gives for `metric`, if it has one (a key naming an interval, at
-    the top level or under "test", holding the metric's [low, high] or a {metric: ...} mapping)."""
-    for scope in (report, report.get("test") or {}):
-        for key, value in scope.items():
-            if "interval" not in key.lower():
-                continue
-            if isinstance(value, dict) and metric in value:
-                return value[metric]
-            if isinstance(value, (list, tuple)) and len(value) == 2 and key.lower().startswith(metric):
-                return list(value)
-    return None
+def official_interval(report: dict) -> list[float] | None:
+    """[low, high] of the official metric's bootstrap 95% interval over test rows, as the evaluate stage
+    writes it (emotune/reports.py: "official_ci95": {"low", "high"}); None for a report without one."""
+    interval = report.get("official_ci95")
+    return [interval["low"], interval["high"]] if isinstance(interval, dict) else None
 
 
 def evaluation_facts(report_path: Path) -> dict:
@@ -228,7 +221,7 @@ def evaluation_facts(report_path: Path) -> dict:
     report = read_json(report_path)
     metric = report.get("official_metric")
     return {"official_metric": metric, "test_value": report.get("official"), "test_rows": report.get("test_rows"),
-            "interval": metric_interval(report, metric) if metric else None}
+            "interval": official_interval(report)}
 
 
 def run_predictor(run: Run, device: str = "cpu") -> Predictor:

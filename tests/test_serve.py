@@ -98,7 +98,7 @@ def test_serving_the_run_itself_answers_what_predict_writes_and_reports_its_eval
     report = root / "metrics" / "eval" / f"{name}.json"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"official_metric": "accuracy", "official": 0.55, "test_rows": 40,
-                                  "test": {"accuracy": 0.55}, "intervals": {"accuracy": [0.4, 0.7]}}))
+                                  "test": {"accuracy": 0.55}, "official_ci95": {"low": 0.4, "high": 0.7}}))
     url, process = start(root, name)
     try:
         status, facts = request(f"{url}/model")
