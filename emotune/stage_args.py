@@ -20,4 +20,6 @@ def run_args(argv: list[str], description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     for name in ("dataset", "model", "adapter"):
         parser.add_argument(name)
+    parser.add_argument("--seed", type=int, help="one of params.yaml `seeds` (an extra seed's run, dvc.yaml "
+                                                 "train_seeds); default: the primary seed's run")
     return parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """train: one dataset x model x adapter run, trained by transformers' Trainer.
 
-    python -m stages.train <dataset> <model> <adapter>
+    python -m stages.train <dataset> <model> <adapter> [--seed <one of params seeds>]
 
 The DVC stage's entry point; the work, and why it is done this way, is emotune/train.py.
 """
@@ -17,7 +17,7 @@ from emotune.train import launch, train
 
 def main(argv: list[str]) -> None:
     args = run_args(argv, "Train one dataset x model x adapter run")
-    paths = run_paths(args.dataset, args.model, args.adapter)
+    paths = run_paths(args.dataset, args.model, args.adapter, seed=args.seed)
     plan = read_plan(paths.plan)  # validated: a missing or stale plan says `dvc repro plan`
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     launch(plan, "stages.train", argv)  # train.processes > 1: becomes torchrun, which runs this main() in each process
