@@ -245,6 +245,51 @@ def pooled(datasets: dict) -> dict:
     return out
 
 
+def pct(cell: dict | None) -> str:
+    if not cell or cell.get("trials") in (None, 0):
+        return "n/a"
+    return f"{100 * cell['count'] / cell['trials']:.0f}% ({cell['count']}/{cell['trials']})"
+
+
+def markdown_tables(result: dict) -> str:
+    """The figures docs/seeds.md quotes, as markdown tables, from the result JSON."""
+    out = ["| dataset | adapter | seeds | mean | sd | range | each seed |", "|---|---|---|---|---|---|---|"]
+    for dataset, figures in result["datasets"].items():
+        for adapter, e in figures["adapters"].items():
+            sd = "" if e["sd"] is None else f"{e['sd']:.3f}"
+            out.append(f"| {dataset} ({figures['metric']}) | {adapter} | {len(e['seeds'])} | {e['mean']:.3f} | {sd} | "
+                       f"{e['range']:.3f} | {', '.join(f'{v:.3f}' for v in e['values'].values())} |")
+    out += ["", "| dataset | adapter | model level A/A: seed pairs called different | model level: 5% corrupted "
+            "detected | method level A/A 2 vs 2: false better, Welch t | same, hierarchical bootstrap | method "
+            "level 2 vs 2: corrupted arm detected, Welch t |", "|---|---|---|---|---|---|---|"]
+    for dataset, figures in result["datasets"].items():
+        for adapter, e in figures["adapters"].items():
+            cell = e["method_level"].get("2_vs_2", {})
+            out.append(f"| {dataset} | {adapter} | {pct(e['model_level_aa']['different'])} | "
+                       f"{pct(e['model_level_planted_corruption']['detected'])} | "
+                       f"{pct(cell.get('aa_false_better', {}).get('welch_t'))} | "
+                       f"{pct(cell.get('aa_false_better', {}).get('hierarchical_bootstrap'))} | "
+                       f"{pct(cell.get('planted_corruption_detected', {}).get('welch_t'))} |")
+    out += ["", "| dataset | planted: better vs worse adapter | difference of means | method level detected "
+            "(Welch t), per arm size | model level, same seed |", "|---|---|---|---|---|"]
+    for dataset, figures in result["datasets"].items():
+        planted = figures.get("planted_adapter_difference")
+        if planted:
+            sizes = ", ".join(f"{k}: {pct(v['welch_t'])}" for k, v in planted["method_level_detected"].items())
+            out.append(f"| {dataset} | {planted['better']} vs {planted['worse']} | {planted['difference_of_means']:+.3f} "
+                       f"| {sizes} | {pct(planted['model_level_same_seed_detected'])} |")
+    pooled_rows = result.get("method_level_pooled", {})
+    if pooled_rows:
+        out += ["", "| pooled over datasets x adapters | false better, Welch t | false better, hierarchical bootstrap "
+                "| corrupted arm detected, Welch t | same, hierarchical bootstrap |", "|---|---|---|---|---|"]
+        for size, cell in pooled_rows.items():
+            out.append(f"| {size.replace('_', ' ')} | {pct(cell['aa_false_better'].get('welch_t'))} | "
+                       f"{pct(cell['aa_false_better'].get('hierarchical_bootstrap'))} | "
+                       f"{pct(cell['planted_corruption_detected'].get('welch_t'))} | "
+                       f"{pct(cell['planted_corruption_detected'].get('hierarchical_bootstrap'))} |")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training (one process per run, one thread each)
 # ---------------------------------------------------------------------------------------------
@@ -407,7 +452,7 @@ def main(argv=None) -> None:
     result["method_level_pooled"] = pooled(result["datasets"])
     result["wall_s"] = round(time.perf_counter() - tick, 1)
     common.write_result(out_path, result)
-    print(json.dumps(result["method_level_pooled"], indent=1))
+    print(markdown_tables(result))
 
 
 if __name__ == "__main__":
