@@ -447,7 +447,8 @@ def main(argv=None) -> None:
                                       seeds[0])
             result["datasets"][dataset] = figures
             result["seed_spread"][dataset] = {a: {"sd": e["sd"], "range": e["range"], "mean": e["mean"],
-                                                  "seeds": len(e["seeds"])} for a, e in figures["adapters"].items()}
+                                                  "seeds": len(e["seeds"]), "model": args.model,
+                                                  "train_rows": args.rows} for a, e in figures["adapters"].items()}
             print(json.dumps({dataset: result["seed_spread"][dataset]}), flush=True)
     result["method_level_pooled"] = pooled(result["datasets"])
     result["wall_s"] = round(time.perf_counter() - tick, 1)

@@ -110,10 +110,17 @@ def known_spread(spread: dict, dataset: str, adapter: str) -> SeedSpread | None:
     """The measured seed spread of this dataset's adapter, else the adapter's largest over the measured
     datasets (a conservative stand-in), else None."""
     row = spread.get(dataset, {}).get(adapter)
-    if row:
-        return SeedSpread(row["sd"], row["seeds"], f"{dataset} {adapter}")
-    rows = {name: by_adapter[adapter] for name, by_adapter in spread.items() if adapter in by_adapter}
-    if not rows:
+    where = f"{dataset} {adapter}"
+    if not row:
+        rows = {name: by_adapter[adapter] for name, by_adapter in spread.items()
+                if by_adapter.get(adapter, {}).get("sd") is not None}
+        if not rows:
+            return None
+        name, row = max(rows.items(), key=lambda item: item[1]["sd"])
+        where = f"{adapter} on {name}"
+    if row.get("sd") is None:
         return None
-    name, row = max(rows.items(), key=lambda item: item[1]["sd"])
-    return SeedSpread(row["sd"], row["seeds"], f"{adapter} on {name}")
+    if row.get("model"):  # what kind of run was measured: the model and its training rows
+        rows_text = "all rows" if row.get("train_rows") is None else f"{row['train_rows']:,} rows"
+        where += f" ({row['model']}, {rows_text})"
+    return SeedSpread(row["sd"], row["seeds"], where)
