@@ -19,10 +19,11 @@ Statistics (emotune/stats.py, docs/noise.md): every row and the best run of its 
 same test rows (their predictions.csv.gz files): the difference of the official metric with its paired
 bootstrap interval; "tied for best" when that interval covers 0. That answers question 1 (is this trained
 model better than that one on this test set); question 2 (is this adapter better) needs seeds:
-`method_vs_best` holds its answer, "cannot tell at one seed" with one seed.
+`method_vs_best` holds its answer (emotune/seeds.py), "cannot tell (one seed)" with one seed.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from emotune.atomic import atomic_dir, read_json, write_atomic, write_json
 from emotune.config import Params
 from emotune.errors import EmotuneError
 from emotune.paths import BASELINES, eval_paths, predictions_path, project_root, zero_shot_name
+from emotune.seeds import ONE_SEED, known_spread, method_verdict, read_seed_spread, summarize_seeds
 
 COLUMNS = ["dataset", "model", "adapter", "kind", "official_metric", "official", "macro_f1", "micro_f1",
            "trainable_params", "total_params", "adapter_mb", "train_time_s", "train_examples",
@@ -41,9 +43,6 @@ COLUMNS = ["dataset", "model", "adapter", "kind", "official_metric", "official",
            "vs_best_ci95_high", "tied_for_best"]
 COLLAPSED_MARK = "(collapsed)"
 TIED_MARK = "tied for best"
-# Question 2 (is this adapter / setting better, across training noise) needs several seeds per variant;
-# with one the leaderboard says so in `method_vs_best` (a seeds-aware aggregate replaces method_level).
-ONE_SEED = "cannot tell at one seed"
 
 
 def interval_fields(ev: dict) -> dict:
@@ -148,11 +147,6 @@ def best_difference(row: dict, best: dict, mine: stats.Predictions | None,
                                      best.get("official_ci95"))
 
 
-def method_level(row: dict) -> str:
-    """Question 2's answer for `row` against the best run: with one seed per variant there is none."""
-    return ONE_SEED
-
-
 def compare_to_best(rows: list[dict], best: dict, root: Path) -> None:
     """Per row of one dataset: `vs_best` (official metric minus the best run's), `vs_best_ci95` (its 95%
     interval), `vs_best_p`, `vs_best_mcnemar_p` (accuracy only), `vs_best_verdict` (better / worse / within
@@ -161,7 +155,7 @@ def compare_to_best(rows: list[dict], best: dict, root: Path) -> None:
     interval), and `method_vs_best` (question 2)."""
     theirs = row_predictions(best, root)
     for row in rows:
-        row["method_vs_best"] = method_level(row)
+        row["method_vs_best"] = ONE_SEED  # question 2: add_seed_verdicts answers it for the runs
         if row is best:
             row.update(vs_best=0.0, vs_best_ci95=stats.as_json(0.0, 0.0), vs_best_verdict="best",
                        vs_best_paired=theirs is not None, tied_for_best=True)
@@ -326,12 +320,127 @@ def flat_rows(rows: list[dict]) -> list[dict]:
 def write_leaderboard(params: Params, root: Path | None = None) -> list[dict]:
     root = project_root() if root is None else Path(root)
     rows = leaderboard(params, root)
+    add_seed_verdicts(rows, params, root)
     metrics_dir = root / "metrics"
     write_json(metrics_dir / "leaderboard.json", {"rows": rows})
-    write_atomic(metrics_dir / "leaderboard.md", lambda tmp: tmp.write_text(markdown(rows, params), encoding="utf-8"))
+    write_json(metrics_dir / SUMMARY, summary(rows))
+    write_atomic(metrics_dir / "leaderboard.md",
+                 lambda tmp: tmp.write_text(markdown(rows, params) + seeds_markdown(rows), encoding="utf-8"))
     write_atomic(metrics_dir / "leaderboard.csv",
                  lambda tmp: pd.DataFrame(flat_rows(rows)).reindex(columns=COLUMNS + ["best"]).to_csv(tmp, index=False))
     with atomic_dir(metrics_dir / "pareto") as out:
         for dataset in dict.fromkeys(r["dataset"] for r in rows if r["kind"] == "run"):
             pareto_plot(rows, dataset, out / f"{dataset}.png")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds (question 2: is this adapter / setting better?) and the summary metrics file
+# ---------------------------------------------------------------------------------------------
+SUMMARY = "summary.json"  # metrics/summary.json: the one DVC metrics file of a run (dvc.yaml), what `dvc exp show` leads with
+
+
+def seed_values(row: dict, params: Params, root: Path) -> dict[int, float]:
+    """{seed: official test metric} of a run: the primary seed (`seed`, the row itself), then every extra seed
+    of `seeds` for a run of the main matrix (the only one `seeds` multiplies)."""
+    values = {params.seed: row["official"]}
+    if (row["dataset"], row["model"], row["adapter"]) not in params.matrices()[0].runs():
+        return values
+    for seed in params.seeds:
+        path, _ = eval_paths(row["dataset"], row["model"], row["adapter"], root, seed)
+        if not path.exists():
+            raise EmotuneError(f"{path}: missing; run `dvc repro` (the train_seeds and evaluate_seeds stages of "
+                               f"{row['dataset']}/{row['model']}/{row['adapter']} seed {seed})")
+        values[seed] = read_json(path)["official"]
+    return values
+
+
+def add_seed_verdicts(rows: list[dict], params: Params, root: Path) -> None:
+    """Per run: each seed's official metric (`seeds`), their mean and sd, and the method-level verdict against
+    the dataset's best variant by seed mean (`method_vs_best`, with `method_vs_best_detail`): Welch's t over
+    seeds (emotune/seeds.py says why that test). With one seed on either side the verdict is ONE_SEED and the
+    detail quotes how far seeds move that kind of run (metrics/bench/seed_calibration.json)."""
+    spread = read_seed_spread(root)
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        runs = [r for r in rows if r["dataset"] == dataset and r["kind"] == "run"]
+        summaries = {}
+        for r in runs:
+            summary = summarize_seeds(seed_values(r, params, root))
+            summaries[id(r)] = summary
+            r["seeds"] = {str(s): v for s, v in zip(summary.seeds, summary.values)}
+            r["seed_mean"] = round(summary.mean, 4)
+            r["seed_sd"] = None if summary.sd is None else round(summary.sd, 4)
+        best = max(runs, key=lambda r: summaries[id(r)].mean) if runs else None
+        for r in runs:
+            r["method_best"] = r is best
+            mine, theirs = summaries[id(r)], summaries[id(best)]
+            verdict = method_verdict(mine.values, theirs.values)
+            detail = {"best": f"{best['model']}/{best['adapter']}",
+                      **{k: v for k, v in dataclasses.asdict(verdict).items() if k != "verdict"}}
+            if r is best:
+                r["method_vs_best"] = "best" if mine.n > 1 else ONE_SEED
+            else:
+                r["method_vs_best"] = verdict.verdict
+            if verdict.verdict == ONE_SEED or (r is best and mine.n == 1):
+                known = known_spread(spread, dataset, r["adapter"])
+                detail["measured_seed_sd"] = None if known is None else known.sd
+                detail["measured_on"] = None if known is None else f"{known.measured_on}, {known.seeds} seeds"
+            r["method_vs_best_detail"] = detail
+
+
+def seed_text(r: dict) -> str:
+    """mean ± sd (n seeds), or the one seed's value."""
+    if r.get("seed_sd") is None:
+        return f"{fmt(r['official'])} (1 seed)"
+    return f"{r['seed_mean']:.3f} ± {r['seed_sd']:.3f} ({len(r['seeds'])} seeds)"
+
+
+def method_text(r: dict) -> str:
+    detail = r.get("method_vs_best_detail", {})
+    if r["method_vs_best"] in ("best",):
+        return "**best** (by seed mean)"
+    if "measured_seed_sd" in detail:
+        known = detail["measured_seed_sd"]
+        spread = (f"; seeds move such a run by sd {known:.3f} ({detail['measured_on']}, bench/seed_calibration.py)"
+                  if known is not None else "; no seed spread measured for this adapter (bench/seed_calibration.py)")
+        return f"{r['method_vs_best']}{spread}"
+    return (f"{r['method_vs_best']}: {detail['difference']:+.3f} [{detail['low']:+.3f}, {detail['high']:+.3f}], "
+            f"p {detail['p_value']:.3f}")
+
+
+def seeds_markdown(rows: list[dict]) -> str:
+    """The seeds section of leaderboard.md: question 2, per dataset."""
+    out = ["", "# Seeds: is this adapter better? (question 2)", "",
+           "Each seed retrains the run (initialisation, batch order, dropout and the `max_train_examples` sample) and "
+           "scores it on the same test rows; params.yaml `seeds` adds seeds (docs/seeds.md). `mean ± sd` over the "
+           "seeds; `vs best variant`: against the dataset's run with the best seed mean, Welch's t-test over seeds "
+           "(two-sided, 5%): the difference of the means, its 95% interval and p. \"within noise\": the seeds "
+           "cannot tell the two methods apart. With one seed no method-level verdict is possible; the measured "
+           "seed spread of that kind of run says how far a second seed could move it.", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == dataset and r["kind"] == "run" and "seeds" in r]
+        if not mine:
+            continue
+        out += [f"## {dataset} ({mine[0]['official_metric']})", "",
+                "| model | adapter | mean ± sd | each seed | vs best variant (Q2) |", "|---|---|---|---|---|"]
+        for r in sorted(mine, key=lambda r: -r["seed_mean"]):
+            each = ", ".join(f"{s}: {v:.3f}" for s, v in r["seeds"].items())
+            out.append(f"| {r['model']} | {r['adapter']} | {seed_text(r)} | {each} | {method_text(r)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def summary(rows: list[dict]) -> dict:
+    """metrics/summary.json: per dataset, per `<model>/<adapter>` row, the official metric under its own name
+    (accuracy, macro_f1, ...), its 95% interval over test rows (`low`, `high`) and, with several seeds, the
+    seed mean and sd: the few columns `dvc exp show` and `dvc metrics diff` lead with (docs/seeds.md)."""
+    out: dict = {}
+    for r in rows:
+        entry = {r["official_metric"]: r["official"]}
+        interval = stats.ends(r.get("official_ci95"))
+        if interval is not None:
+            entry.update(low=interval[0], high=interval[1])
+        if r.get("seed_sd") is not None:
+            entry.update(seed_mean=r["seed_mean"], seed_sd=r["seed_sd"], seeds=len(r["seeds"]))
+        out.setdefault(r["dataset"], {})[f"{r['model']}/{r['adapter']}"] = entry
+    return out

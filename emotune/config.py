@@ -20,7 +20,7 @@ import yaml
 from emotune.adapter_table import AdapterHParams, AdapterName, check_hparams
 from emotune.errors import EmotuneError, did_you_mean
 from emotune.models import HubModel, model_kind
-from emotune.paths import SPLITS, params_file
+from emotune.paths import SEEDS_FOLDER, SPLITS, params_file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +295,14 @@ class Params:
     reference: RunGroup = field(default_factory=lambda: RunGroup())
     tune: TuneGroup = field(default_factory=lambda: TuneGroup())
     baseline: BaselineConfig = field(default_factory=lambda: BaselineConfig())
+    # More training seeds for the main matrix (docs/seeds.md): every dataset x model x adapter of `datasets`,
+    # `models`, `adapters` trains once more per seed listed, besides its run with `seed` (the primary seed,
+    # whose paths and DVC stage names are those of a one-seed project). Empty: one seed.
+    seeds: list[int] = field(default_factory=list)
+
+    def seed_runs(self) -> list[tuple[str, str, str, int]]:
+        """(dataset, model, adapter, seed) of every extra-seed run: the main matrix times `seeds`."""
+        return [(*run, seed) for seed in self.seeds for run in self.matrices()[0].runs()]
 
     def matrices(self) -> list[Matrix]:
         """The main matrix (always first, even when empty), then the groups that have runs."""
@@ -546,7 +554,26 @@ def _parse(raw: dict) -> Params:
         raise EmotuneError(f"tokenize.max_length: must be >= 8, got {params.tokenize.max_length}")
     check_prompt(params.tokenize.prompt, "tokenize.prompt")
     check_baseline(params)
+    check_seeds(params)
     return params
+
+
+def check_seeds(params: Params) -> None:
+    """`seeds` lists the extra seeds: DVC matrices cannot leave an item out, so the primary seed in the list
+    would be a second stage training the same run again."""
+    for i, seed in enumerate(params.seeds):
+        if isinstance(seed, bool) or seed < 0:
+            raise EmotuneError(f"seeds[{i}]: {seed!r} is not a seed; seeds are integers >= 0")
+        if seed == params.seed:
+            kept = [s for s in params.seeds if s != params.seed]
+            raise EmotuneError(f"seeds[{i}] = {seed} is `seed`, the primary seed every run already trains with; "
+                               f"`seeds` lists the extra ones: set seeds to {_yaml_list(map(str, kept))} "
+                               f"(`dvc exp run -S 'seeds={_yaml_list(map(str, kept))}'`)")
+    if len(set(params.seeds)) != len(params.seeds):
+        raise EmotuneError(f"seeds: lists {params.seeds} with a repeat; list each once")
+    if params.seeds and SEEDS_FOLDER in params.dataset_registry:
+        raise EmotuneError(f"dataset_registry.{SEEDS_FOLDER}: with `seeds`, the folder name {SEEDS_FOLDER!r} "
+                           f"holds the extra seeds' runs (models/{SEEDS_FOLDER}/<seed>/...); rename the dataset")
 
 
 def _check_groups_use_selected_datasets(params: Params) -> None:

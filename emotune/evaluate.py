@@ -121,13 +121,14 @@ def evaluate_generative(plan: RunPlan, folder: Path, data_dir: Path, samples: in
 
 
 def evaluate_run(dataset: str, model: str, adapter: str, threshold, samples: int, root: Path | None = None,
-                 device: str | None = None) -> dict:
+                 device: str | None = None, seed: int | None = None) -> dict:
+    """`seed`: one of params `seeds` (an extra seed's run); None: the primary seed's run."""
     root = project_root() if root is None else Path(root)
     from emotune.devices import pick_device
     from emotune.paths import run_paths
     from emotune.rows import load_rows
 
-    paths = run_paths(dataset, model, adapter, root)
+    paths = run_paths(dataset, model, adapter, root, seed)
     card = paths.model / "run.json"
     if not card.exists():
         raise EmotuneError(f"{card}: missing; train the run first (`dvc repro train@{dataset}-{model}-{adapter}`)")
@@ -142,5 +143,5 @@ def evaluate_run(dataset: str, model: str, adapter: str, threshold, samples: int
     report = scored("run", dataclasses.asdict(plan.dataset), model, adapter, y_true, y_pred, probs, invalid, thresholds, mode,
                     {"inference": cost})
     ids = load_rows(paths.data, "test", plan.generative)["id"]  # the order predict() returned the rows in
-    write_report(report, y_true, y_pred, *eval_paths(dataset, model, adapter, root), ids, invalid)
+    write_report(report, y_true, y_pred, *eval_paths(dataset, model, adapter, root, seed), ids, invalid)
     return report

@@ -19,6 +19,10 @@ USER_DATA = "data/user"
 BASELINES = ("majority", "tfidf_lr", "tfidf_lr_all", "embed_lr", "bilstm")
 ZERO_SHOT_PREFIX = "zero_shot_"
 PREDICTIONS_FILE = "predictions.csv.gz"  # per test row: id, gold, prediction (emotune/stats.py)
+# The extra seeds of params `seeds` (emotune/config.py): each one's plan, model and metrics live under a
+# `seeds/<seed>/` folder of the same kind (data/plans/seeds/7/..., models/seeds/7/..., metrics/eval/seeds/7/...),
+# so the primary seed keeps today's paths (and its dvc.lock entries) and `known_runs` can tell them apart.
+SEEDS_FOLDER = "seeds"
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -52,9 +56,14 @@ def models_cache(root: Path | None = None) -> Path:
     return (root or project_root()) / ".cache" / "models"
 
 
-def plan_path(dataset: str, model: str, adapter: str, root: Path | None = None) -> Path:
-    """The plan stage's file for one run (read by train and evaluate)."""
-    return plans_dir(root) / dataset / model / f"{adapter}.json"
+def seed_part(seed: int | None) -> tuple[str, ...]:
+    """The folders an extra seed's files live under ("seeds", "<seed>"); none for the primary seed (None)."""
+    return () if seed is None else (SEEDS_FOLDER, str(seed))
+
+
+def plan_path(dataset: str, model: str, adapter: str, root: Path | None = None, seed: int | None = None) -> Path:
+    """The plan stage's file for one run (read by train and evaluate); `seed`: an extra seed's run."""
+    return plans_dir(root).joinpath(*seed_part(seed)) / dataset / model / f"{adapter}.json"
 
 
 def tokenize_plan_path(dataset: str, model: str, root: Path | None = None) -> Path:
@@ -81,15 +90,17 @@ class RunPaths:
     metrics: Path
 
 
-def run_paths(dataset: str, model: str, adapter: str, root: Path | None = None) -> RunPaths:
+def run_paths(dataset: str, model: str, adapter: str, root: Path | None = None, seed: int | None = None) -> RunPaths:
+    """`seed`: one of params `seeds` (the extra seeds); None: the primary seed's run (params `seed`)."""
     root = root or project_root()
+    part = seed_part(seed)
     return RunPaths(
-        plan=plan_path(dataset, model, adapter, root),
-        data=tokenized_dir(dataset, model, root),
-        model=root / "models" / dataset / model / adapter,
-        checkpoints=root / "models" / "checkpoints" / dataset / model / adapter,
-        live=root / "metrics" / "train" / dataset / model / adapter,
-        metrics=root / "metrics" / "train" / dataset / model / f"{adapter}.json",
+        plan=plan_path(dataset, model, adapter, root, seed),
+        data=tokenized_dir(dataset, model, root),  # tokenization does not depend on the seed
+        model=root.joinpath("models", *part) / dataset / model / adapter,
+        checkpoints=root.joinpath("models", "checkpoints", *part) / dataset / model / adapter,
+        live=root.joinpath("metrics", "train", *part) / dataset / model / adapter,
+        metrics=root.joinpath("metrics", "train", *part) / dataset / model / f"{adapter}.json",
     )
 
 
@@ -121,9 +132,10 @@ def tune_paths(dataset: str, model: str, adapter: str, root: Path | None = None)
                      plots=root / "metrics" / "tune" / dataset / model / adapter)
 
 
-def eval_paths(dataset: str, model: str, adapter: str, root: Path | None = None) -> tuple[Path, Path]:
-    """(metrics JSON, plots folder) of a run or a baseline."""
-    base = (root or project_root()) / "metrics" / "eval" / dataset / model
+def eval_paths(dataset: str, model: str, adapter: str, root: Path | None = None,
+               seed: int | None = None) -> tuple[Path, Path]:
+    """(metrics JSON, plots folder) of a run or a baseline; `seed`: an extra seed's run."""
+    base = (root or project_root()).joinpath("metrics", "eval", *seed_part(seed)) / dataset / model
     return base / f"{adapter}.json", base / adapter
 
 

@@ -401,4 +401,17 @@ def make_plans(params: Params) -> dict[Path, RunPlan | TokenizePlan]:
                 for adapter in matrix.adapters:
                     plans[plan_path(dataset, model_name, adapter).relative_to(plans_dir())] = run_plan(
                         params, matrix, dataset, model, adapter)
+    plans.update(seed_plans(params, plans))
     return plans
+
+
+def seed_plans(params: Params, plans: dict[Path, RunPlan | TokenizePlan]) -> dict[Path, RunPlan]:
+    """The extra seeds' plans (params `seeds`), data/plans/seeds/<seed>/<dataset>/<model>/<adapter>.json: the
+    primary run's plan with another seed, so a new seed adds files and leaves every other plan's bytes (and
+    so its train and evaluate stages) as they were. The seed also draws the `max_train_examples` sample
+    (emotune/train.py prepare_recipe): docs/seeds.md says why."""
+    out = {}
+    for dataset, model, adapter, seed in params.seed_runs():
+        primary = plans[plan_path(dataset, model, adapter).relative_to(plans_dir())]
+        out[plan_path(dataset, model, adapter, seed=seed).relative_to(plans_dir())] = dataclasses.replace(primary, seed=seed)
+    return out

@@ -17,7 +17,7 @@ from emotune.adapters import METADATA_FILE  # (the generative recipe writes the 
 from emotune.atomic import read_json
 from emotune.config import CleanConfig, build, load_params
 from emotune.errors import EmotuneError, did_you_mean
-from emotune.paths import project_root
+from emotune.paths import SEEDS_FOLDER, project_root
 from emotune.plan import RunPlan
 
 DEFAULT_THRESHOLD = 0.5
@@ -121,7 +121,8 @@ def known_runs(root: Path | None = None) -> list[str]:
     models = Path(root) / "models"
     found = sorted(p.parent.relative_to(models).as_posix() for p in models.rglob(METADATA_FILE)) \
         if models.is_dir() else []
-    return [r for r in found if not r.startswith("checkpoints/")]
+    # models/seeds/<seed>/...: the extra seeds' runs (params `seeds`), not <dataset>/<model>/<adapter> names
+    return [r for r in found if not r.startswith(("checkpoints/", f"{SEEDS_FOLDER}/"))]
 
 
 def resolve_run(name: str, root: Path | None = None) -> Run:

@@ -20,4 +20,8 @@ def run_args(argv: list[str], description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     for name in ("dataset", "model", "adapter"):
         parser.add_argument(name)
+    parser.add_argument("--seed", type=int, help="one of params.yaml `seeds` (an extra seed's run, dvc.yaml "
+                                                 "train_seeds); default: the primary seed's run")
+    parser.add_argument("--tuned", action="store_true", help="a tune-group run, whose plan the tune stage wrote "
+                                                              "(data/plans_tuned/, dvc.yaml train_tuned)")
     return parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """evaluate: one trained run -> its test-set metrics, plots and inference cost.
 
-    python -m stages.evaluate <dataset> <model> <adapter>
+    python -m stages.evaluate <dataset> <model> <adapter> [--seed <one of params seeds>]
 
 The DVC stage's entry point; the work, and why it is done this way, is emotune/evaluate.py.
 """
@@ -16,9 +16,11 @@ def main(argv: list[str]) -> None:
 
     args = run_args(argv, "Evaluate one trained run on its test split")
     cfg = load_params().eval
-    report = evaluate_run(args.dataset, args.model, args.adapter, cfg.threshold, cfg.latency_samples)
+    report = evaluate_run(args.dataset, args.model, args.adapter, cfg.threshold, cfg.latency_samples,
+                          seed=args.seed)
     cost = report["inference"]
-    print(f"evaluate {args.dataset}/{args.model}/{args.adapter}: test {report['official_metric']} "
+    seed = f" seed {args.seed}" if args.seed is not None else ""
+    print(f"evaluate {args.dataset}/{args.model}/{args.adapter}{seed}: test {report['official_metric']} "
           f"{report['official']:.4f}, macro F1 {report['test']['macro_f1']:.4f}, "
           f"{cost['batched_examples_per_s']} examples/s batched, p50 {cost.get('latency_ms_p50')} ms single")
 

@@ -1,6 +1,6 @@
 """train: one dataset x model x adapter run, trained by transformers' Trainer.
 
-    python -m stages.train <dataset> <model> <adapter> [--tuned]
+    python -m stages.train <dataset> <model> <adapter> [--seed <one of params seeds>] [--tuned]
 
 --tuned: a tune-group run, whose plan the tune stage wrote (data/plans_tuned/).
 
@@ -18,9 +18,9 @@ from emotune.train import launch, train
 
 
 def main(argv: list[str]) -> None:
-    tuned = "--tuned" in argv
-    args = run_args([a for a in argv if a != "--tuned"], "Train one dataset x model x adapter run")
-    paths = (tuned_run_paths if tuned else run_paths)(args.dataset, args.model, args.adapter)
+    args = run_args(argv, "Train one dataset x model x adapter run")
+    paths = (tuned_run_paths(args.dataset, args.model, args.adapter) if args.tuned
+             else run_paths(args.dataset, args.model, args.adapter, seed=args.seed))
     plan = read_plan(paths.plan)  # validated: a missing or stale plan says `dvc repro plan`
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     launch(plan, "stages.train", argv)  # train.processes > 1: becomes torchrun, which runs this main() in each process

@@ -285,3 +285,16 @@ def test_pipeline_run_times_each_stage_group_from_a_stamped_log(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bench.pipeline_run", "--log", str(empty), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "Running stage" in done.stderr
+
+
+def test_seed_calibration_tiny(tmp_path):
+    """Tiny BERT, toy texts, 4 seeds of head and LoRA: every verdict rate is computed from the runs it trained."""
+    result = bench_json("bench.seed_calibration", tmp_path)
+    figures = result["datasets"]["emotion"]
+    assert set(figures["adapters"]) == {"head", "lora"} and figures["test_rows"] == 200
+    for entry in figures["adapters"].values():
+        assert len(entry["values"]) == 4 and entry["model_level_aa"]["pairs"] == 6
+        assert entry["method_level"]["2_vs_2"]["aa_false_better"]["welch_t"]["trials"] == 6  # A: 2 of 4, B: the other 2
+    assert result["seed_spread"]["emotion"]["lora"]["seeds"] == 4
+    assert len(result["run_seconds"]) == 8
+    assert result["method_level_pooled"]["2_vs_2"]["aa_false_better"]["welch_t"]["trials"] == 12

@@ -168,7 +168,9 @@ def test_repro_writes_every_output(dvc_project):
                            capture_output=True, text=True)
     metrics = json.loads(shown.stdout)
     files = metrics[""]["data"]
-    assert "metrics/train/toy/tiny-bert/lora.json" in files and "metrics/tokenize/toy/tiny-bert.json" in files
+    # one metrics file (what `dvc exp show` leads with); the detailed reports are plain outputs in git
+    assert set(files) == {"metrics/summary.json"}, set(files)
+    assert "metrics/tokenize/toy/tiny-bert.json" in tracked and "metrics/eval/toy/tiny-bert/lora.json" in tracked
     plots = subprocess.run([str(VENV_BIN / "dvc"), "plots", "show", "--json"], cwd=root, env=dvc_env(),
                            capture_output=True, text=True)
     assert plots.returncode == 0, plots.stderr
@@ -178,8 +180,10 @@ def test_repro_writes_every_output(dvc_project):
     for plot in ("metrics/eval/toy/tiny-bert/lora/per_class.csv", "metrics/eval/toy/tiny-bert/ia3/confusion.csv",
                  "metrics/leaderboard.csv", "metrics/pareto/toy.png"):
         assert plot in plots.stdout, plot
-    assert "metrics/eval/toy/tiny-bert/lora.json" in files and "metrics/leaderboard.json" in files
     board = json.loads((root / "metrics/leaderboard.json").read_text())["rows"]
+    summary = files["metrics/summary.json"]["data"]["toy"]
+    assert {name: next(iter(v.values())) for name, v in summary.items()} == \
+        {f"{r['model']}/{r['adapter']}": r["official"] for r in board}
     assert {(r["model"], r["adapter"]) for r in board} == {
         ("tiny-bert", "lora"), ("tiny-bert", "ia3"), ("baseline", "majority"), ("baseline", "tfidf_lr"),
         ("baseline", "tfidf_lr_all"), ("baseline", "embed_lr"), ("baseline", "bilstm")}
@@ -225,15 +229,17 @@ def test_pull_request_report_has_the_diff_the_leaderboard_and_images(dvc_project
     report against the committed baseline."""
     root = dvc_project
     # a GRU for the BiLSTM baseline: decisions that surely change (the toy fine-tuned runs may sit at the
-    # majority class whatever r is; a run that decides every test row as before gets no verdict)
+    # majority class whatever r is; a run that decides every test row as before gets no verdict, and
+    # metrics/summary.json holds the official metrics alone)
     sh(root, DVC, "exp", "run", "-S", "adapter.r=6", "-S", "baseline.rnn.cell=gru")
     out = tmp_path / "report"
     sh(ROOT, sys.executable, str(ROOT / "scripts/cml_report.py"), "--root", str(root), "--rev", "HEAD",
        "--out", str(out))
     report = (out / "report.md").read_text()
     # dvc metrics diff --md: a table whose rows name the metric files that changed
-    assert "| Path" in report and "metrics/eval/toy/tiny-bert/lora.json" in report, report
-    assert "official_ci95.low" in report, report  # an interval is a mapping, so DVC lists its ends
+    # the one DVC metrics file (metrics/summary.json): the official metric and both ends of its interval
+    assert "| Path" in report and "metrics/summary.json" in report, report
+    assert "baseline/bilstm.macro_f1" in report and "baseline/bilstm.low" in report, report
     # the changed run's verdicts (official = macro F1, then micro F1), paired on the 30 test rows against the
     # per-row predictions committed at HEAD
     section = report.split("## Verdicts against `HEAD`", 1)[1].split("## Leaderboard", 1)[0]

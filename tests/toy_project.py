@@ -56,7 +56,8 @@ def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), e
     # files), so the toy project holds a copy of both; `python -m stages.<name>` there runs that copy.
     for package in ("stages", "emotune"):
         shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "metrics/bench/seed_calibration.json"):  # (the aggregate's seed spread)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, root / name)
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     params["dataset_registry"]["toy"] = {
