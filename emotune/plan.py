@@ -24,7 +24,7 @@ from typing import Any, Literal
 from emotune.adapter_table import DEFAULT_HEAD_LR, adapter_entry, names
 from emotune.config import AdapterHParams, Params, TokenizeConfig, TrainConfig, build, check_hparams, check_train
 from emotune.errors import EmotuneError
-from emotune.paths import plan_path, plans_dir, project_root, tokenize_plan_path
+from emotune.paths import plan_path, plans_dir, project_root, tokenize_plan_path, zero_shot_plan_path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +130,36 @@ class TokenizePlan:
                                f"rerun `dvc repro plan`") from None
 
 
+@dataclass(frozen=True)
+class ZeroShotPlan:
+    """Whether the zero-shot baseline scores one model on one dataset
+    (data/plans/<dataset>/baseline/zero_shot_<model>.json). dvc.yaml has a baseline_zero_shot stage for
+    every dataset of `datasets` x model (DVC cannot filter a matrix by baseline.zero_shot.datasets); the
+    stage depends on this file, so editing that list reruns only the pairs it adds or removes."""
+
+    dataset: str
+    model: str
+    scored: bool
+    why: str  # the reason, in words, for the stage's output and its printed line
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str = "plan") -> ZeroShotPlan:
+        return build(cls, raw, f"{where}")
+
+
+def zero_shot_plan(params: Params, dataset: str, model: str) -> ZeroShotPlan:
+    listed = params.baseline.zero_shot.datasets
+    if dataset in params.zero_shot_datasets():
+        why = "every dataset of datasets (baseline.zero_shot.datasets: null)" if listed is None else \
+            f"listed in baseline.zero_shot.datasets {listed}"
+        return ZeroShotPlan(dataset, model, True, why)
+    return ZeroShotPlan(dataset, model, False, f"not scored: {dataset} is not in baseline.zero_shot.datasets "
+                                               f"{listed} (add it there to score it)")
+
+
 def read_plan(path: Path, kind=RunPlan):
     """The plan file at `path` as a RunPlan (or `kind=TokenizePlan`), validated; a missing file says which
     stage writes it."""
@@ -140,22 +170,12 @@ def read_plan(path: Path, kind=RunPlan):
     return kind.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
 
 
-def check_model_path_name(model: str) -> None:
-    """A model name becomes part of output paths (data/tokenized/<dataset>/<model>/): a local folder
-    must be given relative to the repository, inside it."""
-    parts = Path(model).parts
-    if Path(model).is_absolute() or ".." in parts or model.startswith("~"):
-        raise EmotuneError(f"models: {model!r}: a local model folder must be a relative path inside the "
-                           f"repository (it names the output folders), e.g. models/base/my-model")
-
-
 def model_entry(model: str, params: Params) -> dict:
     """What identifies a model's weights, without loading it: the registry pins for packaged and Hub
     models, the sha256 of the safetensors files for a local folder (so retraining follows a change)."""
     from emotune.model_registry import resolve_model
     from emotune.models import HUB_MODELS, PACKAGED, model_kind
 
-    check_model_path_name(model)
     kind = model_kind(str(project_root() / model) if (project_root() / model).is_dir() else model, params.model_registry)
     if kind == "packaged":
         spec = PACKAGED[model]
@@ -262,10 +282,15 @@ def tokenize_plan(params: Params, dataset: str, model: dict) -> TokenizePlan:
     return TokenizePlan(DatasetPlan(spec.name, spec.task, list(spec.labels)), model, params.tokenize)
 
 
-def make_plans(params: Params) -> dict[Path, RunPlan | TokenizePlan]:
+def make_plans(params: Params) -> dict[Path, RunPlan | TokenizePlan | ZeroShotPlan]:
     """{relative path: plan} for every dataset x model (tokenize) and dataset x model x adapter (train) of
-    every matrix (main, large, generative). Every combination is checked here, before any training."""
+    every matrix (main, large, generative, reference), and every dataset x zero-shot model. Every combination
+    is checked here, before any training."""
     plans = {}
+    for dataset in params.datasets:
+        for model_name in params.baseline.zero_shot.models:
+            plans[zero_shot_plan_path(dataset, model_name).relative_to(plans_dir())] = zero_shot_plan(
+                params, dataset, model_name)
     entries = {}
     for matrix in params.matrices():
         for model_name in matrix.models:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from emotune.atomic import atomic_dir, write_json
-from emotune.config import load_params
+from emotune.config import group_notes, load_params
 from emotune.errors import run_cli
 from emotune.paths import plans_dir, project_root
 from emotune.plan import make_plans
@@ -18,6 +18,8 @@ from emotune.plan import make_plans
 def main(argv: list[str]) -> None:
     argparse.ArgumentParser(description="Write one plan file per tokenize and train run").parse_args(argv)
     params = load_params()
+    for note in group_notes(params):
+        print(f"plan: {note}")
     plans = make_plans(params)
     with atomic_dir(plans_dir()) as out:
         for rel, plan in plans.items():

@@ -13,7 +13,7 @@ from emotune import plan as plan_stage
 from emotune.adapter_table import ADAPTERS, DEFAULT_HEAD_LR
 from emotune.config import AdapterHParams, parse_params
 from emotune.errors import EmotuneError
-from emotune.plan import RunPlan, TokenizePlan, read_plan
+from emotune.plan import RunPlan, TokenizePlan, ZeroShotPlan, read_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +31,9 @@ def test_every_shipped_plan_round_trips_through_its_file(shipped_plans, tmp_path
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(plan.to_json(), indent=2))
-        back = read_plan(path, TokenizePlan if rel.name == "tokenize.json" else RunPlan)
+        kind = TokenizePlan if rel.name == "tokenize.json" else ZeroShotPlan if rel.parent.name == "baseline" \
+            else RunPlan
+        back = read_plan(path, kind)
         assert back == plan and back.to_json() == plan.to_json(), rel
 
 
