@@ -12,7 +12,7 @@ from emotune.atomic import atomic_dir, write_json
 from emotune.config import group_notes, load_params
 from emotune.errors import run_cli
 from emotune.paths import plans_dir, project_root
-from emotune.plan import make_plans
+from emotune.plan import make_plans, zero_shot_plans
 
 
 def main(argv: list[str]) -> None:
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> None:
     params = load_params()
     for note in group_notes(params):
         print(f"plan: {note}")
-    plans = make_plans(params)
+    plans = {**make_plans(params), **zero_shot_plans(params)}
     with atomic_dir(plans_dir()) as out:
         for rel, plan in plans.items():
             write_json(out / rel, plan.to_json())

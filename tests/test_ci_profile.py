@@ -19,9 +19,11 @@ from conftest import MIRROR
 from toy_project import DVC, ran, sh, write_toy_project
 
 from emotune import model_registry as mr
+from emotune.config import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github/workflows/cml.yaml"
+README = ROOT / "README.md"
 # Rows of each emotion file kept in the capped mirror: every class has rows in train (surprise, the rarest,
 # has 14 of the first 300), and the profile's train.max_train_examples (300) reads all of them.
 CAPPED_ROWS = {"train.txt": 300, "val.txt": 100, "test.txt": 100}
@@ -42,6 +44,41 @@ def workflow_command() -> list[str]:
 def test_the_workflow_command_is_read_as_the_shell_reads_it():
     command = workflow_command()
     assert command[:3] == ["dvc", "exp", "run"] and "-S" in command and "datasets=[emotion]" in command, command
+
+
+def readme_commands() -> list[list[str]]:
+    """The `dvc exp run` commands of the code blocks of README.md and docs/ (a queued sweep grid left out),
+    shell-split."""
+    commands, in_block = [], False
+    text = "\n".join(p.read_text(encoding="utf-8") for p in (README, *sorted((ROOT / "docs").glob("**/*.md"))))
+    for block in text.replace("\\\n", " ").splitlines():
+        if block.strip().startswith("```"):
+            in_block = not in_block
+            continue
+        words = shlex.split(block, comments=True) if in_block and block.strip().startswith("dvc exp run") else []
+        if words and "--queue" not in words:
+            commands.append(words)
+    return commands
+
+
+def overrides(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, word in enumerate(command) if word == "-S"]
+
+
+@pytest.mark.parametrize("command", [workflow_command(), *readme_commands()], ids=lambda c: " ".join(overrides(c)))
+def test_every_documented_experiment_passes_validation(command, tmp_path):
+    """Each `-S` set applied to params.yaml as `dvc exp run` applies it (DVC's own function), then validated:
+    the five-flag incantation the README taught went stale the day the groups changed."""
+    from dvc.utils.hydra import apply_overrides
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    apply_overrides(params_file, overrides(command))
+    load_params(params_file)
+
+
+def test_the_readme_one_dataset_command_is_one_flag():
+    assert ["dvc", "exp", "run", "-S", "datasets=[emotion]"] in readme_commands()
 
 
 def capped_mirror(root: Path) -> Path:

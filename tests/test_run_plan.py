@@ -13,7 +13,7 @@ from emotune import plan as plan_stage
 from emotune.adapter_table import ADAPTERS, DEFAULT_HEAD_LR
 from emotune.config import AdapterHParams, parse_params
 from emotune.errors import EmotuneError
-from emotune.plan import RunPlan, TokenizePlan, ZeroShotPlan, read_plan
+from emotune.plan import RunPlan, TokenizePlan, ZeroShotPlan, read_plan, zero_shot_plans
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,9 +31,7 @@ def test_every_shipped_plan_round_trips_through_its_file(shipped_plans, tmp_path
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(plan.to_json(), indent=2))
-        kind = TokenizePlan if rel.name == "tokenize.json" else ZeroShotPlan if rel.parent.name == "baseline" \
-            else RunPlan
-        back = read_plan(path, kind)
+        back = read_plan(path, TokenizePlan if rel.name == "tokenize.json" else RunPlan)
         assert back == plan and back.to_json() == plan.to_json(), rel
 
 
@@ -71,3 +69,23 @@ def test_a_bad_plan_file_fails_naming_the_file_and_key(shipped_plans, tmp_path):
         read_plan(path)
     with pytest.raises(EmotuneError, match=r"no plan; .*`dvc repro plan`"):
         read_plan(tmp_path / "missing.json")
+
+
+def test_the_zero_shot_plans_say_which_pairs_are_scored(tmp_path):
+    """dvc.yaml runs the zero-shot baseline on every dataset of `datasets`; the plan says which are scored, so
+    a change to baseline.zero_shot.datasets changes the bytes of the pairs it adds or removes only."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    plans = zero_shot_plans(parse_params(raw))
+    assert {str(rel): plan.scored for rel, plan in plans.items()} == {
+        "emotion/baseline/zero_shot_smollm2.json": False, "tweet_eval_emotion/baseline/zero_shot_smollm2.json": True,
+        "semeval2018_ec/baseline/zero_shot_smollm2.json": False, "semeval2025_eng/baseline/zero_shot_smollm2.json": False}
+    assert "emotion is not in baseline.zero_shot.datasets" in plans[Path("emotion/baseline/zero_shot_smollm2.json")].why
+    raw["baseline"]["zero_shot"]["datasets"] = ["tweet_eval_emotion", "emotion"]
+    after = zero_shot_plans(parse_params(raw))
+    changed = {str(rel) for rel in plans if plans[rel].to_json() != after[rel].to_json()}
+    assert changed == {"emotion/baseline/zero_shot_smollm2.json"}
+    for rel, plan in after.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plan.to_json()))
+        assert read_plan(path, ZeroShotPlan) == plan
