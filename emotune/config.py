@@ -150,7 +150,8 @@ class ZeroShotBaseline:
     """Instruction-tuned decoders prompted with the label names, no training (params `baseline.zero_shot`):
     each model on the listed datasets among `datasets` (null: all of them). dvc.yaml has a
     baseline_zero_shot stage for every dataset of `datasets` x model, since DVC cannot filter a matrix;
-    the plan stage writes which pairs are scored (`zero_shot_selection`), the others record "not scored"."""
+    the plan stage writes which pairs are scored (emotune/plan.py zero_shot_plan), the others record
+    "not scored"."""
 
     datasets: list[str] | None = None
     models: list[str] = field(default_factory=list)
@@ -227,8 +228,8 @@ class RunGroup:
     them because a DVC matrix is a full cartesian product: 2-4 examples/s models on every dataset, or
     the generative recipe on an encoder, are not what anyone wants."""
 
-    # large, generative: a list, each among `datasets` ([] or null: off). reference: null, every dataset of
-    # `datasets` (dvc.yaml train_reference iterates ${datasets}, DVC cannot filter it).
+    # large, generative: a list, each among `datasets` ([] switches the group off; dvc.yaml iterates it).
+    # reference: null, every dataset of `datasets` (dvc.yaml train_reference iterates ${datasets}).
     datasets: list[str] | None = None
     models: list[str] = field(default_factory=list)
     adapters: list[AdapterName] = field(default_factory=list)

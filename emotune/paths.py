@@ -65,14 +65,13 @@ def check_model_reference(name, key: str) -> str:
                        f"it names the output folders, so each '/'-separated part must be {SEGMENT_FORM}")
 
 
-def check_inside(path: Path, root: Path | None = None, written_into: bool = False) -> Path:
+def check_inside(path: Path, root: Path | None = None) -> Path:
     """`path`, when the folder it is written into resolves inside the project `root` (default: the working
     directory's project) with '..' applied and symlinks followed; else an error. That folder is the path's
-    parent: the output itself may be a symlink (DVC links outputs to its cache), which the atomic writers
-    replace, never write through; `written_into`: the path is a folder that is written into in place."""
+    parent: the output itself may be a symlink (DVC links outputs to its cache, and removes them before a
+    stage runs), which the atomic writers replace, never write through."""
     root = (project_root() if root is None else Path(root)).resolve()
-    absolute = Path(os.path.abspath(path))
-    folder = (absolute if written_into else absolute.parent).resolve()
+    folder = Path(os.path.abspath(path)).parent.resolve()
     if folder != root and root not in folder.parents:
         raise EmotuneError(f"refusing to write {path}: its folder resolves to {folder}, outside the project "
                            f"{root} (a '..' in a name, or a symlinked folder pointing elsewhere). Keep the "
@@ -169,9 +168,8 @@ def run_paths(dataset: str, model: str, adapter: str, root: Path | None = None) 
         live=root / "metrics" / "train" / dataset / model / adapter,
         metrics=root / "metrics" / "train" / dataset / model / f"{adapter}.json",
     )
-    for folder in (paths.model, paths.checkpoints, paths.live):
-        check_inside(folder, root, written_into=True)
-    check_inside(paths.metrics, root)
+    for written in (paths.model, paths.checkpoints, paths.live, paths.metrics):
+        check_inside(written, root)
     return paths
 
 

@@ -147,7 +147,7 @@ class ZeroShotPlan:
 
     @classmethod
     def from_json(cls, raw: dict, where: str = "plan") -> ZeroShotPlan:
-        return build(cls, raw, f"{where}")
+        return build(cls, raw, where)
 
 
 def zero_shot_plan(params: Params, dataset: str, model: str) -> ZeroShotPlan:

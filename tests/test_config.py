@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from emotune.config import DatasetSpec, LineFiles, Params, group_notes, load_params, parse_params
 from emotune.errors import EmotuneError
@@ -221,3 +222,15 @@ def test_rank_decode_is_checked_on_the_scored_datasets_only(shipped_params):
 def test_allow_empty_labels_is_for_multi_label_only(make_spec):
     with pytest.raises(EmotuneError, match="allow_empty_labels: only multi-label"):
         make_spec(files={"train": "a.csv", "test": "b.csv"}, label_column="label", allow_empty_labels=True)
+
+
+def test_check_names_what_the_one_flag_run_skips(shipped_params, tmp_path, monkeypatch, capsys):
+    from emotune.cli import check_main
+
+    shipped_params["datasets"] = ["emotion"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped_params), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    check_main([])
+    out = capsys.readouterr().out
+    assert "baseline.zero_shot.datasets: skipped tweet_eval_emotion, not in datasets [emotion]" in out, out
+    assert "reference: 1 runs: emotion/minilm/full" in out and "zero-shot baseline: " not in out, out
