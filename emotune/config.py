@@ -631,7 +631,8 @@ def check_baseline(params: Params) -> None:
         except EmotuneError as exc:
             raise EmotuneError(f"baseline.zero_shot.models[{i}]: {exc}") from None
     if cfg.zero_shot.decode == "rank":
-        multi = [d for d in params.zero_shot_datasets() if params.dataset(d).multi_label] if cfg.zero_shot.models else []
+        scored = params.zero_shot_datasets() if cfg.zero_shot.models else []
+        multi = [d for d in scored if params.dataset(d).multi_label]
         if multi:
             raise EmotuneError(f"baseline.zero_shot.decode: rank scores one label per text; {multi} are "
                                f"multi-label: use decode: generate, or list single-label datasets only in "
