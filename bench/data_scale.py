@@ -78,7 +78,7 @@ def write_project(root: Path, frame: pd.DataFrame, labels: list[str], model: str
         "task": "single_label", "labels": labels, "official_metric": "accuracy", "label_column": "label",
         "id_column": "id", "files": {"train": f"data/user/{DATASET}/train.csv", "test": f"data/user/{DATASET}/test.csv"}}
     params.update(datasets=[DATASET], large={"datasets": []}, generative={"datasets": []},
-                  reference={"datasets": []})
+                  reference={"adapters": []})
     params["baseline"]["zero_shot"]["datasets"] = []  # groups may only name datasets of `datasets`
     params["audit"].update(model=model, folds=folds)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -126,7 +126,7 @@ def make_project(root: Path, tiny: bool, rows: dict[str, int], adapters: list[st
     params.update(datasets=[DATASET], models=[model], adapters=adapters,
                   large={"datasets": [], "models": [], "adapters": []},
                   generative={"datasets": [], "models": [], "adapters": []},
-                  reference={"datasets": [], "models": [], "adapters": []})
+                  reference={"models": [], "adapters": []})
     params["baseline"]["zero_shot"].update(datasets=[], models=[])  # no zero-shot stage either
     params["train"].update(epochs=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -116,7 +116,7 @@ def real_setup(work: Path, adapter: str) -> tuple[dict, dict, Path]:
     raw.update(datasets=[DATASET], models=["minilm"], adapters=[adapter],
                large={"datasets": [], "models": [], "adapters": []},
                generative={"datasets": [], "models": [], "adapters": []},
-               reference={"datasets": [], "models": [], "adapters": []})
+               reference={"models": [], "adapters": []})
     raw["baseline"]["zero_shot"]["datasets"] = []
     params = parse_params(raw)
     return params, model_entry("minilm", params), audited_emotion(work)

@@ -100,7 +100,7 @@ def baseline_rows(params: Params, root: Path) -> list[dict]:
     rows = [baseline_row(d, name, root) for d in params.datasets for name in BASELINES]
     zero = params.baseline.zero_shot
     rows += [baseline_row(d, zero_shot_name(m), root, f"baseline_zero_shot@{d}-{m}")
-             for d in zero.datasets for m in zero.models]
+             for d in params.zero_shot_datasets() for m in zero.models]
     return rows
 
 

@@ -1,5 +1,7 @@
 """Nothing is ever left half-written: every output is built under a temporary name next to its final
-path and renamed into place only when complete. A leaf: imports nothing of emotune."""
+path and renamed into place only when complete; and never outside the project (emotune/paths.py
+check_output: no name from params.yaml and no symlinked folder can move an output out of it). A leaf:
+imports only the leaves emotune.errors and emotune.paths."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +12,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+
+from emotune.paths import check_output
 
 
 def process_alive(pid: int) -> bool:
@@ -45,7 +49,7 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
 def atomic_dir(final: Path):
     """Yield a fresh temporary directory that replaces `final` on success and vanishes on error, with the
     folders above it that this call created (a failed tokenize of `org/model` left data/tokenized/<d>/org/)."""
-    final = Path(final)
+    final = check_output(Path(final))
     created = [folder for folder in final.parents if not folder.exists()]  # nearest first
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
@@ -78,7 +82,7 @@ def sha256_file(path: Path) -> str:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
+    path = check_output(Path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

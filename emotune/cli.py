@@ -44,19 +44,24 @@ def runs_main(argv: list[str]) -> None:
 
 def check_main(argv: list[str]) -> None:
     argparse.ArgumentParser(prog="emotune check", description=COMMANDS["check"][0]).parse_args(argv)
-    from emotune.config import load_params
+    from emotune.config import group_notes, load_params
     from emotune.paths import params_file
     from emotune.plan import check_models_available, max_length_warnings
 
     params = load_params()
     check_models_available(params)
     print(f"{params_file()}: valid")
+    for note in group_notes(params):
+        print(note)
     for warning in max_length_warnings(params):
         print(f"warning: {warning}", file=sys.stderr)
     for matrix in params.matrices():
         runs = list(matrix.runs())
         if runs:
             print(f"{matrix.name or 'main'}: {len(runs)} runs: {', '.join('/'.join(r) for r in runs)}")
+    zero_shot = [f"{d}/{m}" for d in params.zero_shot_datasets() for m in params.baseline.zero_shot.models]
+    if zero_shot:
+        print(f"zero-shot baseline: {len(zero_shot)} scored: {', '.join(zero_shot)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ import yaml
 from emotune.adapter_table import AdapterHParams, AdapterName, check_hparams
 from emotune.errors import EmotuneError, did_you_mean
 from emotune.models import HubModel, model_kind
-from emotune.paths import SEEDS_FOLDER, SPLITS, params_file
+from emotune.paths import SEEDS_FOLDER, SPLITS, check_model_reference, check_path_segment, params_file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,10 +148,12 @@ class RnnBaseline:
 @dataclass(frozen=True)
 class ZeroShotBaseline:
     """Instruction-tuned decoders prompted with the label names, no training (params `baseline.zero_shot`):
-    every dataset x model listed (each stage reads data/audited/<dataset>: list datasets the pipeline
-    prepares, or empty the lists when `datasets` leaves them out, as for the large/generative groups)."""
+    each model on the listed datasets among `datasets` (null: all of them). dvc.yaml has a
+    baseline_zero_shot stage for every dataset of `datasets` x model, since DVC cannot filter a matrix;
+    the plan stage writes which pairs are scored (emotune/plan.py zero_shot_plan), the others record
+    "not scored"."""
 
-    datasets: list[str] = field(default_factory=list)
+    datasets: list[str] | None = None
     models: list[str] = field(default_factory=list)
     batch_size: int = 16
     # rank: the label whose answer the decoder finds most likely after the prompt (single-label datasets);
@@ -226,7 +228,9 @@ class RunGroup:
     them because a DVC matrix is a full cartesian product: 2-4 examples/s models on every dataset, or
     the generative recipe on an encoder, are not what anyone wants."""
 
-    datasets: list[str] = field(default_factory=list)
+    # large, generative: a list, each among `datasets` ([] switches the group off; dvc.yaml iterates it).
+    # reference: null, every dataset of `datasets` (dvc.yaml train_reference iterates ${datasets}).
+    datasets: list[str] | None = None
     models: list[str] = field(default_factory=list)
     adapters: list[AdapterName] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
@@ -310,8 +314,21 @@ class Params:
         for name in GROUPS:
             group = getattr(self, name)
             train = build(TrainConfig, {**dataclasses.asdict(self.train), **group.train}, f"{name}.train")
-            out.append(Matrix(name, group.datasets, group.models, group.adapters, train))
+            out.append(Matrix(name, self.group_datasets(name), group.models, group.adapters, train))
         return out[:1] + [m for m in out[1:] if m.runs()]
+
+    def group_datasets(self, name: str) -> list[str]:
+        """The datasets a group runs on: the reference runs every dataset of `datasets`, large and generative
+        their lists (each among `datasets`)."""
+        group = getattr(self, name)
+        if group.datasets is None:  # large and generative without a list: off
+            return [] if name in LISTED_GROUPS else list(self.datasets)
+        return list(group.datasets)
+
+    def zero_shot_datasets(self) -> list[str]:
+        """The datasets of `datasets` the zero-shot baseline scores (its list among them; all when null)."""
+        listed = self.baseline.zero_shot.datasets
+        return [d for d in self.datasets if listed is None or d in listed]
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.dataset_registry:
@@ -514,31 +531,39 @@ def _parse(raw: dict) -> Params:
         raise EmotuneError("dataset_registry must be a mapping of dataset name -> definition")
     registry = {}
     for name, entry in registry_raw.items():
+        check_path_segment(name, "dataset name", f"dataset_registry.{name}")
+        if name in RESERVED_DATASET_NAMES:
+            raise EmotuneError(f"dataset_registry.{name}: {name!r} is the name of a folder beside the datasets' "
+                               f"(models/{name}/); rename the dataset, e.g. {name + '_data'!r}")
         spec = build(DatasetSpec, entry, f"dataset_registry.{name}", name=name)
         _check_dataset(spec, f"dataset_registry.{name}")
         registry[name] = spec
     sections = {k: v for k, v in raw.items() if k != "dataset_registry"}
     params = build(Params, sections, "", dataset_registry=registry)
 
+    for name in params.model_registry:
+        check_model_reference(name, f"model_registry.{name}")
     check_hparams(params.adapter, "adapter")
     check_train(params.train, "train")
     check_tune(params.tune)
     if not 0 < params.fetch.validation_fraction < 1:
         raise EmotuneError(f"fetch.validation_fraction: the share of train carved out as validation when a "
                            f"dataset has none, in (0, 1) (e.g. 0.1), got {params.fetch.validation_fraction}")
+    _check_group_dataset_lists(params)
     for prefix in ("", *GROUPS):
         section = getattr(params, prefix) if prefix else params
-        for i, name in enumerate(section.datasets):
+        for i, name in enumerate(section.datasets or ()):
             if name not in registry:
                 raise EmotuneError(f"{_key(prefix, 'datasets')}[{i}] = {name!r} is not in dataset_registry"
                                    f"{did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
         for i, name in enumerate(section.models):
+            check_model_name(name, _key(prefix, f"models[{i}]"))
             try:
                 model_kind(name, params.model_registry)
             except EmotuneError as exc:
                 raise EmotuneError(f"{_key(prefix, 'models')}[{i}]: {exc}") from None
         for key in ("datasets", "models", "adapters"):
-            values = getattr(section, key)
+            values = getattr(section, key) or []
             if len(set(values)) != len(values):
                 raise EmotuneError(f"{_key(prefix, key)}: lists {values} with a repeat; list each once")
     _check_groups_use_selected_datasets(params)
@@ -576,26 +601,62 @@ def check_seeds(params: Params) -> None:
                            f"holds the extra seeds' runs (models/{SEEDS_FOLDER}/<seed>/...); rename the dataset")
 
 
+# The groups whose dvc.yaml matrices iterate their own `datasets` list (DVC interpolation cannot intersect
+# two lists, so a group that follows `datasets` iterates ${datasets} itself: reference, zero-shot).
+LISTED_GROUPS = ("large", "generative", "tune")
+
+
+def _check_group_dataset_lists(params: Params) -> None:
+    """Which groups take a dataset list, as dvc.yaml builds their matrices."""
+    if params.reference.datasets is not None:
+        raise EmotuneError(
+            f"reference.datasets: {params.reference.datasets!r}: the reference runs follow `datasets` (one for each "
+            f"of its datasets: dvc.yaml train_reference iterates ${{datasets}}, and DVC cannot filter a matrix); "
+            f"remove the key (or set it to null). To switch the reference runs off: "
+            f"`dvc exp run -S 'reference.adapters=[]'`")
+
+
 def _check_groups_use_selected_datasets(params: Params) -> None:
-    """A group trains on data/audited/<dataset>, which only the fetch/clean/audit stages of `datasets`
-    write (dvc.yaml foreach), so a group dataset outside `datasets` would fail in DVC after hours of
-    training with `No such file or directory: data/audited/<dataset>`."""
-    # The zero-shot baseline stages read data/audited/<dataset> too (dvc.yaml baseline_zero_shot).
-    groups = [(name, getattr(params, name), "train") for name in GROUPS]
-    zero_shot = params.baseline.zero_shot
-    # (a name the registry lacks is left to check_baseline, which says what it may have meant)
-    groups.append(("baseline.zero_shot", types.SimpleNamespace(datasets=[d for d in zero_shot.datasets
-                                                                         if d in params.dataset_registry], models=zero_shot.models,
-                                                         adapters=[None]), "are scored"))
-    for name, group, verb in groups:
-        stray = [d for d in group.datasets if d not in params.datasets]
+    """A large or generative group trains on data/audited/<dataset>, which only the fetch/clean/audit stages
+    of `datasets` write (dvc.yaml foreach), so a group dataset outside `datasets` would fail in DVC after
+    hours of training with `No such file or directory: data/audited/<dataset>`; and DVC cannot skip it
+    (its matrix is the group's list as written). The reference runs and the zero-shot baseline follow
+    `datasets` instead (their matrices iterate it), so they never name a dataset outside it."""
+    for name in LISTED_GROUPS:
+        group = getattr(params, name)
+        stray = [d for d in group.datasets or () if d not in params.datasets]
         if stray and group.models and group.adapters:
-            kept = [d for d in group.datasets if d in params.datasets]
+            kept = [d for d in group.datasets or () if d in params.datasets]
             raise EmotuneError(
                 f"{name}.datasets: {stray} {'is' if len(stray) == 1 else 'are'} not in datasets {params.datasets}; "
-                f"the {name} runs {verb} on data/audited/<dataset>, which only the datasets in `datasets` get. "
+                f"the {name} runs train on data/audited/<dataset>, which only the datasets in `datasets` get. "
                 f"Add {stray} to datasets, or set {name}.datasets to {kept} "
                 f"(`dvc exp run -S '{name}.datasets={_yaml_list(kept)}'`; [] switches the group off)")
+
+
+def group_notes(params: Params) -> list[str]:
+    """One line for each listed dataset a group skips because `datasets` leaves it out (the zero-shot
+    baseline scores its datasets among `datasets`): what the plan stage and `emotune check` print."""
+    listed = params.baseline.zero_shot.datasets or []
+    stray = [d for d in listed if d not in params.datasets]
+    if not stray or not params.baseline.zero_shot.models:
+        return []
+    return [f"baseline.zero_shot.datasets: skipped {', '.join(stray)}, not in datasets "
+            f"{_yaml_list(params.datasets)} (the zero-shot baseline scores its datasets among `datasets`)"]
+
+
+# Names the outputs' folders hold beside the datasets' and models' own: models/checkpoints/<run>/ (resumable
+# state) beside models/<dataset>/, metrics/eval/<dataset>/baseline/ (the baselines) beside .../<model>/.
+RESERVED_DATASET_NAMES = ("checkpoints",)
+RESERVED_MODEL_NAMES = ("baseline",)
+
+
+def check_model_name(name: str, key: str) -> None:
+    """A model of a matrix or of the zero-shot baseline: its name becomes output folders and stage names."""
+    check_model_reference(name, key)
+    if name in RESERVED_MODEL_NAMES:
+        raise EmotuneError(f"{key}: {name!r} is the folder of the baselines' results (metrics/eval/<dataset>/"
+                           f"{name}/); register the model under another name in model_registry")
 
 
 def _yaml_list(values: list[str]) -> str:
@@ -617,27 +678,30 @@ def check_baseline(params: Params) -> None:
             model_kind(name, params.model_registry)
         except EmotuneError as exc:
             raise EmotuneError(f"{key}: {exc}") from None
-    for i, name in enumerate(cfg.zero_shot.datasets):  # like the large/generative groups' datasets
+    for i, name in enumerate(cfg.zero_shot.datasets or ()):  # like the large/generative groups' datasets
         if name not in params.dataset_registry:
             raise EmotuneError(f"baseline.zero_shot.datasets[{i}] = {name!r} is not in dataset_registry"
                                f"{did_you_mean(name, params.dataset_registry)}; known: "
                                f"{', '.join(sorted(params.dataset_registry))}")
     for i, name in enumerate(cfg.zero_shot.models):
+        check_model_name(name, f"baseline.zero_shot.models[{i}]")
         try:
             model_kind(name, params.model_registry)
         except EmotuneError as exc:
             raise EmotuneError(f"baseline.zero_shot.models[{i}]: {exc}") from None
     if cfg.zero_shot.decode == "rank":
-        multi = [d for d in cfg.zero_shot.datasets if params.dataset(d).multi_label]
+        scored = params.zero_shot_datasets() if cfg.zero_shot.models else []
+        multi = [d for d in scored if params.dataset(d).multi_label]
         if multi:
             raise EmotuneError(f"baseline.zero_shot.decode: rank scores one label per text; {multi} are "
-                               f"multi-label: use decode: generate, or list single-label datasets only")
+                               f"multi-label: use decode: generate, or list single-label datasets only in "
+                               f"baseline.zero_shot.datasets (null scores every dataset of `datasets`)")
     for name in cfg.zero_shot.label_maps:
         if name not in cfg.zero_shot.models:
             raise EmotuneError(f"baseline.zero_shot.label_maps.{name}: not in baseline.zero_shot.models "
                                f"{cfg.zero_shot.models}{did_you_mean(name, cfg.zero_shot.models)}")
     for key in ("datasets", "models"):
-        values = getattr(cfg.zero_shot, key)
+        values = getattr(cfg.zero_shot, key) or []
         if len(set(values)) != len(values):
             raise EmotuneError(f"baseline.zero_shot.{key}: lists {values} with a repeat; list each once")
 

@@ -1,11 +1,21 @@
 """Where a project's files live. The project is the folder holding params.yaml: the working directory
 or the nearest folder above it (as git and dvc find theirs), never where this code is installed, so
 one installed emotune serves any number of projects and a test's project is just a temporary folder
-it runs in. A leaf: imports nothing of emotune."""
+it runs in. A leaf: imports only emotune.errors.
+
+Names from params.yaml become folder names of the outputs (data/raw/<dataset>/, models/<dataset>/<model>/
+<adapter>/) and parts of DVC stage names (fetch@<dataset>): `check_path_segment` and
+`check_model_reference` are their allowed forms, applied once at params validation; `check_inside` is
+what every writer applies to the folder it writes into, so no name and no symlinked folder can put an
+output outside the project."""
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from emotune.errors import EmotuneError
 
 PARAMS_NAME = "params.yaml"
 SPLITS = ("train", "validation", "test")
@@ -23,6 +33,66 @@ PREDICTIONS_FILE = "predictions.csv.gz"  # per test row: id, gold, prediction (e
 # `seeds/<seed>/` folder of the same kind (data/plans/seeds/7/..., models/seeds/7/..., metrics/eval/seeds/7/...),
 # so the primary seed keeps today's paths (and its dvc.lock entries) and `known_runs` can tell them apart.
 SEEDS_FOLDER = "seeds"
+
+
+# One folder or file name: letters, digits, '_', '.', '-', starting with a letter or digit (so never '.',
+# '..' or a hidden name), no '/', no space (a stage's command line splits on spaces: `fetch.py: error:
+# unrecognized arguments: reviews` for "my reviews"), at most 100 characters.
+PATH_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
+SEGMENT_FORM = ("letters, digits, '_', '.' and '-', starting with a letter or digit, at most 100 characters "
+                "(no '/', '..', spaces or absolute paths)")
+
+
+def safe_name(name: str) -> str:
+    """`name` with what a path segment cannot hold replaced by '_': the fix a message suggests."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._-")[:100] or "my_name"
+
+
+def check_path_segment(name, what: str, key: str) -> str:
+    """`name`, when it can be one folder name of an output path and part of a DVC stage name (dataset
+    names, run ids); else an error naming `key` (where params.yaml sets it), the allowed form and a fix."""
+    if isinstance(name, str) and PATH_SEGMENT.match(name):
+        return name
+    raise EmotuneError(f"{key}: {name!r} cannot be a {what}: it becomes a folder name of the outputs and part "
+                       f"of DVC stage names, so it must be {SEGMENT_FORM}; e.g. {safe_name(name)!r}")
+
+
+def check_model_reference(name, key: str) -> str:
+    """A model as params.yaml lists it: a registry name (minilm), a Hub id owner/name[@revision], or a folder
+    inside the project (models/base/my-model). Its '/'-separated parts become nested output folders
+    (data/tokenized/<dataset>/<owner>/<name>/), so each part must be a path segment."""
+    path, at, revision = str(name).partition("@")
+    parts = [*path.split("/"), *([revision] if at else [])]
+    if isinstance(name, str) and all(PATH_SEGMENT.match(p) for p in parts):
+        return name
+    raise EmotuneError(f"{key}: {name!r} cannot name a model: give a registry name (minilm), a Hub id "
+                       f"owner/name[@revision], or a folder relative to the project (models/base/my-model); "
+                       f"it names the output folders, so each '/'-separated part must be {SEGMENT_FORM}")
+
+
+def check_inside(path: Path, root: Path | None = None) -> Path:
+    """`path`, when the folder it is written into resolves inside the project `root` (default: the working
+    directory's project) with '..' applied and symlinks followed; else an error. That folder is the path's
+    parent: the output itself may be a symlink (DVC links outputs to its cache, and removes them before a
+    stage runs), which the atomic writers replace, never write through."""
+    root = (project_root() if root is None else Path(root)).resolve()
+    folder = Path(os.path.abspath(path)).parent.resolve()
+    if folder != root and root not in folder.parents:
+        raise EmotuneError(f"refusing to write {path}: its folder resolves to {folder}, outside the project "
+                           f"{root} (a '..' in a name, or a symlinked folder pointing elsewhere). Keep the "
+                           f"outputs in the project: replace the symlink by a folder (to keep DVC's data on "
+                           f"another disk, move its cache there: `dvc cache dir <folder>`)")
+    return Path(path)
+
+
+def check_output(path: Path) -> Path:
+    """`check_inside` for a path named inside the working directory's project (a writer's output); a path
+    elsewhere (a test's temporary folder, `emotune export --out`) is the caller's choice, left alone."""
+    root = project_root()
+    absolute = Path(path) if Path(path).is_absolute() else Path.cwd() / path
+    if absolute.parts[:len(root.parts)] == root.parts:
+        check_inside(absolute, root)
+    return Path(path)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -70,6 +140,12 @@ def tokenize_plan_path(dataset: str, model: str, root: Path | None = None) -> Pa
     return plans_dir(root) / dataset / model / "tokenize.json"
 
 
+def zero_shot_plan_path(dataset: str, model: str, root: Path | None = None) -> Path:
+    """The plan stage's file saying whether the zero-shot baseline scores `model` on `dataset` (read by
+    the baseline_zero_shot stage), beside the metrics file's name (metrics/eval/<dataset>/baseline/)."""
+    return plans_dir(root) / dataset / "baseline" / f"{zero_shot_name(model)}.json"
+
+
 def tokenized_dir(dataset: str, model: str, root: Path | None = None) -> Path:
     return (root or project_root()) / "data" / "tokenized" / dataset / model
 
@@ -91,10 +167,12 @@ class RunPaths:
 
 
 def run_paths(dataset: str, model: str, adapter: str, root: Path | None = None, seed: int | None = None) -> RunPaths:
-    """`seed`: one of params `seeds` (the extra seeds); None: the primary seed's run (params `seed`)."""
+    """`seed`: one of params `seeds` (the extra seeds); None: the primary seed's run (params `seed`). Checked
+    inside `root` (`check_inside`): the train stage writes the model, its checkpoints and DVCLive's files
+    itself (transformers Trainer), not through emotune/atomic.py."""
     root = root or project_root()
     part = seed_part(seed)
-    return RunPaths(
+    paths = RunPaths(
         plan=plan_path(dataset, model, adapter, root, seed),
         data=tokenized_dir(dataset, model, root),  # tokenization does not depend on the seed
         model=root.joinpath("models", *part) / dataset / model / adapter,
@@ -102,6 +180,9 @@ def run_paths(dataset: str, model: str, adapter: str, root: Path | None = None, 
         live=root.joinpath("metrics", "train", *part) / dataset / model / adapter,
         metrics=root.joinpath("metrics", "train", *part) / dataset / model / f"{adapter}.json",
     )
+    for written in (paths.model, paths.checkpoints, paths.live, paths.metrics):
+        check_inside(written, root)
+    return paths
 
 
 def tuned_plan_path(dataset: str, model: str, adapter: str, root: Path | None = None) -> Path:

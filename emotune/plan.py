@@ -33,7 +33,7 @@ from emotune.config import (
     check_train,
 )
 from emotune.errors import EmotuneError
-from emotune.paths import plan_path, plans_dir, project_root, tokenize_plan_path
+from emotune.paths import plan_path, plans_dir, project_root, tokenize_plan_path, zero_shot_plan_path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +174,34 @@ class TokenizePlan:
                                f"rerun `dvc repro plan`") from None
 
 
+@dataclass(frozen=True)
+class ZeroShotPlan:
+    """Whether the zero-shot baseline scores one model on one dataset
+    (data/plans/<dataset>/baseline/zero_shot_<model>.json). dvc.yaml has a baseline_zero_shot stage for
+    every dataset of `datasets` x model (DVC cannot filter a matrix by baseline.zero_shot.datasets); the
+    stage depends on this file, so editing that list reruns only the pairs it adds or removes."""
+
+    dataset: str
+    model: str
+    scored: bool
+    why: str  # the reason, in words, for the stage's output and its printed line
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str = "plan") -> ZeroShotPlan:
+        return build(cls, raw, where)
+
+
+def zero_shot_plan(params: Params, dataset: str, model: str) -> ZeroShotPlan:
+    # the reason names no list: a plan's bytes change only when its own pair is added or removed
+    if dataset in params.zero_shot_datasets():
+        return ZeroShotPlan(dataset, model, True, f"{dataset} is in baseline.zero_shot.datasets (null: all)")
+    return ZeroShotPlan(dataset, model, False, f"not scored: {dataset} is not in baseline.zero_shot.datasets "
+                                               f"(add it there to score it)")
+
+
 def read_plan(path: Path, kind=RunPlan):
     """The plan file at `path` as a RunPlan (or `kind=TokenizePlan`), validated; a missing file says which
     stage writes it."""
@@ -196,7 +224,7 @@ def models_to_load(params: Params) -> dict[str, str]:
     if params.datasets:
         named.setdefault(baseline.embedding_model, "baseline.embedding_model")
         named.setdefault(baseline.rnn.tokenizer, "baseline.rnn.tokenizer")
-    if baseline.zero_shot.datasets:
+    if params.zero_shot_datasets():
         for i, model in enumerate(baseline.zero_shot.models):
             named.setdefault(model, f"baseline.zero_shot.models[{i}]")
     return named
@@ -257,22 +285,12 @@ def max_length_warnings(params: Params) -> list[str]:
     return out
 
 
-def check_model_path_name(model: str) -> None:
-    """A model name becomes part of output paths (data/tokenized/<dataset>/<model>/): a local folder
-    must be given relative to the repository, inside it."""
-    parts = Path(model).parts
-    if Path(model).is_absolute() or ".." in parts or model.startswith("~"):
-        raise EmotuneError(f"models: {model!r}: a local model folder must be a relative path inside the "
-                           f"repository (it names the output folders), e.g. models/base/my-model")
-
-
 def model_entry(model: str, params: Params) -> dict:
     """What identifies a model's weights, without loading it: the registry pins for packaged and Hub
     models, the sha256 of the safetensors files for a local folder (so retraining follows a change)."""
     from emotune.model_registry import resolve_model
     from emotune.models import HUB_MODELS, PACKAGED, model_kind
 
-    check_model_path_name(model)
     kind = model_kind(str(project_root() / model) if (project_root() / model).is_dir() else model, params.model_registry)
     if kind == "packaged":
         spec = PACKAGED[model]
@@ -381,7 +399,7 @@ def tokenize_plan(params: Params, dataset: str, model: dict) -> TokenizePlan:
 
 def make_plans(params: Params) -> dict[Path, RunPlan | TokenizePlan]:
     """{relative path: plan} for every dataset x model (tokenize) and dataset x model x adapter (train) of
-    every matrix (main, large, generative). Every combination is checked here, before any training."""
+    every matrix (main, large, generative, reference). Every combination is checked here, before any training."""
     check_models_available(params)
     plans = {}
     entries = {}
@@ -415,3 +433,9 @@ def seed_plans(params: Params, plans: dict[Path, RunPlan | TokenizePlan]) -> dic
         primary = plans[plan_path(dataset, model, adapter).relative_to(plans_dir())]
         out[plan_path(dataset, model, adapter, seed=seed).relative_to(plans_dir())] = dataclasses.replace(primary, seed=seed)
     return out
+
+
+def zero_shot_plans(params: Params) -> dict[Path, ZeroShotPlan]:
+    """{relative path: plan} for every dataset of `datasets` x zero-shot model (dvc.yaml baseline_zero_shot)."""
+    return {zero_shot_plan_path(d, m).relative_to(plans_dir()): zero_shot_plan(params, d, m)
+            for d in params.datasets for m in params.baseline.zero_shot.models}

@@ -11,10 +11,12 @@ import argparse
 import dataclasses
 
 from emotune.artifacts import load_splits
+from emotune.atomic import write_json
 from emotune.baseline import run_baseline, zero_shot
 from emotune.config import load_params
 from emotune.errors import run_cli
-from emotune.paths import BASELINES, eval_paths, project_root
+from emotune.paths import BASELINES, eval_paths, project_root, zero_shot_name, zero_shot_plan_path
+from emotune.plan import ZeroShotPlan, read_plan
 from emotune.reports import write_report
 
 
@@ -26,6 +28,15 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     params = load_params()
     spec = params.dataset(args.dataset)
+    if args.zero_shot:
+        selection = read_plan(zero_shot_plan_path(args.dataset, args.zero_shot), ZeroShotPlan)
+        if not selection.scored:  # dvc.yaml runs every dataset x model; this pair is not in the list
+            name = zero_shot_name(args.zero_shot)
+            write_json(eval_paths(args.dataset, "baseline", name)[0],
+                       {"kind": "baseline", "dataset": args.dataset, "model": "baseline", "adapter": name,
+                        "scored": False, "why": selection.why})
+            print(f"baseline {args.dataset}/{name}: {selection.why}")
+            return
     splits = load_splits(project_root() / "data" / "audited" / args.dataset)
     if args.zero_shot:
         model = str(project_root() / args.zero_shot) if (project_root() / args.zero_shot).is_dir() else args.zero_shot

@@ -10,16 +10,18 @@ import argparse
 import sys
 
 from emotune.atomic import atomic_dir, write_json
-from emotune.config import load_params
+from emotune.config import group_notes, load_params
 from emotune.errors import run_cli
 from emotune.paths import plans_dir, project_root
-from emotune.plan import make_plans, max_length_warnings
+from emotune.plan import make_plans, max_length_warnings, zero_shot_plans
 
 
 def main(argv: list[str]) -> None:
     argparse.ArgumentParser(description="Write one plan file per tokenize and train run").parse_args(argv)
     params = load_params()
-    plans = make_plans(params)
+    for note in group_notes(params):
+        print(f"plan: {note}")
+    plans = {**make_plans(params), **zero_shot_plans(params)}
     with atomic_dir(plans_dir()) as out:
         for rel, plan in plans.items():
             write_json(out / rel, plan.to_json())

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from emotune.config import DatasetSpec, LineFiles, Params, load_params, parse_params
+from emotune.config import DatasetSpec, LineFiles, Params, group_notes, load_params, parse_params
 from emotune.errors import EmotuneError
 
 
@@ -168,11 +169,10 @@ def test_validation_fraction_outside_0_1_is_named(shipped_params, value):
 
 def test_a_group_on_a_dataset_outside_datasets_is_caught_with_the_fix(shipped_params):
     """It used to pass validation and fail in DVC after training: No such file or directory:
-    data/audited/tweet_eval_emotion."""
+    data/audited/tweet_eval_emotion. (large and generative iterate their own lists in dvc.yaml.)"""
     # large and generative are opt-in (empty) in the shipped params: switch them on as a user would
     shipped_params["large"]["datasets"] = ["tweet_eval_emotion"]
     shipped_params["generative"]["datasets"] = ["tweet_eval_emotion"]
-    shipped_params["baseline"]["zero_shot"]["datasets"] = ["tweet_eval_emotion"]
     shipped_params["datasets"] = ["emotion"]
     message = error_for(shipped_params)
     for part in ("large.datasets", "['tweet_eval_emotion'] is not in datasets ['emotion']",
@@ -181,14 +181,56 @@ def test_a_group_on_a_dataset_outside_datasets_is_caught_with_the_fix(shipped_pa
     shipped_params["large"]["datasets"] = []
     assert "generative.datasets" in error_for(shipped_params)
     shipped_params["generative"]["datasets"] = []
-    assert "reference.datasets" in error_for(shipped_params)
-    shipped_params["reference"]["datasets"] = ["emotion"]
-    message = error_for(shipped_params)  # the zero-shot baseline stages read data/audited/<dataset> too
-    assert "baseline.zero_shot.datasets" in message and "-S 'baseline.zero_shot.datasets=[]'" in message, message
-    shipped_params["baseline"]["zero_shot"]["datasets"] = []
     assert parse_params(shipped_params).datasets == ["emotion"]
+
+
+def test_one_flag_runs_one_dataset_with_its_reference_run_and_baselines(shipped_params):
+    """`dvc exp run -S 'datasets=[x]'` alone (issue 28): the reference runs follow `datasets`, the zero-shot
+    baseline scores its listed datasets among `datasets` and skips the others with one line."""
+    shipped_params["datasets"] = ["emotion"]
+    params = parse_params(shipped_params)
+    assert [(m.name, m.runs()) for m in params.matrices()] == [
+        ("", [("emotion", "minilm", a) for a in ("head", "lora", "ia3", "qlora")]),
+        ("reference", [("emotion", "minilm", "full")])]
+    assert params.zero_shot_datasets() == []
+    assert group_notes(params) == ["baseline.zero_shot.datasets: skipped tweet_eval_emotion, not in datasets "
+                                   "[emotion] (the zero-shot baseline scores its datasets among `datasets`)"]
+    shipped_params["datasets"] = ["tweet_eval_emotion", "emotion"]
+    params = parse_params(shipped_params)
+    assert params.zero_shot_datasets() == ["tweet_eval_emotion"] and group_notes(params) == []
+    assert params.matrices()[1].datasets == ["tweet_eval_emotion", "emotion"]
+    shipped_params["baseline"]["zero_shot"]["datasets"] = None  # null: every dataset of `datasets`
+    assert parse_params(shipped_params).zero_shot_datasets() == ["tweet_eval_emotion", "emotion"]
+
+
+@pytest.mark.parametrize("value", [["emotion"], []])
+def test_a_reference_list_says_the_group_follows_datasets(shipped_params, value):
+    shipped_params["reference"]["datasets"] = value
+    message = error_for(shipped_params)
+    assert "reference.datasets" in message and "follow `datasets`" in message and \
+        "-S 'reference.adapters=[]'" in message, message
+
+
+def test_rank_decode_is_checked_on_the_scored_datasets_only(shipped_params):
+    shipped_params["baseline"]["zero_shot"]["datasets"] = None  # all four default datasets, two multi-label
+    message = error_for(shipped_params)
+    assert "['semeval2018_ec', 'semeval2025_eng'] are multi-label" in message, message
+    shipped_params["datasets"] = ["emotion", "tweet_eval_emotion"]
+    assert parse_params(shipped_params).zero_shot_datasets() == ["emotion", "tweet_eval_emotion"]
 
 
 def test_allow_empty_labels_is_for_multi_label_only(make_spec):
     with pytest.raises(EmotuneError, match="allow_empty_labels: only multi-label"):
         make_spec(files={"train": "a.csv", "test": "b.csv"}, label_column="label", allow_empty_labels=True)
+
+
+def test_check_names_what_the_one_flag_run_skips(shipped_params, tmp_path, monkeypatch, capsys):
+    from emotune.cli import check_main
+
+    shipped_params["datasets"] = ["emotion"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped_params), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    check_main([])
+    out = capsys.readouterr().out
+    assert "baseline.zero_shot.datasets: skipped tweet_eval_emotion, not in datasets [emotion]" in out, out
+    assert "reference: 1 runs: emotion/minilm/full" in out and "zero-shot baseline: " not in out, out

@@ -228,6 +228,9 @@ class Params:
     def matrices(self):
         return [type("M", (), {"runs": lambda _: self._runs})()]
 
+    def zero_shot_datasets(self):
+        return []
+
     def dataset(self, name):
         return type("S", (), {"reference": Reference(0.9, "accuracy", "a paper")})()
 

@@ -1,6 +1,7 @@
 """The layout (docs/development.md): stages/ holds the DVC entry points only, each a short main() over the
 emotune library; the library never imports a stage and has no import cycle (function-level imports
-count: a cycle closed inside a function is still one); the leaf modules import nothing of emotune;
+count: a cycle closed inside a function is still one); the leaf modules (errors < paths < atomic)
+import only the leaves below them;
 checking params loads neither pandas nor torch; the package installs with an `emotune` command."""
 from __future__ import annotations
 
@@ -77,8 +78,11 @@ def test_the_library_never_imports_a_stage(path):
 
 
 @pytest.mark.parametrize("leaf", LEAVES)
-def test_the_leaf_modules_import_nothing_of_emotune(leaf):
-    assert not imported_modules(ROOT / "emotune" / f"{leaf}.py")
+def test_the_leaf_modules_import_only_leaves_below_them(leaf):
+    """errors imports nothing of emotune; paths raises its errors; atomic checks its paths (issue 28)."""
+    below = LEAVES[:LEAVES.index(leaf)]
+    imported = {m.removeprefix("emotune.") for m in imported_modules(ROOT / "emotune" / f"{leaf}.py")}
+    assert imported <= set(below), f"emotune/{leaf}.py imports {sorted(imported - set(below))}"
 
 
 @pytest.mark.parametrize("path", STAGES, ids=lambda p: p.name)

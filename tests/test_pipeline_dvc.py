@@ -139,7 +139,7 @@ def test_generative_adapters_are_refused_for_encoders():
 
 def test_a_model_folder_must_be_relative(tmp_path):
     folder = testing.save_tiny_model("bert", tmp_path / "tiny")
-    with pytest.raises(EmotuneError, match="relative path inside the repository"):
+    with pytest.raises(EmotuneError, match=r"models\[0\]: .* a folder relative to the project"):
         plan_files(parse_params(shipped(models=[str(folder)], reference={})))
 
 

@@ -19,7 +19,7 @@ from emotune import plan as plan_stage
 from emotune.adapter_table import ADAPTERS, DEFAULT_HEAD_LR
 from emotune.config import AdapterHParams, parse_params
 from emotune.errors import EmotuneError
-from emotune.plan import RunPlan, TokenizePlan, read_plan
+from emotune.plan import RunPlan, TokenizePlan, ZeroShotPlan, read_plan, zero_shot_plans
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,3 +179,23 @@ def test_a_reachable_hub_without_the_model_stops_check_with_one_request(missing_
         server.shutdown()
     message = assert_says_what_to_do(result, "models[1]")
     assert "is not available: the Hub has no such model (or it is private: set HF_TOKEN)" in message
+
+
+def test_the_zero_shot_plans_say_which_pairs_are_scored(tmp_path):
+    """dvc.yaml runs the zero-shot baseline on every dataset of `datasets`; the plan says which are scored, so
+    a change to baseline.zero_shot.datasets changes the bytes of the pairs it adds or removes only."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    plans = zero_shot_plans(parse_params(raw))
+    assert {str(rel): plan.scored for rel, plan in plans.items()} == {
+        f"{d}/baseline/zero_shot_smollm2.json": d == "tweet_eval_emotion"
+        for d in ("emotion", "tweet_eval_emotion", "semeval2018_ec", "semeval2025_eng")}
+    assert "emotion is not in baseline.zero_shot.datasets" in plans[Path("emotion/baseline/zero_shot_smollm2.json")].why
+    raw["baseline"]["zero_shot"]["datasets"] = ["tweet_eval_emotion", "emotion"]
+    after = zero_shot_plans(parse_params(raw))
+    changed = {str(rel) for rel in plans if plans[rel].to_json() != after[rel].to_json()}
+    assert changed == {"emotion/baseline/zero_shot_smollm2.json"}
+    for rel, plan in after.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(plan.to_json()))
+        assert read_plan(path, ZeroShotPlan) == plan

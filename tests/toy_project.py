@@ -67,7 +67,7 @@ def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), e
     params.update(datasets=["toy"], models=["tiny-bert"], adapters=list(adapters),
                   large={"datasets": [], "models": [], "adapters": []},
                   generative={"datasets": [], "models": [], "adapters": []},
-                  reference={"datasets": [], "models": [], "adapters": []})  # empty groups: no stages
+                  reference={"models": [], "adapters": []})  # empty groups: no stages
     params["audit"].update(model="tfidf", folds=2)
     # the toy baselines embed and split words with the tiny BERT; no zero-shot decoder
     params["baseline"]["embedding_model"] = "tiny-bert"
