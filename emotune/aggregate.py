@@ -370,7 +370,10 @@ def add_seed_verdicts(rows: list[dict], params: Params, root: Path) -> None:
             r["seeds"] = {str(s): v for s, v in zip(summary.seeds, summary.values)}
             r["seed_mean"] = round(summary.mean, 4)
             r["seed_sd"] = None if summary.sd is None else round(summary.sd, 4)
-        best = max(runs, key=lambda r: summaries[id(r)].mean) if runs else None
+        # The best variant among the runs `seeds` multiplies (the main matrix): a one-seed run of another
+        # group (the all-rows reference runs, best on every dataset) would make every verdict ONE_SEED.
+        seeded = [r for r in runs if summaries[id(r)].n > 1] or runs
+        best = max(seeded, key=lambda r: summaries[id(r)].mean) if runs else None
         for r in runs:
             r["method_best"] = r is best
             mine, theirs = summaries[id(r)], summaries[id(best)]

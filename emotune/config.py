@@ -549,7 +549,7 @@ def _parse(raw: dict) -> Params:
     if not 0 < params.fetch.validation_fraction < 1:
         raise EmotuneError(f"fetch.validation_fraction: the share of train carved out as validation when a "
                            f"dataset has none, in (0, 1) (e.g. 0.1), got {params.fetch.validation_fraction}")
-    _check_group_dataset_lists(params)
+    _check_group_dataset_lists(params, raw)
     for prefix in ("", *GROUPS):
         section = getattr(params, prefix) if prefix else params
         for i, name in enumerate(section.datasets or ()):
@@ -606,14 +606,20 @@ def check_seeds(params: Params) -> None:
 LISTED_GROUPS = ("large", "generative", "tune")
 
 
-def _check_group_dataset_lists(params: Params) -> None:
-    """Which groups take a dataset list, as dvc.yaml builds their matrices."""
+def _check_group_dataset_lists(params: Params, raw: dict) -> None:
+    """Which groups take a dataset list, as dvc.yaml builds their matrices (`raw`: params.yaml as read, where
+    an explicit null differs from a key left out, which the group's default covers)."""
     if params.reference.datasets is not None:
         raise EmotuneError(
             f"reference.datasets: {params.reference.datasets!r}: the reference runs follow `datasets` (one for each "
             f"of its datasets: dvc.yaml train_reference iterates ${{datasets}}, and DVC cannot filter a matrix); "
             f"remove the key (or set it to null). To switch the reference runs off: "
             f"`dvc exp run -S 'reference.adapters=[]'`")
+    for name in LISTED_GROUPS:  # dvc.yaml iterates ${<group>.datasets}: DVC cannot iterate null
+        if isinstance(raw.get(name), dict) and "datasets" in raw[name] and raw[name]["datasets"] is None:
+            raise EmotuneError(f"{name}.datasets: null, but dvc.yaml builds the {name} runs over this list (DVC "
+                               f"stops with \"'Value' object is not iterable\"); list the datasets, or [] to switch "
+                               f"the group off (`dvc exp run -S '{name}.datasets=[]'`)")
 
 
 def _check_groups_use_selected_datasets(params: Params) -> None:

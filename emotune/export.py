@@ -48,7 +48,15 @@ from emotune.atomic import atomic_dir, read_json  # noqa: E402
 from emotune.errors import EmotuneError, run_cli
 from emotune.merge import _test_rows, merged_model
 from emotune.paths import project_root  # noqa: E402
-from emotune.runs import Run, add_run_arguments, clean_settings, quiet_transformers, run_from_args, thresholds
+from emotune.runs import (
+    Run,
+    add_run_arguments,
+    clean_settings,
+    evaluation_facts,
+    quiet_transformers,
+    run_from_args,
+    thresholds,
+)
 
 TOLERANCE = 1e-4  # max |probability difference| between the exported and the run's model
 EXPORT_FILE = "export.json"
@@ -162,6 +170,7 @@ def export(run: Run, out: Path | None = None, qlora_base: str = "dequantized", c
         "normalisation": {**asdict(clean), "tweets": tweets},
         "prompt": run.metadata.get("prompt"),
         "check": asdict(check),
+        "evaluation": evaluation_facts(run.path("eval")),  # what `emotune serve` reports at GET /model
     }
     with atomic_dir(out) as tmp:
         exported.save_pretrained(tmp)

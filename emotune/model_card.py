@@ -36,7 +36,7 @@ def _numbers(obj, prefix: str = "") -> list[tuple[str, float]]:
     out = []
     for key, value in (obj or {}).items():
         name = f"{prefix}{key}"
-        if isinstance(value, bool):
+        if isinstance(value, bool) or key == "bootstrap":  # the interval's settings, not a metric
             continue
         if isinstance(value, (int, float)):
             out.append((name, value))

@@ -30,7 +30,7 @@ from emotune.adapter_table import adapter_entry
 from emotune.atomic import atomic_dir
 from emotune.errors import EmotuneError
 from emotune.exported import EXPORT_FILE, INPUT_NAMES, ONNX_FILE, batched_logits, onnx_runner, onnx_session
-from emotune.runs import Run, clean_settings, thresholds
+from emotune.runs import Run, clean_settings, evaluation_facts, thresholds
 
 DEFAULT_MAX_METRIC_LOSS = 1.0  # points (official metric x 100) the ONNX model may lose to the PyTorch one
 OPSET = 18
@@ -194,6 +194,7 @@ def export_onnx(run: Run, out: Path | None = None, quantize: str | None = None,
             "normalisation": {**asdict(clean), "tweets": tweets},
             "prompt": None, "opset": OPSET, "inputs": list(INPUT_NAMES),
             "check": asdict(check),
+            "evaluation": evaluation_facts(run.path("eval")),  # what `emotune serve` reports at GET /model
         }
         set_metadata(graph, {"emotune": json.dumps({k: info[k] for k in ("run", "labels", "task", "thresholds",
                                                                           "max_length", "quantize", "check")}),

@@ -39,7 +39,7 @@ from emotune import metrics, readers  # noqa: E402
 from emotune.atomic import write_atomic  # noqa: E402
 from emotune.errors import EmotuneError, did_you_mean, run_cli  # noqa: E402
 from emotune.paths import project_root  # noqa: E402
-from emotune.runs import Run, add_run_arguments, normaliser, quiet_transformers, run_from_args, thresholds, warn  # noqa: E402
+from emotune.runs import Run, add_run_arguments, evaluation_facts, normaliser, quiet_transformers, run_from_args, thresholds, warn  # noqa: E402
 
 CHUNK_BATCHES = 8  # batches per progress-bar step: long enough to sort by length well, short enough to tick
 
@@ -203,25 +203,6 @@ class Predictor:
     predict: Callable[..., Predictions]  # (texts, batch_size=32, show_progress=False) -> Predictions
     facts: dict  # what its model card says: dataset, task, labels, official metric (and interval) if known
     runtime: str  # "pytorch" (a run), "transformers" or "onnxruntime" (exports)
-
-
-def official_interval(report: dict) -> list[float] | None:
-    """[low, high] of the official metric's bootstrap 95% interval over test rows, as the evaluate stage
-    writes it (emotune/reports.py: "official_ci95": {"low", "high"}); None for a report without one."""
-    interval = report.get("official_ci95")
-    return [interval["low"], interval["high"]] if isinstance(interval, dict) else None
-
-
-def evaluation_facts(report_path: Path) -> dict:
-    """{"official_metric", "test_value", "interval"} from the evaluate stage's report; {} without one."""
-    from emotune.atomic import read_json
-
-    if not report_path.is_file():
-        return {}
-    report = read_json(report_path)
-    metric = report.get("official_metric")
-    return {"official_metric": metric, "test_value": report.get("official"), "test_rows": report.get("test_rows"),
-            "interval": official_interval(report)}
 
 
 def run_predictor(run: Run, device: str = "cpu") -> Predictor:

@@ -53,6 +53,15 @@ def write_report(report: dict, y_true: np.ndarray, y_pred: np.ndarray, json_path
     write_json(json_path, report)
 
 
+def write_unscored(record: dict, json_path: Path, plots: Path) -> None:
+    """A zero-shot pair dvc.yaml runs but the params do not score (emotune/plan.py ZeroShotPlan): its record
+    ({"scored": false, "why": ...}) and an empty per-row file, so every output the stage declares exists."""
+    empty = stats.predictions([], np.zeros(0), np.zeros(0), 0, False)
+    with atomic_dir(plots) as out:
+        (out / PREDICTIONS_FILE).write_bytes(stats.predictions_csv(empty))
+    write_json(json_path, record)
+
+
 def scored(kind: str, dataset: dict, model: str, adapter: str, y_true, y_pred, probs=None, invalid=None,
            thresholds=None, threshold_mode: str = "argmax", extra: dict | None = None) -> dict:
     """The report dict every evaluated row shares (runs and baselines): the metrics, each headline metric

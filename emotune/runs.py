@@ -220,3 +220,18 @@ def thresholds(run: Run) -> np.ndarray | None:
     return np.asarray(values, dtype=np.float64)
 
 
+def official_interval(report: dict) -> list[float] | None:
+    """[low, high] of the official metric's bootstrap 95% interval over test rows, as the evaluate stage
+    writes it (emotune/reports.py: "official_ci95": {"low", "high"}); None for a report without one."""
+    interval = report.get("official_ci95")
+    return [interval["low"], interval["high"]] if isinstance(interval, dict) else None
+
+
+def evaluation_facts(report_path: Path) -> dict:
+    """{"official_metric", "test_value", "interval"} from the evaluate stage's report; {} without one."""
+    if not report_path.is_file():
+        return {}
+    report = read_json(report_path)
+    metric = report.get("official_metric")
+    return {"official_metric": metric, "test_value": report.get("official"), "test_rows": report.get("test_rows"),
+            "interval": official_interval(report)}

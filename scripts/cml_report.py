@@ -133,6 +133,8 @@ def changes(root: Path, rev: str, row: dict) -> list[tuple[stats.Difference, str
     if old_raw is None:
         return []
     new, old = json.loads(json_path.read_text()), json.loads(old_raw)
+    if new.get("scored") is False or old.get("scored") is False:  # a zero-shot pair the params do not score
+        return []
     metrics = [m for m in stats.headline_metrics(new["official_metric"]) if m in old.get("test", {})]
     paired, how = changed_predictions(root, rev, row, new, old)
     if paired is not None:

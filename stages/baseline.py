@@ -11,13 +11,12 @@ import argparse
 import dataclasses
 
 from emotune.artifacts import load_splits
-from emotune.atomic import write_json
 from emotune.baseline import run_baseline, zero_shot
 from emotune.config import load_params
 from emotune.errors import run_cli
 from emotune.paths import BASELINES, eval_paths, project_root, zero_shot_name, zero_shot_plan_path
 from emotune.plan import ZeroShotPlan, read_plan
-from emotune.reports import write_report
+from emotune.reports import write_report, write_unscored
 
 
 def main(argv: list[str]) -> None:
@@ -32,9 +31,8 @@ def main(argv: list[str]) -> None:
         selection = read_plan(zero_shot_plan_path(args.dataset, args.zero_shot), ZeroShotPlan)
         if not selection.scored:  # dvc.yaml runs every dataset x model; this pair is not in the list
             name = zero_shot_name(args.zero_shot)
-            write_json(eval_paths(args.dataset, "baseline", name)[0],
-                       {"kind": "baseline", "dataset": args.dataset, "model": "baseline", "adapter": name,
-                        "scored": False, "why": selection.why})
+            write_unscored({"kind": "baseline", "dataset": args.dataset, "model": "baseline", "adapter": name,
+                            "scored": False, "why": selection.why}, *eval_paths(args.dataset, "baseline", name))
             print(f"baseline {args.dataset}/{name}: {selection.why}")
             return
     splits = load_splits(project_root() / "data" / "audited" / args.dataset)

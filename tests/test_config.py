@@ -211,6 +211,15 @@ def test_a_reference_list_says_the_group_follows_datasets(shipped_params, value)
         "-S 'reference.adapters=[]'" in message, message
 
 
+@pytest.mark.parametrize("group", ["large", "generative", "tune"])
+def test_a_listed_group_refuses_null_datasets(shipped_params, group):
+    """dvc.yaml iterates ${large.datasets} (and generative, tune): with null DVC itself stops with "'Value'
+    object is not iterable", naming no key."""
+    shipped_params.setdefault(group, {})["datasets"] = None
+    message = error_for(shipped_params)
+    assert f"{group}.datasets: null" in message and f"-S '{group}.datasets=[]'" in message, message
+
+
 def test_rank_decode_is_checked_on_the_scored_datasets_only(shipped_params):
     shipped_params["baseline"]["zero_shot"]["datasets"] = None  # all four default datasets, two multi-label
     message = error_for(shipped_params)

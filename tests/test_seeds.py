@@ -225,3 +225,17 @@ def test_bench_statistics_on_known_cases():
     assert (planted["better"], planted["worse"]) == ("lora", "head")
     assert planted["method_level_detected"]["2_vs_2"]["welch_t"]["rate"] == 1.0
     assert planted["difference_of_means"] == pytest.approx(0.2, abs=0.02)
+
+
+def test_the_best_variant_is_one_the_seeds_multiply(monkeypatch, tmp_path):
+    """The all-rows reference run (one seed) is best on every dataset; against it every variant would be
+    "cannot tell (one seed)" however many seeds the main matrix has. The verdicts compare the seeded runs."""
+    from emotune import aggregate
+
+    seeds = {"full": [0.932], "lora": [0.79, 0.80, 0.78], "head": [0.54, 0.55, 0.53]}
+    monkeypatch.setattr(aggregate, "seed_values",
+                        lambda row, params, root: dict(enumerate(seeds[row["adapter"]])))
+    rows = [{"dataset": "emotion", "model": "minilm", "adapter": a, "kind": "run"} for a in seeds]
+    aggregate.add_seed_verdicts(rows, parse_params(yaml.safe_load((ROOT / "params.yaml").read_text())), tmp_path)
+    verdicts = {r["adapter"]: r["method_vs_best"] for r in rows}
+    assert verdicts == {"full": ONE_SEED, "lora": "best", "head": "worse"}, verdicts
