@@ -166,9 +166,10 @@ def trained_project(work: Path, adapter: str, train_rows: int, epochs: int, thre
     else:
         raw = yaml.safe_load((common.ROOT / "params.yaml").read_text(encoding="utf-8"))
         raw.update(datasets=[dataset], models=["minilm"], adapters=[adapter])
-        for section in ("large", "generative", "reference"):
+        for section in ("large", "generative"):
             if section in raw:
                 raw[section] = {"datasets": [], "models": [], "adapters": []}
+        raw["reference"] = {"models": [], "adapters": []}  # it follows `datasets`: no models, no runs
         raw["baseline"]["zero_shot"]["datasets"] = []
         raw["train"].update(max_train_examples=train_rows, epochs=epochs)
         model = None
