@@ -162,6 +162,10 @@ def export_onnx(run: Run, out: Path | None = None, quantize: str | None = None,
     if max_metric_loss < 0:
         raise EmotuneError(f"--max-metric-loss {max_metric_loss}: a number of points >= 0")
     out = Path(out) if out is not None else onnx_export_dir(run, quantize)
+    # params.yaml's normalisation and the run's thresholds are read before the minute of export and
+    # checking, so a bad params file or a stale evaluation stops the export at once
+    clean, tweets = clean_settings(run.dataset, run.root)
+    cut = thresholds(run)
     trained = run.load()
     standalone = standalone_model(run, trained)
     tokenizer = trained.tokenizer
@@ -183,8 +187,6 @@ def export_onnx(run: Run, out: Path | None = None, quantize: str | None = None,
                 f"rows, {check.metric_loss_points:.2f} points lost (> --max-metric-loss {max_metric_loss}); "
                 f"decisions agree on {check.label_agreement:.1%} of rows. Nothing was written; export without "
                 f"--quantize, or raise --max-metric-loss to accept the loss")
-        clean, tweets = clean_settings(run.dataset, run.root)
-        cut = thresholds(run)
         info = {
             "run": run.name, "adapter": run.adapter, "qlora_base": "dequantized" if adapter_entry(run.adapter).quantized
             else None, "kind": "sequence_classification", "format": "onnx", "quantize": quantize,
