@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from bench import common
+from emotune import testing
 
 NAME = "pipeline_overhead"
 VENV_BIN = Path(sys.executable).parent
@@ -97,10 +98,7 @@ def slice_frames(tiny: bool, rows: dict[str, int], work: Path):
 
 
 def make_project(root: Path, tiny: bool, rows: dict[str, int], adapters: list[str], work: Path) -> dict:
-    for package in ("stages", "emotune"):  # the code its dvc.yaml hashes
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, root / name)
+    testing.copy_project_code(ROOT, root)
     frames, labels = slice_frames(tiny, rows, work)
     names = {"train": "train", "validation": "dev", "test": "test"}
     for split, frame in frames.items():

@@ -116,3 +116,21 @@ def planted_noise_recovery(train, spec, cfg, seed: int,
             "precision": hits / max(int(flags.sum()), 1), "recall": hits / int(planted.sum()),
             "flag_rate": float(flags.mean()), "auroc": float(roc_auc_score(planted, -quality)),
             "precision_at_k": float(planted[worst].mean())}
+
+
+# What a throw-away copy of the project needs besides params.yaml and its data: the code its dvc.yaml hashes
+# (each stage depends on its stages/ and emotune/ files, so `python -m stages.<name>` there runs that copy),
+# and every other file a stage depends on (the aggregate reads the measured seed spread).
+PROJECT_CODE = ("stages", "emotune")
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", "metrics/bench/seed_calibration.json")
+
+
+def copy_project_code(checkout: Path, root: Path) -> None:
+    """Copy the pipeline's code and dvc.yaml with the files its stages depend on from `checkout` to `root`."""
+    import shutil
+
+    for package in PROJECT_CODE:
+        shutil.copytree(checkout / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in PROJECT_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(checkout / name, root / name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,13 +51,7 @@ def skipped(output: str) -> set[str]:
 def write_toy_project(root: Path, adapters: tuple[str, ...] = ("lora", "ia3"), epochs: int = 2) -> Path:
     """The project (stages/, dvc.yaml, params.yaml) with one tiny CSV dataset `toy` and a tiny BERT in
     the folder `tiny-bert`, as a git + DVC repository with one commit and nothing reproduced yet."""
-    # A DVC project carries the code its dvc.yaml hashes (each stage depends on its stages/ and emotune/
-    # files), so the toy project holds a copy of both; `python -m stages.<name>` there runs that copy.
-    for package in ("stages", "emotune"):
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "metrics/bench/seed_calibration.json"):  # (the aggregate's seed spread)
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, root / name)
+    testing.copy_project_code(ROOT, root)
     params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     params["dataset_registry"]["toy"] = {
         "task": "single_label", "labels": LABELS, "official_metric": "macro_f1", "label_column": "label",
