@@ -1,4 +1,5 @@
-"""The Performance tables of docs/performance.md, printed as Markdown from the committed metrics/bench/*.json.
+"""The measurement tables of docs/ (performance.md, seeds.md, serving.md), printed as Markdown from the
+committed metrics/bench/*.json.
 
     python -m bench.report
 """
@@ -123,10 +124,45 @@ def train_vs_peer(results: list[dict]) -> list[str]:
     return lines
 
 
+def seeds_main_matrix(r: dict) -> list[str]:
+    """docs/seeds.md: every seed of each run, mean ± sd and the method-level verdict against the best variant."""
+    lines = [f"**{len(r['extra_seeds']) + 1} seeds of the main matrix** (seeds {r['primary_seed']} and "
+             f"{', '.join(map(str, r['extra_seeds']))}; {r['train_examples']:,} training rows drawn by each seed, "
+             f"{r['epochs']} epochs; project {r['project_commit']})", "",
+             "| dataset | adapter | each seed | mean ± sd | vs the best variant (Welch t over seeds) |",
+             "|---|---|---|---|---|"]
+    for run in r["runs"]:
+        detail = run.get("method_vs_best_detail") or {}
+        verdict = run["method_vs_best"]
+        if "difference" in detail:
+            verdict += (f": {detail['difference']:+.3f} [{detail['low']:+.3f}, {detail['high']:+.3f}], "
+                        f"p {detail['p_value']:.2f}")
+        lines.append(f"| {run['dataset']} ({run['official_metric']}) | {run['adapter']} | "
+                     f"{', '.join(f'{v:.3f}' for v in run['seeds'].values())} | "
+                     f"{run['seed_mean']:.3f} ± {run['seed_sd']:.3f} | {verdict} |")
+    return lines + ["", where(r)]
+
+
+def export_best(r: dict) -> list[str]:
+    """docs/serving.md: each dataset's best run exported, its ONNX float32 and int8 metric against PyTorch."""
+    lines = ["| best run | metric | PyTorch [95% CI] | ONNX float32 | ONNX int8 | int8 - PyTorch (points) | int8 decisions "
+             "as PyTorch's | int8 / float32 file |", "|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        fp32, int8 = run["exports"]
+        ci = run["leaderboard"].get("official_ci95")
+        interval = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else ""
+        lines.append(f"| {run['run']} ({run['train_examples']:,} rows) | {fp32['metric']} | "
+                     f"{fp32['pytorch']:.3f}{interval} | {fp32['onnx']:.3f} | {int8['onnx']:.3f} | "
+                     f"{-int8['loss_points']:+.2f} | {int8['label_agreement']:.1%} of {int8['rows']:,} | "
+                     f"{int8['onnx_bytes'] / 1e6:.1f} / {fp32['onnx_bytes'] / 1e6:.1f} MB |")
+    return lines + ["", where(r)]
+
+
 def main() -> None:
     out = []
     for name, render in (("train_vs_notebook", train_vs_notebook), ("pipeline_overhead", pipeline_overhead),
-                         ("inference", inference), ("gpu_train", gpu_train)):
+                         ("inference", inference), ("gpu_train", gpu_train),
+                         ("seeds_main_matrix", seeds_main_matrix), ("export_best", export_best)):
         result = load(name)
         if result is not None:
             out += render(result) + [""]

@@ -59,6 +59,9 @@ def check_main(argv: list[str]) -> None:
         runs = list(matrix.runs())
         if runs:
             print(f"{matrix.name or 'main'}: {len(runs)} runs: {', '.join('/'.join(r) for r in runs)}")
+    if params.seeds:  # the extra seeds' runs (train_seeds / evaluate_seeds stages, models/seeds/<seed>/...)
+        print(f"extra seeds {', '.join(map(str, params.seeds))}: {len(params.seed_runs())} runs, the main matrix "
+              f"once more per seed (models/seeds/<seed>/<dataset>/<model>/<adapter>)")
     zero_shot = [f"{d}/{m}" for d in params.zero_shot_datasets() for m in params.baseline.zero_shot.models]
     if zero_shot:
         print(f"zero-shot baseline: {len(zero_shot)} scored: {', '.join(zero_shot)}")

@@ -1,5 +1,5 @@
 """The README's leaderboard summary, built from the committed metrics/leaderboard.json: per dataset, the
-best run, the best run on the capped training sample, every baseline (TF-IDF + LR on the same and on all
+best run, the best run on the capped training sample (each with its 95% interval), every baseline (TF-IDF + LR on the same and on all
 rows, embeddings + LR, BiLSTM, zero-shot, majority) and the published reference with the gap. Every
 figure is the leaderboard's own number, rounded as metrics/leaderboard.md rounds it; tests/test_readme.py
 fails when the README's copy differs from what this prints, so the README cannot keep figures of an
@@ -25,12 +25,23 @@ def score(value) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def score_with_interval(row: dict | None) -> str:
+    """0.932 [0.921, 0.943]: the official metric and its bootstrap 95% interval over test rows, as
+    metrics/leaderboard.md prints them (emotune/aggregate.py official_text); the bare figure without one."""
+    if row is None:
+        return ""
+    interval = row.get("official_ci95")
+    if not isinstance(interval, dict):
+        return score(row["official"])
+    return f"{row['official']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+
+
 def run_name(row: dict) -> str:
     return f"{row['model']}/{row['adapter']} ({row['train_examples']:,} rows)"
 
 
 def summary(rows: list[dict]) -> str:
-    out = ["| dataset (metric) | best run | score | best run on the capped sample | score | "
+    out = ["| dataset (metric) | best run | score [95% CI] | best run on the capped sample | score [95% CI] | "
            "TF-IDF + LR, same rows | TF-IDF + LR, all rows | embeddings + LR | BiLSTM | zero-shot | majority | "
            "published | best run minus published |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -44,8 +55,8 @@ def summary(rows: list[dict]) -> str:
         zero = [r for name, r in base.items() if name.startswith(ZERO_SHOT_PREFIX)]
         zero_text = ", ".join(f"{r['adapter'][len(ZERO_SHOT_PREFIX):]} {score(r['official'])}" for r in zero)
         out.append("| " + " | ".join([
-            f"{dataset} ({best['official_metric']})", run_name(best), score(best["official"]),
-            run_name(best_capped) if best_capped else "", score(best_capped and best_capped["official"]),
+            f"{dataset} ({best['official_metric']})", run_name(best), score_with_interval(best),
+            run_name(best_capped) if best_capped else "", score_with_interval(best_capped),
             score(base["tfidf_lr"]["official"]), score(base["tfidf_lr_all"]["official"]),
             score(base.get("embed_lr", {}).get("official")), score(base.get("bilstm", {}).get("official")),
             zero_text or "opt-in, not run", score(base["majority"]["official"]),

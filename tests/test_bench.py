@@ -243,7 +243,8 @@ def test_pipeline_overhead_tiny(tmp_path):
     assert "| `dvc repro` (nothing changed) |" in "\n".join(report.pipeline_overhead(result))
 
 
-@pytest.mark.parametrize("name", ["reference_lr", "cpu_bf16", "generative_sft", "multilabel", "tune_adapters"])
+@pytest.mark.parametrize("name", ["reference_lr", "cpu_bf16", "generative_sft", "multilabel", "tune_adapters",
+                                  "seeds_main_matrix"])
 def test_measurement_benches_import_and_parse_their_arguments(name):
     """These benches train real models on the mirror for minutes (their figures are in metrics/bench/);
     here they must at least import and take their command line."""
@@ -298,3 +299,30 @@ def test_seed_calibration_tiny(tmp_path):
     assert result["seed_spread"]["emotion"]["lora"]["seeds"] == 4
     assert len(result["run_seconds"]) == 8
     assert result["method_level_pooled"]["2_vs_2"]["aa_false_better"]["welch_t"]["trials"] == 12
+
+
+def test_seeds_main_matrix_reads_the_seeded_rows_and_checks_the_primary_seed_against_the_project():
+    from bench import seeds_main_matrix as smm
+
+    def run(adapter, official, seeds=None):
+        return {"dataset": "d", "model": "m", "adapter": adapter, "kind": "run", "official": official,
+                **({"seeds": seeds} if seeds else {})}
+    experiment = {"rows": [run("lora", 0.7, {"42": 0.7, "1": 0.68, "2": 0.71}), run("full", 0.8, {"42": 0.8}),
+                           run("head", 0.6, {"42": 0.61, "1": 0.6, "2": 0.58}),
+                           {"dataset": "d", "model": "baseline", "adapter": "majority", "kind": "baseline"}]}
+    rows = smm.seeded_rows(experiment)
+    assert [r["adapter"] for r in rows] == ["lora", "head"]  # one-seed runs and baselines are not seed results
+    project = [run("lora", 0.7), run("head", 0.6), run("full", 0.8)]
+    assert smm.compare_primary(rows, project, 42) == ["d/m/head"]  # 0.61 in the experiment, 0.6 committed
+    for row, verdict in zip(rows, ["best", "worse"]):
+        row.update(official_metric="macro_f1", seed_mean=0.7, seed_sd=0.015, method_vs_best=verdict,
+                   method_vs_best_detail={} if verdict == "best" else
+                   {"difference": -0.1, "low": -0.14, "high": -0.06, "p_value": 0.004})
+    result = {"extra_seeds": [1, 2], "primary_seed": 42, "train_examples": 1000, "epochs": 2, "project_commit": "abc",
+              "runs": smm.summarise(rows), "date": "2026-12-07", "command": "python -m bench.seeds_main_matrix",
+              "machine": {"cpu_model": "cpu", "cores": 2, "torch_threads": 2, "gpu": None,
+                          "versions": {"torch": "t", "transformers": "x", "peft": "p"}}}
+    table = "\n".join(report.seeds_main_matrix(result))
+    assert "| d (macro_f1) | head | 0.610, 0.600, 0.580 | 0.700 ± 0.015 | worse: -0.100 [-0.140, -0.060], p 0.00 |" \
+        in table, table
+    assert "| d (macro_f1) | lora | 0.700, 0.680, 0.710 | 0.700 ± 0.015 | best |" in table

@@ -243,3 +243,10 @@ def test_check_names_what_the_one_flag_run_skips(shipped_params, tmp_path, monke
     out = capsys.readouterr().out
     assert "baseline.zero_shot.datasets: skipped tweet_eval_emotion, not in datasets [emotion]" in out, out
     assert "reference: 1 runs: emotion/minilm/full" in out and "zero-shot baseline: " not in out, out
+    assert "extra seeds" not in out, out
+    shipped_params["seeds"] = [1, 2]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(shipped_params), encoding="utf-8")
+    check_main([])
+    out = capsys.readouterr().out
+    runs = len(shipped_params["adapters"]) * 2
+    assert f"extra seeds 1, 2: {runs} runs, the main matrix once more per seed" in out, out

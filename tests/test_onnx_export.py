@@ -181,3 +181,36 @@ def test_predict_takes_a_transformers_export_the_same_way(runs, tmp_path):
     got, expected = predictor.predict(TEXTS), pr.predict(run, TEXTS, show_progress=False)
     np.testing.assert_allclose(got.probabilities, expected.probabilities, atol=1e-5)
     assert got.predicted == expected.predicted
+
+
+def test_export_best_bench_exports_each_dataset_s_best_run_fp32_and_int8(runs, tmp_path):
+    """bench/export_best.py (docs/serving.md's table of the best runs, exported): the leaderboard's best run,
+    both formats, each export's check against the run's own PyTorch model on the whole test split."""
+    from bench import export_best
+
+    root, name = runs("lora")
+    dataset, model, adapter = name.split("/")
+    leaderboard = {"rows": [
+        {"dataset": dataset, "model": model, "adapter": "head", "kind": "run", "best": False, "official": 0.5},
+        {"dataset": dataset, "model": model, "adapter": adapter, "kind": "run", "best": True, "official": 0.9,
+         "official_metric": "macro_f1", "official_ci95": {"low": 0.8, "high": 0.95}, "train_examples": 120},
+        {"dataset": dataset, "model": "baseline", "adapter": "majority", "kind": "baseline", "official": 0.2}]}
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics" / "leaderboard.json").write_text(json.dumps(leaderboard))
+    out = tmp_path / "export_best.json"
+    assert export_best.main(["--project", str(root), "--tiny", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["tiny"] is True and [r["run"] for r in result["runs"]] == [name]
+    fp32, int8 = result["runs"][0]["exports"]
+    assert (fp32["quantize"], int8["quantize"]) == (None, "int8")
+    assert fp32["label_agreement"] == 1.0 and fp32["onnx"] == fp32["pytorch"] and fp32["rows"] == 40
+    assert int8["pytorch"] == fp32["pytorch"] and int8["onnx_bytes"] < fp32["onnx_bytes"]
+    assert result["runs"][0]["leaderboard"]["official_ci95"] == {"low": 0.8, "high": 0.95}
+    assert not (root / "exports" / f"{name}-onnx-int8").exists()  # the bench's exports are temporary
+    from bench import report
+
+    row = report.export_best(result)[2]
+    assert row.startswith(f"| {name} (120 rows) | {fp32['metric']} | {fp32['pytorch']:.3f} [0.800, 0.950] | "), row
+    assert f"| {int8['label_agreement']:.1%} of 40 |" in row, row
+    with pytest.raises(SystemExit, match="no best run for elsewhere"):
+        export_best.main(["--project", str(root), "--tiny", "--out", str(out), "--datasets", "elsewhere"])

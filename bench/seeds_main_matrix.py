@@ -1,0 +1,131 @@
+"""More seeds of the committed main matrix, run by the pipeline itself: `dvc exp run -S 'seeds=[..]'` on a
+few datasets, and the leaderboard's method-level verdicts (question 2, docs/seeds.md) that come out of it.
+
+    python -m bench.seeds_main_matrix [--seeds 1,2] [--datasets emotion,tweet_eval_emotion] [--project .]
+    python -m bench.seeds_main_matrix --from-exp ../emotune-seeds   # re-read a finished experiment only
+
+Why a bench and not params.yaml: each extra seed costs what the main matrix costs (about 27 minutes per seed
+for four datasets on 2 cores), and the default `make run` must stay one seed. So the committed leaderboard
+says "cannot tell (one seed)" for method comparisons, and this bench records what three seeds say.
+
+How: the project (a checkout whose `dvc repro` is up to date) is cloned beside itself (`<project>-seeds`, so
+`fetch.mirror: ../shared/datasets` resolves the same), the clone uses the project's DVC cache (`dvc cache dir`,
+local config), so the primary seed's runs are checked out, not retrained, and `dvc exp run` with the extra
+seeds and the datasets trains only the new seeds' runs (`train_seeds@...`, `evaluate_seeds@...`) and reruns
+plan and aggregate. The stages DVC ran are recorded from its output, and every primary-seed figure of the
+experiment must equal the project's own leaderboard (the same runs, not retrained).
+Writes metrics/bench/seeds_main_matrix.json: per dataset x adapter every seed's official metric, mean, sd
+and the verdict against the best variant (Welch's t over seeds, emotune/seeds.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import common
+
+RAN = re.compile(r"Running stage '([^']+)'")
+
+
+def sh(cmd: list[str], cwd: Path, log: list[str] | None = None) -> None:
+    print("+ " + " ".join(cmd), flush=True)
+    env = {**common.bench_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if log is not None:
+            log.append(line)
+    if proc.wait():
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}) in {cwd}")
+
+
+def prepare_clone(project: Path, workdir: Path) -> None:
+    """A clone of the project's HEAD beside it, on the project's DVC cache, its outputs checked out."""
+    if workdir.exists():
+        raise SystemExit(f"{workdir}: exists; remove it, or re-read it with --from-exp {workdir}")
+    sh(["git", "clone", "-q", str(project), str(workdir)], project)
+    sh(["dvc", "cache", "dir", "--local", str(project / ".dvc" / "cache")], workdir)
+    sh(["dvc", "checkout", "-q"], workdir)
+
+
+def seeded_rows(leaderboard: dict) -> list[dict]:
+    """The runs with two or more seeds, as the aggregate stage wrote them (emotune/aggregate.py)."""
+    return [r for r in leaderboard["rows"] if r.get("kind") == "run" and len(r.get("seeds") or {}) >= 2]
+
+
+def compare_primary(rows: list[dict], project_rows: list[dict], seed: int) -> list[str]:
+    """Runs whose primary-seed figure in the experiment differs from the project's leaderboard (should be none)."""
+    own = {(r["dataset"], r["model"], r["adapter"]): r["official"] for r in project_rows if r.get("kind") == "run"}
+    return [f"{r['dataset']}/{r['model']}/{r['adapter']}" for r in rows
+            if own.get((r["dataset"], r["model"], r["adapter"])) != r["seeds"].get(str(seed))]
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    keep = ("dataset", "model", "adapter", "official_metric", "train_examples", "seeds", "seed_mean", "seed_sd",
+            "method_best", "method_vs_best", "method_vs_best_detail")
+    return [{k: r.get(k) for k in keep} for r in rows]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", default=str(common.ROOT), help="the checkout whose main matrix gets seeds")
+    parser.add_argument("--seeds", default="1,2", help="extra seeds (params `seeds`), comma-separated")
+    parser.add_argument("--datasets", default="emotion,tweet_eval_emotion", help="comma-separated, among `datasets`")
+    parser.add_argument("--workdir", help="the clone to run in (default: <project>-seeds beside the project)")
+    parser.add_argument("--from-exp", metavar="WORKDIR", help="only read a finished experiment's clone")
+    parser.add_argument("--out", help="the result file (default metrics/bench/seeds_main_matrix.json)")
+    args = parser.parse_args(argv)
+    project = Path(args.project).resolve()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    datasets = args.datasets.split(",")
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    result = common.header("seeds_main_matrix", False)
+    ran: list[str] = []
+    if args.from_exp:
+        workdir = Path(args.from_exp).resolve()
+        minutes = None
+    else:
+        workdir = Path(args.workdir).resolve() if args.workdir else project.parent / f"{project.name}-seeds"
+        prepare_clone(project, workdir)
+        start = time.perf_counter()
+        log: list[str] = []
+        sh(["dvc", "exp", "run", "-n", "seeds-" + "-".join(map(str, seeds)),
+            "-S", f"seeds=[{','.join(map(str, seeds))}]", "-S", f"datasets=[{','.join(datasets)}]"], workdir, log)
+        minutes = round((time.perf_counter() - start) / 60, 1)
+        ran = sorted({m.group(1) for line in log for m in RAN.finditer(line)})
+    leaderboard = json.loads((workdir / "metrics" / "leaderboard.json").read_text(encoding="utf-8"))
+    project_rows = json.loads((project / "metrics" / "leaderboard.json").read_text(encoding="utf-8"))["rows"]
+    rows = seeded_rows(leaderboard)
+    if not rows:
+        raise SystemExit(f"{workdir}/metrics/leaderboard.json: no run with two or more seeds")
+    mismatched = compare_primary(rows, project_rows, params["seed"])
+    result.update({
+        "project": str(project), "project_commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip(),
+        "workdir": str(workdir), "primary_seed": params["seed"], "extra_seeds": seeds, "datasets": datasets,
+        "train_examples": params["train"]["max_train_examples"], "epochs": params["train"]["epochs"],
+        "experiment_minutes": minutes, "stages_ran": ran,
+        "only_new_seeds_trained": all(not s.startswith(("train@", "evaluate@", "train_reference", "tokenize",
+                                                        "audit", "clean", "fetch")) for s in ran) if ran else None,
+        "primary_seed_differs_from_project": mismatched,
+        "runs": summarise(rows)})
+    for r in result["runs"]:
+        values = ", ".join(f"{v:.3f}" for v in r["seeds"].values())
+        print(f"{r['dataset']} {r['adapter']}: {r['seed_mean']:.3f} ± {r['seed_sd']:.3f} ({values}) "
+              f"{r['method_vs_best']}")
+    if mismatched:
+        print(f"WARNING: the primary seed's figure differs from the project's leaderboard for {mismatched}")
+    common.write_result(common.result_path("seeds_main_matrix", False, args.out), result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
