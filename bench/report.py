@@ -1,4 +1,4 @@
-"""The measurement tables of docs/ (performance.md, seeds.md, serving.md), printed as Markdown from the
+"""The measurement tables of docs/ (performance.md, seeds.md, serving.md, tuning.md), printed as Markdown from the
 committed metrics/bench/*.json.
 
     python -m bench.report
@@ -124,38 +124,59 @@ def train_vs_peer(results: list[dict]) -> list[str]:
     return lines
 
 
+def interval(ci: dict | None, sign: str = "") -> str:
+    """A 95% interval as the docs print it, "[low, high]" ("" for none); sign "+": signed ends (differences)."""
+    return f"[{ci['low']:{sign}.3f}, {ci['high']:{sign}.3f}]" if ci else ""
+
+
+def table(r: dict, columns: list[str], rows: list[list[str]], title: list[str] | None = None) -> list[str]:
+    """A Markdown table of one bench's rows (cells already formatted), with where it was measured below it."""
+    return [*(title or []), "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(cells) + " |" for cells in rows), "", where(r)]
+
+
 def seeds_main_matrix(r: dict) -> list[str]:
     """docs/seeds.md: every seed of each run, mean ± sd and the method-level verdict against the best variant."""
-    lines = [f"**{len(r['extra_seeds']) + 1} seeds of the main matrix** (seeds {r['primary_seed']} and "
-             f"{', '.join(map(str, r['extra_seeds']))}; {r['train_examples']:,} training rows drawn by each seed, "
-             f"{r['epochs']} epochs; project {r['project_commit']})", "",
-             "| dataset | adapter | each seed | mean ± sd | vs the best variant (Welch t over seeds) |",
-             "|---|---|---|---|---|"]
-    for run in r["runs"]:
+    def verdict(run: dict) -> str:
         detail = run.get("method_vs_best_detail") or {}
-        verdict = run["method_vs_best"]
-        if "difference" in detail:
-            verdict += (f": {detail['difference']:+.3f} [{detail['low']:+.3f}, {detail['high']:+.3f}], "
-                        f"p {detail['p_value']:.2f}")
-        lines.append(f"| {run['dataset']} ({run['official_metric']}) | {run['adapter']} | "
-                     f"{', '.join(f'{v:.3f}' for v in run['seeds'].values())} | "
-                     f"{run['seed_mean']:.3f} ± {run['seed_sd']:.3f} | {verdict} |")
-    return lines + ["", where(r)]
+        if "difference" not in detail:
+            return run["method_vs_best"]
+        return (f"{run['method_vs_best']}: {detail['difference']:+.3f} {interval(detail, '+')}, "
+                f"p {detail['p_value']:.2f}")
+    title = [f"**{len(r['extra_seeds']) + 1} seeds of the main matrix** (seeds {r['primary_seed']} and "
+             f"{', '.join(map(str, r['extra_seeds']))}; {r['train_examples']:,} training rows drawn by each seed, "
+             f"{r['epochs']} epochs; project {r['project_commit']})", ""]
+    return table(r, ["dataset", "adapter", "each seed", "mean ± sd", "vs the best variant (Welch t over seeds)"],
+                 [[f"{run['dataset']} ({run['official_metric']})", run["adapter"],
+                   ", ".join(f"{v:.3f}" for v in run["seeds"].values()),
+                   f"{run['seed_mean']:.3f} ± {run['seed_sd']:.3f}", verdict(run)] for run in r["runs"]], title)
 
 
 def export_best(r: dict) -> list[str]:
     """docs/serving.md: each dataset's best run exported, its ONNX float32 and int8 metric against PyTorch."""
-    lines = ["| best run | metric | PyTorch [95% CI] | ONNX float32 | ONNX int8 | int8 - PyTorch (points) | int8 decisions "
-             "as PyTorch's | int8 / float32 file |", "|---|---|---|---|---|---|---|---|"]
-    for run in r["runs"]:
+    def cells(run: dict) -> list[str]:
         fp32, int8 = run["exports"]
-        ci = run["leaderboard"].get("official_ci95")
-        interval = f" [{ci['low']:.3f}, {ci['high']:.3f}]" if ci else ""
-        lines.append(f"| {run['run']} ({run['train_examples']:,} rows) | {fp32['metric']} | "
-                     f"{fp32['pytorch']:.3f}{interval} | {fp32['onnx']:.3f} | {int8['onnx']:.3f} | "
-                     f"{-int8['loss_points']:+.2f} | {int8['label_agreement']:.1%} of {int8['rows']:,} | "
-                     f"{int8['onnx_bytes'] / 1e6:.1f} / {fp32['onnx_bytes'] / 1e6:.1f} MB |")
-    return lines + ["", where(r)]
+        return [f"{run['run']} ({run['train_examples']:,} rows)", fp32["metric"],
+                f"{fp32['pytorch']:.3f} {interval(run['leaderboard'].get('official_ci95'))}".strip(),
+                f"{fp32['onnx']:.3f}", f"{int8['onnx']:.3f}", f"{-int8['loss_points']:+.2f}",
+                f"{int8['label_agreement']:.1%} of {int8['rows']:,}",
+                f"{int8['onnx_bytes'] / 1e6:.1f} / {fp32['onnx_bytes'] / 1e6:.1f} MB"]
+    return table(r, ["best run", "metric", "PyTorch [95% CI]", "ONNX float32", "ONNX int8", "int8 - PyTorch (points)",
+                     "int8 decisions as PyTorch's", "int8 / float32 file"], [cells(run) for run in r["runs"]])
+
+
+def reference_model(r: dict) -> list[str]:
+    """docs/tuning.md: a second reference model on all rows against the committed MiniLM reference runs."""
+    def cells(d: dict) -> list[str]:
+        published = f"{d['reference']:.3f} ({d['vs_reference']:+.3f})" if d.get("reference") is not None else "none"
+        return [f"{d['dataset']} ({d['official_metric']})", f"{d['model']}/full, {d['lr']:g}, {d['epochs_run']}",
+                f"{d['official']:.3f} {interval(d['official_ci95'])}",
+                f"{d['base_official']:.3f} {interval(d['base_official_ci95'])}",
+                f"{d['verdict']}: {d['difference']:+.3f} {interval(d['difference_ci95'], '+')}", published,
+                f"{d['train_minutes']:.1f} ({d['train_examples_per_s']:.1f})"]
+    return table(r, ["dataset (metric)", "model, lr, epochs", "[95% CI]", "committed minilm/full [95% CI]",
+                     "paired difference [95% CI]", "published", "train minutes (ex/s)"],
+                 [cells(d) for d in r["datasets"]])
 
 
 def main() -> None:
@@ -166,6 +187,8 @@ def main() -> None:
         result = load(name)
         if result is not None:
             out += render(result) + [""]
+    for path in sorted(BENCH.glob("reference_model_*.json")):  # bench/reference_models.py, one file per run of it
+        out += reference_model(json.loads(path.read_text(encoding="utf-8"))) + [""]
     per_adapter = [r for r in (load(f"train_vs_peer_{a}") for a in ADAPTERS) if r is not None]
     if per_adapter:
         out += train_vs_peer(per_adapter) + [""]

@@ -21,37 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from bench import common
-
-RAN = re.compile(r"Running stage '([^']+)'")
-
-
-def sh(cmd: list[str], cwd: Path, log: list[str] | None = None) -> None:
-    print("+ " + " ".join(cmd), flush=True)
-    env = {**common.bench_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-        if log is not None:
-            log.append(line)
-    if proc.wait():
-        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}) in {cwd}")
-
-
-def prepare_clone(project: Path, workdir: Path) -> None:
-    """A clone of the project's HEAD beside it, on the project's DVC cache, its outputs checked out."""
-    if workdir.exists():
-        raise SystemExit(f"{workdir}: exists; remove it, or re-read it with --from-exp {workdir}")
-    sh(["git", "clone", "-q", str(project), str(workdir)], project)
-    sh(["dvc", "cache", "dir", "--local", str(project / ".dvc" / "cache")], workdir)
-    sh(["dvc", "checkout", "-q"], workdir)
+from bench import common, experiment
 
 
 def seeded_rows(leaderboard: dict) -> list[dict]:
@@ -88,19 +60,13 @@ def main(argv=None) -> int:
 
     params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
     result = common.header("seeds_main_matrix", False)
-    ran: list[str] = []
     if args.from_exp:
-        workdir = Path(args.from_exp).resolve()
-        minutes = None
+        run = experiment.ExperimentRun(Path(args.from_exp).resolve(), None, [])
     else:
-        workdir = Path(args.workdir).resolve() if args.workdir else project.parent / f"{project.name}-seeds"
-        prepare_clone(project, workdir)
-        start = time.perf_counter()
-        log: list[str] = []
-        sh(["dvc", "exp", "run", "-n", "seeds-" + "-".join(map(str, seeds)),
-            "-S", f"seeds=[{','.join(map(str, seeds))}]", "-S", f"datasets=[{','.join(datasets)}]"], workdir, log)
-        minutes = round((time.perf_counter() - start) / 60, 1)
-        ran = sorted({m.group(1) for line in log for m in RAN.finditer(line)})
+        workdir = Path(args.workdir).resolve() if args.workdir else experiment.default_workdir(project, "seeds")
+        run = experiment.run_experiment(project, workdir, "seeds-" + "-".join(map(str, seeds)),
+                                        {"seeds": seeds, "datasets": datasets})
+    workdir, minutes, ran = run.workdir, run.minutes, run.stages_ran
     leaderboard = json.loads((workdir / "metrics" / "leaderboard.json").read_text(encoding="utf-8"))
     project_rows = json.loads((project / "metrics" / "leaderboard.json").read_text(encoding="utf-8"))["rows"]
     rows = seeded_rows(leaderboard)
@@ -108,8 +74,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{workdir}/metrics/leaderboard.json: no run with two or more seeds")
     mismatched = compare_primary(rows, project_rows, params["seed"])
     result.update({
-        "project": str(project), "project_commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip(),
+        "project": str(project), "project_commit": experiment.commit(workdir),
         "workdir": str(workdir), "primary_seed": params["seed"], "extra_seeds": seeds, "datasets": datasets,
         "train_examples": params["train"]["max_train_examples"], "epochs": params["train"]["epochs"],
         "experiment_minutes": minutes, "stages_ran": ran,

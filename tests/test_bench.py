@@ -4,6 +4,7 @@ measured numbers), never how fast this machine is."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import subprocess
@@ -244,7 +245,7 @@ def test_pipeline_overhead_tiny(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["reference_lr", "cpu_bf16", "generative_sft", "multilabel", "tune_adapters",
-                                  "seeds_main_matrix"])
+                                  "seeds_main_matrix", "reference_models"])
 def test_measurement_benches_import_and_parse_their_arguments(name):
     """These benches train real models on the mirror for minutes (their figures are in metrics/bench/);
     here they must at least import and take their command line."""
@@ -326,3 +327,52 @@ def test_seeds_main_matrix_reads_the_seeded_rows_and_checks_the_primary_seed_aga
     assert "| d (macro_f1) | head | 0.610, 0.600, 0.580 | 0.700 ± 0.015 | worse: -0.100 [-0.140, -0.060], p 0.00 |" \
         in table, table
     assert "| d (macro_f1) | lora | 0.700, 0.680, 0.710 | 0.700 ± 0.015 | best |" in table
+
+
+def test_reference_models_pairs_the_new_model_with_the_committed_run_on_the_same_test_rows(tmp_path):
+    """bench/reference_models.py on two made-up project trees: the difference is paired over the rows both
+    evaluate stages predicted (their order may differ), and the table shows it with the published figure."""
+    import numpy as np
+
+    from bench import experiment, reference_models as rm
+    from emotune import paths, stats
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 4, 400)
+    ids = [f"r{i}" for i in range(400)]
+    right = {"mpnet": rng.random(400) < 0.9, "minilm": rng.random(400) < 0.6}  # clearly better: 0.9 vs 0.6
+
+    def tree(root: Path, model: str, order) -> None:
+        pred = np.where(right[model], gold, (gold + 1) % 4)
+        report, plots = paths.eval_paths("d", model, "full", root)
+        plots.mkdir(parents=True)
+        rows = stats.predictions([ids[i] for i in order], gold[order], pred[order], 4, False)
+        (plots / paths.PREDICTIONS_FILE).write_bytes(stats.predictions_csv(rows))
+        official = stats.point_estimates(rows)["accuracy"]
+        report.write_text(json.dumps({"labels": list("abcd"), "task": "single_label", "official_metric": "accuracy",
+                                      "official": official, "official_ci95": {"low": official - 0.03,
+                                                                              "high": official + 0.03}}))
+        train = root / "metrics" / "train" / "d" / model / "full.json"
+        train.parent.mkdir(parents=True)
+        train.write_text(json.dumps({"train_examples": 3000, "epochs_run": 3, "lr": 5e-5, "train_time_s": 1500,
+                                     "train_examples_per_s": 6.0, "best_val": 0.88}))
+        (root / "metrics" / "leaderboard.json").write_text(json.dumps({"rows": [
+            {"dataset": "d", "model": model, "adapter": "full", "kind": "run", "reference": 0.85,
+             "vs_reference": round(official - 0.85, 4)}]}))
+
+    workdir, project = tmp_path / "exp", tmp_path / "project"
+    tree(workdir, "mpnet", np.arange(400))
+    tree(project, "minilm", rng.permutation(400))
+    c = rm.compare(workdir, project, "d", "mpnet")
+    assert c.official == round(right["mpnet"].mean(), 4) and c.base_official == round(right["minilm"].mean(), 4)
+    assert c.difference == pytest.approx(right["mpnet"].mean() - right["minilm"].mean(), abs=1e-4)
+    assert c.verdict == "better" and c.difference_ci95["low"] > 0 and c.train_minutes == 25.0
+    assert experiment.overrides(rm.experiment_settings("mpnet", ["d", "e"], 5e-5)) == [
+        "-S", "datasets=[d,e]", "-S", "reference.models=[mpnet]", "-S", "reference.train.lr=5e-05",
+        "-S", "large.models=[mpnet]", "-S", "large.adapters=[lora]", "-S", "large.datasets=[d,e]"]
+    result = {"datasets": [dataclasses.asdict(c)], "date": "2026-12-07", "command": "python -m bench.reference_models",
+              "machine": {"cpu_model": "cpu", "cores": 2, "torch_threads": 2, "gpu": None,
+                          "versions": {"torch": "t", "transformers": "x", "peft": "p"}}}
+    table = "\n".join(report.reference_model(result))
+    assert f"| d (accuracy) | mpnet/full, 5e-05, 3 | {c.official:.3f} [" in table
+    assert f"| better: {c.difference:+.3f} [" in table and f"| 0.850 ({c.official - 0.85:+.3f}) | 25.0 (6.0) |" in table

@@ -1,0 +1,77 @@
+"""Run the project's own pipeline as one DVC experiment in a clone beside it, for the benches that measure
+opt-in pieces of the committed run (bench/seeds_main_matrix.py, bench/reference_models.py).
+
+The clone (`<project>-<suffix>` beside the project, so `fetch.mirror: ../shared/datasets` resolves the same)
+uses the project's DVC cache (`dvc cache dir --local`), so every committed output is checked out, not
+retrained, and `dvc exp run -S ...` trains only what the overrides add. The stages DVC ran are read from its
+output, which is how a bench shows that nothing else was retrained.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import common
+
+RAN = re.compile(r"Running stage '([^']+)'")
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    workdir: Path
+    minutes: float | None  # None: a finished experiment re-read (--from-exp)
+    stages_ran: list[str]
+
+
+def sh(cmd: list[str], cwd: Path, log: list[str] | None = None) -> None:
+    """Run a command with this interpreter's environment first on PATH (its `dvc`), echoing its output."""
+    print("+ " + " ".join(cmd), flush=True)
+    env = {**common.bench_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if log is not None:
+            log.append(line)
+    if proc.wait():
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}) in {cwd}")
+
+
+def default_workdir(project: Path, suffix: str) -> Path:
+    return project.parent / f"{project.name}-{suffix}"
+
+
+def prepare_clone(project: Path, workdir: Path) -> None:
+    """A clone of the project's HEAD beside it, on the project's DVC cache, its outputs checked out."""
+    if workdir.exists():
+        raise SystemExit(f"{workdir}: exists; remove it, or re-read it with --from-exp {workdir}")
+    sh(["git", "clone", "-q", str(project), str(workdir)], project)
+    sh(["dvc", "cache", "dir", "--local", str(project / ".dvc" / "cache")], workdir)
+    sh(["dvc", "checkout", "-q"], workdir)
+
+
+def overrides(settings: dict[str, object]) -> list[str]:
+    """`-S key=value` arguments for `dvc exp run`; lists in DVC's (Hydra's) `[a,b]` spelling."""
+    def spell(value) -> str:
+        return f"[{','.join(map(str, value))}]" if isinstance(value, (list, tuple)) else str(value)
+    return [arg for key, value in settings.items() for arg in ("-S", f"{key}={spell(value)}")]
+
+
+def run_experiment(project: Path, workdir: Path, name: str, settings: dict[str, object]) -> ExperimentRun:
+    """Clone the project to `workdir` and `dvc exp run -n name` there with `settings`."""
+    prepare_clone(project, workdir)
+    start = time.perf_counter()
+    log: list[str] = []
+    sh(["dvc", "exp", "run", "-n", name, *overrides(settings)], workdir, log)
+    return ExperimentRun(workdir, round((time.perf_counter() - start) / 60, 1),
+                         sorted({m.group(1) for line in log for m in RAN.finditer(line)}))
+
+
+def commit(checkout: Path) -> str:
+    """The commit the experiment ran on: the clone's HEAD (`dvc exp run` leaves it where it was)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
+                          text=True).stdout.strip()
