@@ -152,8 +152,14 @@ def toy_texts(n: int, seed: int, labels: list[str]):
     return pd.DataFrame(rows)
 
 
-def load_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+def load_json(path: Path, missing: str = "run what writes it first") -> dict:
+    """A JSON file a bench reads (a result, a metrics report, the leaderboard); a missing one stops the bench
+    with its path and `missing`, what to do about it."""
+    from emotune.atomic import read_json
+
+    if not Path(path).is_file():
+        raise SystemExit(f"{path}: missing; {missing}")
+    return read_json(path)
 
 
 def audited_slice(root: Path, dataset: str, sizes: tuple[int, int, int] | None = None, seed: int = 0):

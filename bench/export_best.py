@@ -15,7 +15,6 @@ Writes metrics/bench/export_best.json (docs/serving.md "The best runs, exported"
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ def export_figures(run, quantize: str | None, out: Path) -> dict:
     start = time.perf_counter()
     folder = export_onnx(run, out=out, quantize=quantize, max_metric_loss=NEVER_REFUSE)
     seconds = time.perf_counter() - start
-    check = json.loads((folder / "export.json").read_text(encoding="utf-8"))["check"]
+    check = common.load_json(folder / "export.json")["check"]
     return {"quantize": quantize, "export_seconds": round(seconds, 1),
             "onnx_bytes": (folder / ONNX_FILE).stat().st_size,
             "metric": check["metric"], "pytorch": round(check["run_metric"], 4),
@@ -61,7 +60,7 @@ def main(argv=None) -> int:
 
     quiet_transformers()
     project = Path(args.project).resolve()
-    leaderboard = json.loads((project / "metrics" / "leaderboard.json").read_text(encoding="utf-8"))
+    leaderboard = common.load_json(project / "metrics" / "leaderboard.json", "run `dvc repro` (or `dvc pull`) first")
     rows = best_rows(leaderboard, args.datasets.split(",") if args.datasets else None)
     result = common.header("export_best", args.tiny)
     result["project"] = str(project)

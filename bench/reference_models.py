@@ -24,7 +24,6 @@ metrics/bench/reference_model_<model>.json.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,9 +67,7 @@ def experiment_settings(model: str, datasets: list[str], lr: float) -> dict[str,
 
 
 def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise SystemExit(f"{path}: missing; did the experiment run the reference stages for this dataset?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return common.load_json(path, "did the experiment run the reference stages for this dataset?")
 
 
 def predictions(root: Path, dataset: str, model: str):

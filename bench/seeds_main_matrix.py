@@ -20,7 +20,6 @@ and the verdict against the best variant (Welch's t over seeds, emotune/seeds.py
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from bench import common, experiment
@@ -67,8 +66,8 @@ def main(argv=None) -> int:
         run = experiment.run_experiment(project, workdir, "seeds-" + "-".join(map(str, seeds)),
                                         {"seeds": seeds, "datasets": datasets})
     workdir, minutes, ran = run.workdir, run.minutes, run.stages_ran
-    leaderboard = json.loads((workdir / "metrics" / "leaderboard.json").read_text(encoding="utf-8"))
-    project_rows = json.loads((project / "metrics" / "leaderboard.json").read_text(encoding="utf-8"))["rows"]
+    leaderboard = common.load_json(workdir / "metrics" / "leaderboard.json", "the experiment did not aggregate")
+    project_rows = common.load_json(project / "metrics" / "leaderboard.json", "run `dvc repro` (or `dvc pull`) first")["rows"]
     rows = seeded_rows(leaderboard)
     if not rows:
         raise SystemExit(f"{workdir}/metrics/leaderboard.json: no run with two or more seeds")

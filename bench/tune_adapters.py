@@ -98,21 +98,42 @@ def write_curves(result: dict, path: Path) -> Path:
 
 
 def report(result: dict) -> str:
-    """docs/tuning.md's tables from a result JSON: default against tuned, pruning replayed, expected best."""
-    metric = "validation / test"
+    """docs/tuning.md's tables from a result JSON: default against tuned (test with its 95% interval, and
+    tuned minus default paired on the same test rows), the adapters' order at both, pruning replayed,
+    expected best."""
+    from bench.report import interval
+
+    metric = "validation / test [95% CI]"
     out = [f"From `{result['command']}` ({result['dataset']}, {result['rows']:,} training rows, "
            f"{result['trials']} trials of up to {result['max_epochs']} epochs per adapter; "
-           f"{result['machine']['cpu_model']}, {result['machine']['cores']} cores shared with other jobs, "
+           f"{result['machine']['cpu_model']}, {result['machine']['cores']} cores, "
            f"load average {result['load_average_at_start'][0]} "
            f"at the start; {result['date']}).", "",
-           f"| adapter | default ({metric}) | default settings | tuned ({metric}) | tuned settings | search minutes |",
-           "|---|---|---|---|---|---|"]
+           f"| adapter | default ({metric}) | default settings | tuned ({metric}) | tuned settings | "
+           "tuned - default, test (paired) | search minutes |",
+           "|---|---|---|---|---|---|---|"]
+    def scores(run: dict) -> str:
+        return f"{run['val']:.3f} / {run['test']:.3f}" + (f" {interval(run['test_ci95'])}" if run.get("test_ci95") else "")
+
     for name, e in result["adapters"].items():
         d, t = e["default"], e["tuned"]
         values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in t["values"].items())
-        out.append(f"| {name} | {d['val']:.3f} / {d['test']:.3f} | lr {d['lr']:g}, head_lr {d['head_lr']:g}, "
-                   f"{d['epochs']} epochs | {t['val']:.3f} / {t['test']:.3f} | {values} | "
+        change = e.get("tuned_vs_default")
+        change = f"{change['difference']:+.3f} {interval(change['ci95'], '+')} {change['verdict']}" if change else ""
+        out.append(f"| {name} | {scores(d)} | lr {d['lr']:g}, head_lr {d['head_lr']:g}, {d['epochs']} epochs | "
+                   f"{scores(t)} | {values} | {change} | "
                    f"{e['study']['trial_minutes']:.1f} |")
+    if result.get("ranking"):
+        def place(entry: dict) -> str:
+            against = entry["vs_first"]
+            return f"{entry['adapter']} {entry['test']:.3f}" + (
+                f" ({against['difference']:+.3f} {interval(against['ci95'], '+')}, {against['verdict']})"
+                if against else "")
+
+        out += ["", "Adapters by test score, each against the first (paired):", "",
+                "| place | at defaults | tuned |", "|---|---|---|"]
+        for i, (d, t) in enumerate(zip(result["ranking"]["default"], result["ranking"]["tuned"]), start=1):
+            out.append(f"| {i} | {place(d)} | {place(t)} |")
     out += ["", "| adapter | trials pruned | epochs (no pruning -> median) | trial-minutes (no pruning -> median) | "
             "best val kept | minutes to best - tolerance (no pruning -> median) |", "|---|---|---|---|---|---|"]
     for name, e in result["adapters"].items():
@@ -146,7 +167,17 @@ def study(plan, cfg, data_dir: Path, root: Path, label: str) -> dict:
             "plan": result.plan}
 
 
-def train_and_test(plan, root: Path, params) -> dict:
+@dataclasses.dataclass
+class TestedRun:
+    """A run trained and scored on test: its figures for the JSON, and its per-row test predictions, kept in
+    memory for the paired comparisons (the next run of the same adapter overwrites its files)."""
+
+    summary: dict
+    predictions: object  # emotune.stats.Predictions
+
+
+def train_and_test(plan, root: Path, params) -> TestedRun:
+    from emotune import aggregate
     from emotune import evaluate as evaluate_stage
     from emotune import train as train_stage
     from emotune.paths import run_paths
@@ -159,9 +190,30 @@ def train_and_test(plan, root: Path, params) -> dict:
     seconds = time.perf_counter() - tick
     report = evaluate_stage.evaluate_run(plan.dataset.name, plan.model["name"], plan.adapter, params.eval.threshold,
                                          0, root, device="cpu")
-    return {"lr": plan.train.lr, "head_lr": plan.train.head_lr, "epochs": plan.train.epochs,
-            "val": round(out["summary"]["best_val"], 4), "test": round(report["official"], 4),
-            "test_macro_f1": round(report["test"]["macro_f1"], 4), "train_seconds": round(seconds, 1)}
+    rows = aggregate.row_predictions({"dataset": plan.dataset.name, "model": plan.model["name"],
+                                      "adapter": plan.adapter}, root)
+    return TestedRun({"lr": plan.train.lr, "head_lr": plan.train.head_lr, "epochs": plan.train.epochs,
+                      "val": round(out["summary"]["best_val"], 4), "test": round(report["official"], 4),
+                      "test_ci95": report["official_ci95"], "test_macro_f1": round(report["test"]["macro_f1"], 4),
+                      "train_seconds": round(seconds, 1)}, rows)
+
+
+def paired(run: TestedRun, other: TestedRun, metric: str) -> dict:
+    """`run` minus `other` on the same test rows (emotune/stats.py paired bootstrap, the leaderboard's)."""
+    from emotune import stats
+
+    difference = stats.paired_difference(run.predictions, other.predictions, metric)
+    return {"difference": round(difference.difference, 4), "ci95": difference.as_json(),
+            "verdict": difference.verdict, "p_value": round(difference.p_value, 4)}
+
+
+def ranking(tested: dict[str, dict[str, TestedRun]], which: str, metric: str) -> list[dict]:
+    """The adapters by test score at their `which` settings (default or tuned), each against the first,
+    paired: the order a leaderboard would show and whether it can tell the places apart."""
+    order = sorted(tested, key=lambda a: -tested[a][which].summary["test"])
+    best = tested[order[0]][which]
+    return [{"adapter": a, "test": tested[a][which].summary["test"],
+             "vs_first": None if a == order[0] else paired(tested[a][which], best, metric)} for a in order]
 
 
 def main(argv=None) -> None:
@@ -217,20 +269,29 @@ def main(argv=None) -> None:
             adapters=[a for a in params.adapters if a not in adapters])
         result["split_rows"] = rows
         data_dir = root / "data" / "tokenized" / args.dataset / args.model
+        tested: dict[str, dict[str, TestedRun]] = {}
         for adapter in adapters:
             plan = base_plan(params, args.dataset, args.model, adapter)
+            metric = plan.dataset.official_metric
             cfg = dataclasses.replace(params.tune, trials=args.trials, max_epochs=args.max_epochs,
                                       startup_trials=args.startup_trials, pruner="none")
-            entry = {"default": train_and_test(plan, root, params)}
+            default = train_and_test(plan, root, params)
+            entry = {"default": default.summary}
             print(f"{adapter} default: {entry['default']}", flush=True)
             searched = study(plan, cfg, data_dir, root, "none")
             tuned = train_and_test(searched.pop("plan"), root, params)
-            entry["tuned"] = {**tuned, "values": searched["best"]["values"]}
+            tested[adapter] = {"default": default, "tuned": tuned}
+            entry["tuned"] = {**tuned.summary, "values": searched["best"]["values"]}
+            entry["tuned_vs_default"] = paired(tuned, default, metric)
             entry["study"] = searched
             entry["pruning"] = replay_pruning(searched["trials"], args.startup_trials, args.tolerance, args.max_epochs)
             entry["pruning_by_epoch"] = replay_pruning(searched["trials"], args.startup_trials, args.tolerance)
-            print(f"{adapter} tuned: {entry['tuned']}\n{adapter} pruning: {entry['pruning']}", flush=True)
+            print(f"{adapter} tuned: {entry['tuned']}\n{adapter} vs default: {entry['tuned_vs_default']}\n"
+                  f"{adapter} pruning: {entry['pruning']}", flush=True)
             result["adapters"][adapter] = entry
+            result["ranking"] = {which: ranking(tested, which, metric) for which in ("default", "tuned")}
+            result["ranking_changed"] = ([r["adapter"] for r in result["ranking"]["default"]] !=
+                                         [r["adapter"] for r in result["ranking"]["tuned"]])
             common.write_result(out_path, result)
             write_curves(result, out_path.with_name(f"{out_path.stem}_expected_best.csv"))
     common.write_result(out_path, result)

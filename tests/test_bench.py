@@ -376,3 +376,19 @@ def test_reference_models_pairs_the_new_model_with_the_committed_run_on_the_same
     table = "\n".join(report.reference_model(result))
     assert f"| d (accuracy) | mpnet/full, 5e-05, 3 | {c.official:.3f} [" in table
     assert f"| better: {c.difference:+.3f} [" in table and f"| 0.850 ({c.official - 0.85:+.3f}) | 25.0 (6.0) |" in table
+
+
+def test_the_top_level_plots_of_dvc_yaml_draw_committed_bench_columns():
+    """dvc.yaml's top-level `plots:` draw committed bench files (the tuning bench's expected-best curves):
+    each file must exist and hold its x and every y column, else `dvc plots show` draws an empty plot."""
+    import pandas as pd
+    import yaml
+
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    assert plots
+    for entry in plots:
+        (name, spec), = entry.items()
+        for path, columns in spec["y"].items():
+            frame = pd.read_csv(ROOT / path)
+            assert {spec["x"], *columns} <= set(frame.columns), (name, path, list(frame.columns))
+            assert len(frame) >= 2 and frame[columns].notna().all().all(), (name, path)

@@ -74,13 +74,22 @@ def test_the_bench_report_has_a_row_per_adapter_and_an_expected_best_row_per_tri
     study = {"trials": trials, "trial_minutes": 6.0,
              "expected_best": [{"trials": e.trials, "mean": e.mean, "std": e.std}
                                for e in expected_best([t["value"] for t in trials])]}
-    run = {"lr": 0.01, "head_lr": 0.01, "epochs": 2, "val": 0.55, "test": 0.52}
+    run = {"lr": 0.01, "head_lr": 0.01, "epochs": 2, "val": 0.55, "test": 0.52, "test_ci95": {"low": 0.5, "high": 0.54}}
+    change = {"difference": 0.0, "ci95": {"low": -0.012, "high": 0.011}, "verdict": "within noise"}
     result = {"command": "python -m bench.tune_adapters", "dataset": "d", "rows": 1000, "trials": 3, "max_epochs": 2,
               "machine": {"cpu_model": "cpu", "cores": 2}, "load_average_at_start": [1.0], "date": "today",
               "adapters": {"ia3": {"default": run, "tuned": {**run, "val": 0.7, "values": {"lr": 0.03, "epochs": 2}},
-                                   "study": study, "pruning": replay_pruning(trials, 1, 0.01)}}}
+                                   "tuned_vs_default": change, "study": study,
+                                   "pruning": replay_pruning(trials, 1, 0.01)}},
+              "ranking": {"default": [{"adapter": "ia3", "test": 0.52, "vs_first": None},
+                                      {"adapter": "head", "test": 0.5, "vs_first": {**change, "difference": -0.02}}],
+                          "tuned": [{"adapter": "head", "test": 0.53, "vs_first": None},
+                                    {"adapter": "ia3", "test": 0.52, "vs_first": change}]}}
     text = report(result)
-    assert "| ia3 | 0.550 / 0.520 | lr 0.01, head_lr 0.01, 2 epochs | 0.700 / 0.520 | lr 0.03, epochs 2 | 6.0 |" in text
+    assert ("| ia3 | 0.550 / 0.520 [0.500, 0.540] | lr 0.01, head_lr 0.01, 2 epochs | 0.700 / 0.520 [0.500, 0.540] | "
+            "lr 0.03, epochs 2 | +0.000 [-0.012, +0.011] within noise | 6.0 |") in text
+    assert "| 2 | head 0.500 (-0.020 [-0.012, +0.011], within noise) | ia3 0.520 (+0.000 [-0.012, +0.011], within noise) |" \
+        in text
     assert "| ia3 | 1 of 3 | 6 -> 5 |" in text  # the second trial is below the first's epoch-1 score
     assert [line.split(" |")[0] for line in text.splitlines() if line.startswith("| ") and "+-" in line] == \
         ["| 1", "| 2", "| 3"]
@@ -196,3 +205,26 @@ def test_dvc_tunes_a_run_and_a_second_repro_continues_the_study(tmp_path):
     after = pd.read_csv(root / "metrics/tune/toy/tiny-bert/ia3/trials.csv")
     assert len(after) == 5 and after.iloc[:3].equals(before)
     assert json.loads((root / "metrics/tune/toy/tiny-bert/ia3.json").read_text())["study"] == first["study"]
+
+
+def test_the_bench_ranks_adapters_by_test_and_pairs_each_with_the_first():
+    """bench/tune_adapters.py `ranking`: the order by test score, each adapter against the first on the same
+    rows (paired bootstrap): a run that is wrong on 100 more of 1,000 rows is `worse`, one row apart is noise."""
+    import numpy as np
+    from bench.tune_adapters import TestedRun, ranking
+    from emotune import stats
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, 1000)
+
+    def run(wrong: int) -> TestedRun:
+        pred = gold.copy()
+        pred[:wrong] = (pred[:wrong] + 1) % 3
+        predictions = stats.predictions(np.arange(1000), gold, pred, 3, False)
+        return TestedRun({"test": stats.point_estimates(predictions)["accuracy"]}, predictions)
+
+    tested = {"head": {"default": run(300)}, "lora": {"default": run(200)}, "ia3": {"default": run(201)}}
+    order = ranking(tested, "default", "accuracy")
+    assert [r["adapter"] for r in order] == ["lora", "ia3", "head"] and order[0]["vs_first"] is None
+    assert order[1]["vs_first"]["verdict"] == "within noise" and order[1]["vs_first"]["difference"] == -0.001
+    assert order[2]["vs_first"]["verdict"] == "worse" and order[2]["vs_first"]["ci95"]["high"] < 0
