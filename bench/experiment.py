@@ -71,7 +71,27 @@ def run_experiment(project: Path, workdir: Path, name: str, settings: dict[str, 
                          sorted({m.group(1) for line in log for m in RAN.finditer(line)}))
 
 
+def record(run: ExperimentRun, project: Path) -> dict[str, object]:
+    """What every experiment bench's JSON says about the experiment: the project and commit it ran on, the
+    clone, its minutes and the stages DVC ran."""
+    return {"project": str(project), "project_commit": commit(run.workdir), "workdir": str(run.workdir),
+            "experiment_minutes": run.minutes, "stages_ran": run.stages_ran}
+
+
 def commit(checkout: Path) -> str:
     """The commit the experiment ran on: the clone's HEAD (`dvc exp run` leaves it where it was)."""
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True,
                           text=True).stdout.strip()
+
+
+def run_predictions(root: Path, dataset: str, model: str, adapter: str):
+    """A run's evaluate report and its per-row test predictions under `root` (a project or an experiment's
+    clone), read the way emotune/aggregate.py reads them, for the paired comparisons of the benches."""
+    from emotune import aggregate, paths
+
+    report = common.load_json(paths.eval_paths(dataset, model, adapter, root)[0],
+                              f"did the experiment run evaluate@{dataset}-{model}-{adapter}?")
+    rows = aggregate.row_predictions({"dataset": dataset, "model": model, "adapter": adapter}, root)
+    if rows is None:
+        raise SystemExit(f"{paths.predictions_path(dataset, model, adapter, root)}: missing; rerun its evaluate stage")
+    return report, rows

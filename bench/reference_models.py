@@ -70,22 +70,11 @@ def read_json(path: Path) -> dict:
     return common.load_json(path, "did the experiment run the reference stages for this dataset?")
 
 
-def predictions(root: Path, dataset: str, model: str):
-    """A run's evaluate report and its per-row test predictions (emotune/aggregate.py reads them the same way)."""
-    from emotune import aggregate, paths
-
-    report = read_json(paths.eval_paths(dataset, model, ADAPTER, root)[0])
-    rows = aggregate.row_predictions({"dataset": dataset, "model": model, "adapter": ADAPTER}, root)
-    if rows is None:
-        raise SystemExit(f"{paths.predictions_path(dataset, model, ADAPTER, root)}: missing; rerun its evaluate stage")
-    return report, rows
-
-
 def compare(workdir: Path, project: Path, dataset: str, model: str) -> ReferenceComparison:
     from emotune import stats
 
-    report, run = predictions(workdir, dataset, model)
-    base_report, base = predictions(project, dataset, BASE_MODEL)
+    report, run = experiment.run_predictions(workdir, dataset, model, ADAPTER)
+    base_report, base = experiment.run_predictions(project, dataset, BASE_MODEL, ADAPTER)
     metric = report["official_metric"]
     difference = stats.paired_difference(run, base, metric)
     train = read_json(workdir / "metrics" / "train" / dataset / model / f"{ADAPTER}.json")
@@ -121,8 +110,7 @@ def main(argv=None) -> int:
         run = experiment.run_experiment(project, workdir, f"reference-{args.model}", settings)
     comparisons = [compare(run.workdir, project, dataset, args.model) for dataset in datasets]
     result.update({
-        "project": str(project), "project_commit": experiment.commit(run.workdir), "workdir": str(run.workdir),
-        "settings": settings, "lr_tuned": False, "experiment_minutes": run.minutes, "stages_ran": run.stages_ran,
+        **experiment.record(run, project), "settings": settings, "lr_tuned": False,
         "committed_runs_retrained": [s for s in run.stages_ran if s.startswith(("train@", "train_reference@"))
                                      and f"-{args.model}-" not in s],
         "datasets": [asdict(c) for c in comparisons]})

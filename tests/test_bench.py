@@ -245,7 +245,7 @@ def test_pipeline_overhead_tiny(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["reference_lr", "cpu_bf16", "generative_sft", "multilabel", "tune_adapters",
-                                  "seeds_main_matrix", "reference_models"])
+                                  "seeds_main_matrix", "reference_models", "adapter_default"])
 def test_measurement_benches_import_and_parse_their_arguments(name):
     """These benches train real models on the mirror for minutes (their figures are in metrics/bench/);
     here they must at least import and take their command line."""
@@ -378,17 +378,35 @@ def test_reference_models_pairs_the_new_model_with_the_committed_run_on_the_same
     assert f"| better: {c.difference:+.3f} [" in table and f"| 0.850 ({c.official - 0.85:+.3f}) | 25.0 (6.0) |" in table
 
 
-def test_the_top_level_plots_of_dvc_yaml_draw_committed_bench_columns():
-    """dvc.yaml's top-level `plots:` draw committed bench files (the tuning bench's expected-best curves):
-    each file must exist and hold its x and every y column, else `dvc plots show` draws an empty plot."""
+def test_the_bench_plots_draw_committed_bench_columns():
+    """metrics/bench/dvc.yaml's top-level `plots:` draw committed bench files (the tuning bench's expected-best
+    curves; paths relative to that dvc.yaml): each file must exist and hold its x and every y column, else
+    `dvc plots show` draws an empty plot. The root dvc.yaml has none: the tests' toy projects copy it."""
     import pandas as pd
     import yaml
 
-    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
-    assert plots
+    here = ROOT / "metrics" / "bench"
+    plots = yaml.safe_load((here / "dvc.yaml").read_text())["plots"]
+    assert plots and "plots" not in yaml.safe_load((ROOT / "dvc.yaml").read_text())
     for entry in plots:
         (name, spec), = entry.items()
         for path, columns in spec["y"].items():
-            frame = pd.read_csv(ROOT / path)
+            frame = pd.read_csv(here / path)
             assert {spec["x"], *columns} <= set(frame.columns), (name, path, list(frame.columns))
             assert len(frame) >= 2 and frame[columns].notna().all().all(), (name, path)
+
+
+def test_the_adapter_default_bench_renders_each_dataset_against_the_committed_run():
+    from bench.adapter_default import report as adapter_default_report
+
+    machine = {"cpu_model": "cpu", "cores": 2, "torch_threads": 2,
+               "versions": {"torch": "t", "transformers": "tf", "peft": "p"}}
+    row = {"dataset": "emotion", "official_metric": "accuracy", "lr": 0.04, "epochs_run": 3, "official": 0.745,
+           "official_ci95": {"low": 0.726, "high": 0.765}, "committed_lr": 0.01, "committed_epochs_run": 2,
+           "committed_official": 0.65, "committed_official_ci95": {"low": 0.63, "high": 0.672},
+           "difference": 0.095, "difference_ci95": {"low": 0.074, "high": 0.114}, "verdict": "better"}
+    lines = adapter_default_report({"adapter": "ia3", "machine": machine, "date": "today",
+                                    "command": "python -m bench.adapter_default", "datasets": [row]})
+    assert lines[0].startswith("| dataset (metric) | ia3: lr, epochs |")
+    assert ("| emotion (accuracy) | 0.04, 3 | 0.745 [0.726, 0.765] | 0.01, 2 | 0.650 [0.630, 0.672] | "
+            "better: +0.095 [+0.074, +0.114] |") in lines
