@@ -132,14 +132,16 @@ def toy_params_with_tune(**tune):
 # ---------------------------------------------------------------------------------------------
 def test_a_tiny_study_prunes_never_sees_test_rows_and_continues(tmp_path):
     model = testing.save_tiny_model("bert", tmp_path / "tiny-bert")
-    plan, paths = prepare_run(tmp_path, model, "ia3", sizes=(160, 60, 40), epochs=3)
+    # lr 1e-2: at IA3's default (4e-2) and above, the random tiny BERT predicts one class in every trial,
+    # so every trial scores the same and the pruner has nothing to stop.
+    plan, paths = prepare_run(tmp_path, model, "ia3", sizes=(160, 60, 40), epochs=3, lr=1e-2)
     # No test split at all: a study that read one would fail on the missing file.
     (paths.data / "test.parquet").unlink()
     where = tune_paths("toy", "tiny-bert", "ia3", tmp_path)
     cfg = TuneGroup(trials=6, max_epochs=3, pruner="median", startup_trials=2)
     result = run_study(plan, cfg, paths.data, where, device="cpu", log=print)
 
-    # the first trial is the run's own settings (IA3's default LR, the head LR, train.epochs)
+    # the first trial is the run's own settings (its LR, the head LR, train.epochs)
     assert result.trials[0].values == {"lr": plan.train.lr, "head_lr": plan.train.head_lr, "epochs": plan.train.epochs}
     states = [t.state for t in result.trials]
     assert len(result.trials) == 6 and "PRUNED" in states and "COMPLETE" in states, result.trials
