@@ -71,6 +71,36 @@ def run_experiment(project: Path, workdir: Path, name: str, settings: dict[str, 
                          sorted({m.group(1) for line in log for m in RAN.finditer(line)}))
 
 
+def reread(workdir: Path, previous: Path) -> ExperimentRun:
+    """A finished experiment's clone, re-read (--from-exp) without running anything. DVC's output is gone, so
+    its minutes and the stages it ran come from the bench's previous result for the same clone (`previous`);
+    without one they are unknown (None, [])."""
+    workdir = Path(workdir).resolve()
+    old = common.load_json(previous) if Path(previous).is_file() else {}
+    if old.get("workdir") != str(workdir):
+        return ExperimentRun(workdir, None, [])
+    return ExperimentRun(workdir, old.get("experiment_minutes"), list(old.get("stages_ran") or []))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One run minus another on the same test rows, as the bench JSONs record it (rounded to 4 digits)."""
+    difference: float
+    ci95: dict
+    verdict: str  # better | worse | within noise
+    p_value: float
+
+
+def paired(run, other, metric: str) -> Paired:
+    """`run` minus `other` (emotune.stats.Predictions of the same test rows): the leaderboard's paired
+    bootstrap (emotune/stats.py)."""
+    from emotune import stats
+
+    difference = stats.paired_difference(run, other, metric)
+    return Paired(round(difference.difference, 4), difference.as_json(), difference.verdict,
+                  round(difference.p_value, 4))
+
+
 def record(run: ExperimentRun, project: Path) -> dict[str, object]:
     """What every experiment bench's JSON says about the experiment: the project and commit it ran on, the
     clone, its minutes and the stages DVC ran."""

@@ -71,20 +71,18 @@ def read_json(path: Path) -> dict:
 
 
 def compare(workdir: Path, project: Path, dataset: str, model: str) -> ReferenceComparison:
-    from emotune import stats
-
     report, run = experiment.run_predictions(workdir, dataset, model, ADAPTER)
     base_report, base = experiment.run_predictions(project, dataset, BASE_MODEL, ADAPTER)
     metric = report["official_metric"]
-    difference = stats.paired_difference(run, base, metric)
+    difference = experiment.paired(run, base, metric)
     train = read_json(workdir / "metrics" / "train" / dataset / model / f"{ADAPTER}.json")
     rows = read_json(workdir / "metrics" / "leaderboard.json")["rows"]
     row = next((r for r in rows if (r["dataset"], r["model"], r["adapter"], r.get("kind")) ==
                 (dataset, model, ADAPTER, "run")), {})
     return ReferenceComparison(
         dataset, metric, model, round(report["official"], 4), report["official_ci95"], BASE_MODEL,
-        round(base_report["official"], 4), base_report["official_ci95"], round(difference.difference, 4),
-        difference.as_json(), difference.verdict, round(difference.p_value, 4), row.get("reference"),
+        round(base_report["official"], 4), base_report["official_ci95"], difference.difference,
+        difference.ci95, difference.verdict, difference.p_value, row.get("reference"),
         row.get("vs_reference"), train["train_examples"], train["epochs_run"], train["lr"],
         round(train["train_time_s"] / 60, 1), train["train_examples_per_s"], round(train["best_val"], 4))
 
@@ -104,7 +102,8 @@ def main(argv=None) -> int:
     settings = experiment_settings(args.model, datasets, args.lr)
     result = common.header(f"reference_{args.model}", False)
     if args.from_exp:
-        run = experiment.ExperimentRun(Path(args.from_exp).resolve(), None, [])
+        run = experiment.reread(Path(args.from_exp), common.result_path(f"reference_model_{args.model}", False,
+                                                                         args.out))
     else:
         workdir = Path(args.workdir).resolve() if args.workdir else experiment.default_workdir(project, "reference")
         run = experiment.run_experiment(project, workdir, f"reference-{args.model}", settings)

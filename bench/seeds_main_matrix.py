@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
     result = common.header("seeds_main_matrix", False)
     if args.from_exp:
-        run = experiment.ExperimentRun(Path(args.from_exp).resolve(), None, [])
+        run = experiment.reread(Path(args.from_exp), common.result_path("seeds_main_matrix", False, args.out))
     else:
         workdir = Path(args.workdir).resolve() if args.workdir else experiment.default_workdir(project, "seeds")
         run = experiment.run_experiment(project, workdir, "seeds-" + "-".join(map(str, seeds)),

@@ -25,8 +25,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench import common
+from bench import common, experiment
+
+if TYPE_CHECKING:  # emotune (torch) loads lazily, when a bench runs
+    from emotune.stats import Predictions
 
 
 def replay_pruning(trials: list[dict], startup_trials: int, tolerance: float, max_epochs: int | None = None) -> dict:
@@ -173,7 +177,7 @@ class TestedRun:
     memory for the paired comparisons (the next run of the same adapter overwrites its files)."""
 
     summary: dict
-    predictions: object  # emotune.stats.Predictions
+    predictions: Predictions
 
 
 def train_and_test(plan, root: Path, params) -> TestedRun:
@@ -200,11 +204,7 @@ def train_and_test(plan, root: Path, params) -> TestedRun:
 
 def paired(run: TestedRun, other: TestedRun, metric: str) -> dict:
     """`run` minus `other` on the same test rows (emotune/stats.py paired bootstrap, the leaderboard's)."""
-    from emotune import stats
-
-    difference = stats.paired_difference(run.predictions, other.predictions, metric)
-    return {"difference": round(difference.difference, 4), "ci95": difference.as_json(),
-            "verdict": difference.verdict, "p_value": round(difference.p_value, 4)}
+    return dataclasses.asdict(experiment.paired(run.predictions, other.predictions, metric))
 
 
 def ranking(tested: dict[str, dict[str, TestedRun]], which: str, metric: str) -> list[dict]:

@@ -378,6 +378,23 @@ def test_reference_models_pairs_the_new_model_with_the_committed_run_on_the_same
     assert f"| better: {c.difference:+.3f} [" in table and f"| 0.850 ({c.official - 0.85:+.3f}) | 25.0 (6.0) |" in table
 
 
+def test_a_reread_experiment_keeps_what_its_first_run_recorded(tmp_path):
+    """--from-exp re-reads a finished clone: DVC's output is gone, so the minutes and the stages it ran come
+    from the bench's previous result for the same clone, and are unknown for any other clone."""
+    from bench import experiment
+
+    clone = tmp_path / "project-seeds"
+    previous = tmp_path / "seeds_main_matrix.json"
+    previous.write_text(json.dumps({"workdir": str(clone.resolve()), "experiment_minutes": 29.5,
+                                    "stages_ran": ["aggregate", "train_seeds@d-minilm-lora-1"]}))
+    run = experiment.reread(clone, previous)
+    assert (run.workdir, run.minutes, run.stages_ran) == (clone.resolve(), 29.5,
+                                                          ["aggregate", "train_seeds@d-minilm-lora-1"])
+    other = experiment.reread(tmp_path / "another-clone", previous)
+    assert (other.minutes, other.stages_ran) == (None, [])
+    assert experiment.reread(clone, tmp_path / "missing.json").minutes is None
+
+
 def test_the_bench_plots_draw_committed_bench_columns():
     """metrics/bench/dvc.yaml's top-level `plots:` draw committed bench files (the tuning bench's expected-best
     curves; paths relative to that dvc.yaml): each file must exist and hold its x and every y column, else
@@ -410,3 +427,41 @@ def test_the_adapter_default_bench_renders_each_dataset_against_the_committed_ru
     assert lines[0].startswith("| dataset (metric) | ia3: lr, epochs |")
     assert ("| emotion (accuracy) | 0.04, 3 | 0.745 [0.726, 0.765] | 0.01, 2 | 0.650 [0.630, 0.672] | "
             "better: +0.095 [+0.074, +0.114] |") in lines
+
+
+def test_the_adapter_default_bench_compares_the_adapter_over_seeds_before_and_after(tmp_path):
+    """--seeds-before/--seeds-after: the adapter's seeded runs in two seeds_main_matrix results, Welch's t over
+    seeds per dataset both hold; a clear shift is "better", an overlapping one "within noise"."""
+    import statistics
+
+    from bench import adapter_default
+
+    def result(commit: str, by_dataset: dict[str, list[float]]) -> dict:
+        runs = [{"dataset": d, "adapter": "ia3", "official_metric": "accuracy",
+                 "seeds": dict(zip(("42", "1", "2"), values)), "seed_mean": sum(values) / 3,
+                 "seed_sd": statistics.stdev(values)} for d, values in by_dataset.items()]
+        runs.append({"dataset": "d", "adapter": "lora", "official_metric": "accuracy", "seeds": {"42": 0.9, "1": 0.9},
+                     "seed_mean": 0.9, "seed_sd": 0.0})
+        return {"project_commit": commit, "runs": runs}
+
+    before = result("aaa", {"d": [0.60, 0.61, 0.62], "e": [0.60, 0.70, 0.65], "only_before": [0.5, 0.5, 0.5]})
+    after = result("bbb", {"d": [0.70, 0.71, 0.72], "e": [0.62, 0.72, 0.60]})
+    rows = {c.dataset: c for c in adapter_default.seeds_comparison(before, after, "ia3")}
+    assert set(rows) == {"d", "e"}
+    assert rows["d"].verdict == "better" and rows["d"].difference == pytest.approx(0.1)
+    assert rows["d"].difference_ci95["low"] > 0 and rows["e"].verdict == "within noise"
+    with pytest.raises(SystemExit, match="no dataset has seeded qlora runs"):
+        adapter_default.seeds_comparison(before, after, "qlora")
+
+    paths = []
+    for name, data in (("before.json", before), ("after.json", after)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(data))
+    out = tmp_path / "seeds.json"
+    assert adapter_default.main(["--seeds-before", str(paths[0]), "--seeds-after", str(paths[1]),
+                                 "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert (written["before_commit"], written["after_commit"]) == ("aaa", "bbb")
+    table = "\n".join(adapter_default.seeds_report(written))
+    assert "| d (accuracy) | 0.600, 0.610, 0.620 | 0.610 ± 0.010 | 0.700, 0.710, 0.720 | 0.710 ± 0.010 | better: +0.100" \
+        in table, table
